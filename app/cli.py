@@ -1,0 +1,323 @@
+"""The `tepat` command line: database, releases, snapshots, serving and the demo."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+
+import typer
+from rich.table import Table
+
+from app import db, embedded
+from app.config import Settings, get_settings
+from app.console import err, out, print_json, row_progress
+from app.errors import TepatError
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    name="tepat",
+    help="Tepat: eligibility lookup over immutable DTSEN snapshots.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+snapshot_app = typer.Typer(
+    help="DTSEN snapshots: import, list, show, verify, retire.", no_args_is_help=True
+)
+app.add_typer(db_app, name="db")
+app.add_typer(snapshot_app, name="snapshot")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON document for machines.")]
+
+
+def _run(fn: Callable[[Settings], Coroutine[Any, Any, T]]) -> T:
+    """Run one async CLI action; domain errors become a clear message and exit code 1."""
+    settings = get_settings()
+    try:
+        return asyncio.run(fn(settings))
+    except TepatError as e:
+        err.print(f"[red]error:[/red] {e.detail}")
+        raise typer.Exit(1) from None
+    finally:
+        embedded.stop()
+
+
+# --- db ---------------------------------------------------------------------------------------
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = typer.Argument("head")) -> None:
+    """Migrate the database schema up to REVISION (default: the newest)."""
+    from app import migrate
+
+    async def go(settings: Settings) -> None:
+        async with db.engine_scope(settings) as engine:
+            await migrate.run(engine, "upgrade", revision)
+            err.print(f"schema at {await migrate.current(engine)}")
+
+    _run(go)
+
+
+@db_app.command("downgrade")
+def db_downgrade(revision: str = typer.Argument(..., help="e.g. -1 or base")) -> None:
+    """Migrate the schema down to REVISION."""
+    from app import migrate
+
+    async def go(settings: Settings) -> None:
+        async with db.engine_scope(settings) as engine:
+            await migrate.run(engine, "downgrade", revision)
+            err.print(f"schema at {await migrate.current(engine)}")
+
+    _run(go)
+
+
+# --- generate ---------------------------------------------------------------------------------
+
+
+@app.command()
+def generate(
+    out_dir: Annotated[Path, typer.Argument(help="The release folder to write (new or empty).")],
+    people: Annotated[int, typer.Option(min=1, help="How many people.")] = 20_000,
+    seed: Annotated[int, typer.Option(help="Same seed, same bytes.")] = 1,
+    release: Annotated[str | None, typer.Option(help="Release id YYYY-MM-DD[-rN].")] = None,
+    from_dir: Annotated[
+        Path | None, typer.Option("--from", help="A previous release: make the next quarter.")
+    ] = None,
+    file_format: Annotated[str, typer.Option("--format", help="csv, csv.gz or parquet")] = "csv",
+) -> None:
+    """Write a synthetic DTSEN release (SNAPSHOT_FORMAT.md) for demos, tests and benchmarks."""
+    from app.synth.generate import generate_release
+
+    if file_format not in ("csv", "csv.gz", "parquet"):
+        raise typer.BadParameter("must be csv, csv.gz or parquet", param_hint="--format")
+    fmt: Literal["csv", "csv.gz", "parquet"] = file_format  # type: ignore[assignment]
+    with row_progress() as progress:
+        done = 0
+
+        def tick(n: int) -> None:
+            nonlocal done
+            done += n
+            progress.update("people", done, None if from_dir else people)
+
+        try:
+            manifest = generate_release(
+                out_dir,
+                people=people,
+                seed=seed,
+                release=release,
+                from_dir=from_dir,
+                file_format=fmt,
+                progress=tick,
+            )
+        except ValueError as e:
+            err.print(f"[red]error:[/red] {e}")
+            raise typer.Exit(2) from None
+    files = manifest["files"]
+    counts = ", ".join(f"{name}: {f['rows']:,} rows" for name, f in files.items())
+    err.print(f"wrote release {manifest['release']} to {out_dir} ({counts})")
+
+
+# --- snapshot ---------------------------------------------------------------------------------
+
+
+@snapshot_app.command("import")
+def snapshot_import(
+    folder: Annotated[Path, typer.Argument(help="A release folder with manifest.json.")],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Validate only; load nothing.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Validate a release and publish it as a new, immutable snapshot."""
+    from app.ingest.importer import import_release
+
+    async def go(settings: Settings) -> dict[str, Any]:
+        conn = await db.connect_raw(settings)
+        try:
+            with row_progress(not as_json) as progress:
+                result = await import_release(
+                    conn, folder, dry_run=dry_run, progress=progress.update
+                )
+            return result.to_dict()
+        finally:
+            await conn.close()
+
+    result = _run(go)
+    if as_json:
+        print_json(result)
+    else:
+        _print_import(result)
+    if not result["ok"]:
+        raise typer.Exit(1)
+
+
+def _print_import(result: dict[str, Any]) -> None:
+    for kind, colour in (("errors", "red"), ("warnings", "yellow")):
+        findings = result[kind]
+        if not findings:
+            continue
+        table = Table(title=f"{kind} ({sum(f['count'] for f in findings):,})", title_justify="left")
+        for name in ("rule", "count", "meaning", "first examples (file:line column value)"):
+            table.add_column(name, overflow="fold")
+        for f in findings:
+            examples = "\n".join(
+                f"{e.get('file', '')}:{e.get('line', '')} {e.get('column', '')} "
+                f"{e.get('value', '')} {e.get('message', '')}".strip()
+                for e in f["examples"]
+            )
+            table.add_row(
+                f"[{colour}]{f['rule']}[/{colour}]", f"{f['count']:,}", f["description"], examples
+            )
+        err.print(table)
+    counts = ", ".join(f"{k}: {v:,}" for k, v in result["counts"].items())
+    rate = f", {result['rows_per_second']:,} rows/s" if result.get("rows_per_second") else ""
+    if result["published"]:
+        err.print(
+            f"[green]published[/green] snapshot {result['release']} ({counts}) in "
+            f"{result['seconds']} s{rate}\nchecksum {result['checksum']}"
+        )
+    elif result["ok"]:
+        err.print(f"[green]valid[/green] (dry run, nothing loaded): {result['release']} ({counts})")
+    else:
+        err.print(
+            f"[red]refused[/red]: release {result['release']} was not loaded; nothing is visible."
+        )
+
+
+def _snapshot_table(snaps: list[Any]) -> Table:
+    table = Table()
+    for name in ("id", "label", "cut-off", "status", "families", "people", "published", "checksum"):
+        table.add_column(name)
+    for s in snaps:
+        table.add_row(
+            s.id,
+            s.label,
+            str(s.cutoff_date),
+            s.status,
+            f"{s.family_count:,}",
+            f"{s.people_count:,}",
+            str(s.published_at or "")[:19],
+            (s.checksum or "")[:23],
+        )
+    return table
+
+
+@snapshot_app.command("list")
+def snapshot_list(as_json: JsonOpt = False) -> None:
+    """Loaded snapshots, newest cut-off first (including imports still loading)."""
+    from app.services import snapshots as svc
+
+    async def go(settings: Settings) -> list[Any]:
+        async with db.engine_scope(settings) as engine, engine.connect() as conn:
+            return await svc.list_snapshots(conn, include_loading=True)
+
+    snaps = _run(go)
+    if as_json:
+        print_json([s.model_dump(mode="json") for s in snaps])
+    else:
+        out.print(_snapshot_table(snaps))
+
+
+@snapshot_app.command("show")
+def snapshot_show(snapshot_id: str, as_json: JsonOpt = False) -> None:
+    """One snapshot's metadata."""
+    from app.services import snapshots as svc
+
+    async def go(settings: Settings) -> Any:
+        async with db.engine_scope(settings) as engine, engine.connect() as conn:
+            return await svc.get_snapshot(conn, snapshot_id)
+
+    snap = _run(go)
+    if as_json:
+        print_json(snap.model_dump(mode="json"))
+    else:
+        for k, v in snap.model_dump().items():
+            out.print(f"[bold]{k:>14}[/bold]  {v}")
+
+
+@snapshot_app.command("verify")
+def snapshot_verify(snapshot_id: str, as_json: JsonOpt = False) -> None:
+    """Recompute the checksum from the stored rows and compare it with the published one."""
+    from app.services import snapshots as svc
+
+    async def go(settings: Settings) -> tuple[Any, bool, str]:
+        async with db.engine_scope(settings) as engine, engine.connect() as conn:
+            snap = await svc.get_snapshot(conn, snapshot_id)
+        raw = await db.connect_raw(settings)
+        try:
+            ok, recomputed = await svc.verify(raw, snap)
+        finally:
+            await raw.close()
+        return snap, ok, recomputed
+
+    snap, ok, recomputed = _run(go)
+    if as_json:
+        print_json(
+            {"snapshot": snap.id, "ok": ok, "stored": snap.checksum, "recomputed": recomputed}
+        )
+    elif ok:
+        out.print(f"[green]ok[/green] {snap.id}: {recomputed}")
+    else:
+        out.print(f"[red]MISMATCH[/red] {snap.id}: stored {snap.checksum}, rows give {recomputed}")
+    if not ok:
+        raise typer.Exit(1)
+
+
+@snapshot_app.command("retire")
+def snapshot_retire(snapshot_id: str, as_json: JsonOpt = False) -> None:
+    """Stop serving a snapshot (its rows are kept for audit and reproduction)."""
+    from app.services import snapshots as svc
+
+    async def go(settings: Settings) -> Any:
+        async with db.engine_scope(settings) as engine, engine.begin() as conn:
+            return await svc.retire(conn, snapshot_id)
+
+    snap = _run(go)
+    if as_json:
+        print_json(snap.model_dump(mode="json"))
+    else:
+        out.print(f"retired {snap.id} at {snap.retired_at}")
+
+
+# --- serve and demo ---------------------------------------------------------------------------
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Default: TEPAT_HOST")] = None,
+    port: Annotated[int | None, typer.Option(help="Default: TEPAT_PORT")] = None,
+    workers: Annotated[int, typer.Option(min=1)] = 1,
+) -> None:
+    """Serve the API with uvicorn."""
+    import uvicorn
+
+    settings = get_settings()
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=host or settings.host,
+        port=port or settings.port,
+        workers=workers,
+        access_log=False,  # app.main logs requests itself, without identifiers
+        log_level=settings.log_level.lower(),
+        lifespan="on",
+    )
+
+
+@app.command()
+def demo(
+    people: Annotated[int, typer.Option(min=100, help="Size of the generated release.")] = 20_000,
+    port: Annotated[int | None, typer.Option(help="Default: TEPAT_PORT (8000)")] = None,
+    seed: Annotated[int, typer.Option()] = 1,
+) -> None:
+    """Everything at once: database, a generated release, imported, served with /docs."""
+    from app.demo import run_demo
+
+    run_demo(get_settings(), people=people, port=port, seed=seed)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,59 @@
+"""Settings: the one place the environment is read (prefix TEPAT_)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_AUDIT_KEY = "dev-only-audit-key-change-me"
+
+
+class Settings(BaseSettings):
+    """Everything configurable. Defaults are safe for a laptop demo; production must set secrets."""
+
+    model_config = SettingsConfigDict(env_prefix="TEPAT_", env_file=".env", extra="ignore")
+
+    env: Literal["dev", "test", "production"] = "dev"
+    # Unset: an embedded PostgreSQL under `data_dir` is started and used.
+    database_url: str | None = None
+    data_dir: Path = Path(".tepat")
+
+    # Bounded waits (seconds). Library defaults (30-60 s or none) are too long for a service.
+    db_connect_timeout: float = 5.0
+    db_statement_timeout: float = 10.0
+    db_pool_size: int = 10
+    db_pool_timeout: float = 2.0
+    request_deadline: float = 15.0
+
+    # Keyed hash of NIKs and No. KKs in the audit trail.
+    audit_hmac_key: SecretStr = SecretStr(DEV_AUDIT_KEY)
+
+    max_batch: int = Field(1000, ge=1, le=10000)
+    max_body_bytes: int = 1_000_000
+
+    # Tests only: a server the test suite may create its own database on (else: embedded).
+    test_database_url: str | None = None
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "INFO"
+    log_json: bool = False
+
+    @model_validator(mode="after")
+    def _refuse_dev_secrets(self) -> Settings:
+        if self.env == "production" and self.audit_hmac_key.get_secret_value() == DEV_AUDIT_KEY:
+            raise ValueError("TEPAT_AUDIT_HMAC_KEY must be set to a secret outside dev")
+        return self
+
+    @property
+    def is_production(self) -> bool:
+        return self.env == "production"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,147 @@
+"""Domain errors: each has a stable problem type, a title and an HTTP status (RFC 9457).
+
+The faces render them once: REST as application/problem+json, GraphQL as an error with
+`extensions.code`. Messages never carry a full NIK or No. KK (use app.identifiers.mask).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+PROBLEM_BASE = "https://tepat.go.id/problems/"
+
+
+class TepatError(Exception):
+    code: ClassVar[str] = "internal"
+    title: ClassVar[str] = "Internal error"
+    status: ClassVar[int] = 500
+
+    def __init__(self, detail: str | None = None, **extra: Any) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail or self.title
+        self.extra = extra
+
+    @classmethod
+    def type_uri(cls) -> str:
+        return PROBLEM_BASE + cls.code.replace("_", "-")
+
+    def problem(self, instance: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "type": self.type_uri(),
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+            "code": self.code,
+        }
+        if instance:
+            body["instance"] = instance
+        body.update(self.extra)
+        return body
+
+
+class ValidationFailed(TepatError):
+    code = "validation_failed"
+    title = "The request is not valid"
+    status = 422
+
+
+class SnapshotNotFound(TepatError):
+    code = "snapshot_not_found"
+    title = "No such snapshot"
+    status = 404
+
+
+class SnapshotRetired(TepatError):
+    code = "snapshot_retired"
+    title = "The snapshot is retired"
+    status = 410
+
+
+class NoSnapshotPublished(TepatError):
+    code = "no_snapshot_published"
+    title = "No snapshot is published yet"
+    status = 503
+
+
+class RuleSetNotFound(TepatError):
+    code = "rule_set_not_found"
+    title = "No such rule set"
+    status = 404
+
+
+class NoRuleSetInForce(TepatError):
+    code = "no_rule_set_in_force"
+    title = "No rule set is in force on the snapshot's cut-off date"
+    status = 409
+
+
+class RuleSetConflict(TepatError):
+    code = "rule_set_conflict"
+    title = "A different rule set with this id is already loaded"
+    status = 409
+
+
+class SnapshotStateError(TepatError):
+    code = "snapshot_state"
+    title = "The snapshot cannot make that change"
+    status = 409
+
+
+class Unauthenticated(TepatError):
+    code = "unauthenticated"
+    title = "A valid API key is required"
+    status = 401
+
+
+class Forbidden(TepatError):
+    code = "forbidden"
+    title = "Not granted to this client"
+    status = 403
+
+
+class PurposeRequired(TepatError):
+    code = "purpose_required"
+    title = "X-Purpose must name a purpose registered for this client"
+    status = 403
+
+
+class PayloadTooLarge(TepatError):
+    code = "payload_too_large"
+    title = "The request body is too large"
+    status = 413
+
+
+class RateLimited(TepatError):
+    code = "rate_limited"
+    title = "Too many lookups; retry later"
+    status = 429
+
+
+class Unavailable(TepatError):
+    code = "unavailable"
+    title = "The service is temporarily unavailable; retry later"
+    status = 503
+
+
+class AuditUnavailable(Unavailable):
+    code = "audit_unavailable"
+    title = "The access could not be recorded, so no data is returned; retry later"
+
+
+ALL_ERRORS: tuple[type[TepatError], ...] = (
+    ValidationFailed,
+    SnapshotNotFound,
+    SnapshotRetired,
+    NoSnapshotPublished,
+    RuleSetNotFound,
+    NoRuleSetInForce,
+    RuleSetConflict,
+    SnapshotStateError,
+    Unauthenticated,
+    Forbidden,
+    PurposeRequired,
+    PayloadTooLarge,
+    RateLimited,
+    Unavailable,
+    AuditUnavailable,
+)

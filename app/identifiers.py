@@ -1,0 +1,97 @@
+"""NIK and No. KK: parsing, validation and masking (SNAPSHOT_FORMAT.md, DOMAIN.md)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from functools import lru_cache
+
+
+class IdentifierError(ValueError):
+    """A NIK or No. KK that cannot be one. `rule` is a stable id; the message names no digits."""
+
+    def __init__(self, rule: str, message: str) -> None:
+        super().__init__(message)
+        self.rule = rule
+
+
+@dataclass(frozen=True, slots=True)
+class NikInfo:
+    district: str  # 6-digit prefix PPRRDD
+    birth_day: int
+    birth_month: int
+    birth_yy: int  # two digits, no century
+    female: bool
+    serial: int
+
+
+def _digits16(value: str, what: str) -> None:
+    if len(value) != 16 or not value.isascii() or not value.isdigit():
+        raise IdentifierError(
+            f"{what}_format", f"{what.upper().replace('_', ' ')} must be 16 digits"
+        )
+
+
+def parse_nik(value: str) -> NikInfo:
+    """Validate a NIK's structure: 16 ASCII digits, a real date (day + 40 for women), serial > 0.
+
+    There is no century in a NIK, so 29 Feb is accepted for any two-digit year that has one in
+    some century (every year divisible by 4 does: 1900 is not leap, 2000 is).
+    """
+    _digits16(value, "nik")
+    day = int(value[6:8])
+    month = int(value[8:10])
+    yy = int(value[10:12])
+    serial = int(value[12:16])
+    female = day > 40
+    real_day = day - 40 if female else day
+    if not _real_date(real_day, month, yy):
+        raise IdentifierError("nik_date", "NIK date part is not a real date")
+    if serial == 0:
+        raise IdentifierError("nik_serial", "NIK serial must not be 0000")
+    return NikInfo(value[:6], real_day, month, yy, female, serial)
+
+
+@lru_cache(maxsize=4096)
+def _real_date(day: int, month: int, yy: int) -> bool:
+    if not (1 <= month <= 12 and 1 <= day <= 31):
+        return False
+    for century in (2000, 1900):
+        try:
+            dt.date(century + yy, month, day)
+        except ValueError:
+            continue
+        return True
+    return False
+
+
+def check_no_kk(value: str) -> None:
+    _digits16(value, "no_kk")
+
+
+def nik_birth_date(info: NikInfo, on_or_before: dt.date) -> dt.date | None:
+    """The birth date a NIK encodes, choosing the century that is not after `on_or_before`."""
+    for century in (2000, 1900, 1800):
+        try:
+            d = dt.date(century + info.birth_yy, info.birth_month, info.birth_day)
+        except ValueError:
+            continue
+        if d <= on_or_before:
+            return d
+    return None
+
+
+def mask(value: str) -> str:
+    """`3201014501900001` -> `3201********0001`: enough to recognise, not enough to enumerate."""
+    if len(value) <= 8:
+        return "*" * len(value)
+    return value[:4] + "*" * (len(value) - 8) + value[-4:]
+
+
+def as_int(value: str) -> int:
+    """Identifiers are stored as int8 (16 digits fit; no leading zero: province codes are 11-94)."""
+    return int(value)
+
+
+def as_str(value: int) -> str:
+    return f"{value:016d}"

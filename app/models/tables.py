@@ -1,0 +1,114 @@
+"""Table definitions. People and families are LIST-partitioned by snapshot (one partition each).
+
+Partitions are created, loaded and indexed by the importer as standalone tables and attached
+at publish (docs/architecture.md). The parents carry no index: each partition has its own,
+on the bare key (no snapshot column in the index), which keeps a person near 150 bytes on disk.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    Date,
+    DateTime,
+    Integer,
+    MetaData,
+    SmallInteger,
+    Table,
+    Text,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+SNAPSHOT_STATUSES = ("loading", "published", "retired")
+
+snapshots = Table(
+    "snapshots",
+    metadata,
+    # Internal small key: the partition key of people and families (2 bytes a row).
+    Column("key", SmallInteger, primary_key=True, autoincrement=True),
+    # The DTSEN release id, e.g. 2026-01-23 or 2026-01-23-r2; never reused.
+    Column("id", Text, nullable=False, unique=True),
+    Column("label", Text, nullable=False),
+    Column("cutoff_date", Date, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("family_count", BigInteger, nullable=False, server_default="0"),
+    Column("people_count", BigInteger, nullable=False, server_default="0"),
+    Column("checksum", Text),
+    Column("manifest", JSONB, nullable=False),
+    Column("import_report", JSONB),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("published_at", DateTime(timezone=True)),
+    Column("retired_at", DateTime(timezone=True)),
+    CheckConstraint("status IN ('loading', 'published', 'retired')", name="status"),
+    CheckConstraint("(status = 'loading') = (checksum IS NULL)", name="checksum_when_loaded"),
+)
+
+rule_sets = Table(
+    "rule_sets",
+    metadata,
+    Column("key", SmallInteger, primary_key=True, autoincrement=True),
+    Column("id", Text, nullable=False, unique=True),
+    Column("effective_from", Date, nullable=False),
+    Column("checksum", Text, nullable=False),
+    # The canonical JSON of the rule set: reloading it gives the same checksum.
+    Column("parameters", JSONB, nullable=False),
+    Column("loaded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+# Column order here is the COPY order of the importer and of the content checksum.
+families = Table(
+    "families",
+    metadata,
+    Column("snapshot_key", SmallInteger, nullable=False),
+    Column("no_kk", BigInteger, nullable=False),
+    Column("region_code", BigInteger, nullable=False),
+    Column("source_line", Integer, nullable=False),
+    Column("floor_area_m2", Integer),
+    Column("power_va", Integer),
+    Column("decile", SmallInteger),
+    Column("home_ownership", SmallInteger),
+    Column("drinking_water", SmallInteger),
+    Column("toilet", SmallInteger),
+    Column("lighting", SmallInteger),
+    Column("asn_tni_polri", Boolean, nullable=False),
+    Column("pkh_recipient", Boolean),
+    Column("bpnt_recipient", Boolean),
+    postgresql_partition_by="LIST (snapshot_key)",
+)
+
+people = Table(
+    "people",
+    metadata,
+    Column("snapshot_key", SmallInteger, nullable=False),
+    Column("nik", BigInteger, nullable=False),
+    Column("no_kk", BigInteger, nullable=False),
+    Column("birth_date", Date, nullable=False),
+    Column("source_line", Integer, nullable=False),
+    Column("relationship", SmallInteger, nullable=False),
+    Column("sex", SmallInteger, nullable=False),
+    Column("marital_status", SmallInteger),
+    Column("school_status", SmallInteger),
+    # 1 SD, 2 SMP, 3 SMA, 4 PT (app.ingest.columns maps the export's codes)
+    Column("school_level", SmallInteger),
+    Column("disability", SmallInteger),
+    Column("pregnant", Boolean),
+    Column("chronic_illness", Boolean),
+    Column("working", Boolean),
+    Column("pbi_recipient", Boolean),
+    Column("name", Text, nullable=False),
+    postgresql_partition_by="LIST (snapshot_key)",
+)

@@ -1,0 +1,1 @@
+"""All SQL lives here; batch methods serve both faces and the bulk jobs."""

@@ -1,0 +1,1 @@
+"""Pydantic DTOs the services return and both faces render."""

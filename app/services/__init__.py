@@ -1,0 +1,1 @@
+"""The logic both faces and the CLI call. No fastapi or strawberry here; services never commit."""

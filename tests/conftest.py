@@ -1,0 +1,88 @@
+"""Test fixtures: a real PostgreSQL (never SQLite, never mocks), migrated once per session.
+
+TEPAT_TEST_DATABASE_URL names a server to create the `tepat_test_<worker>` database on (CI here:
+the machine's PostgreSQL 15). Unset, the tests start the embedded PostgreSQL under .tepat/test.
+Each test that writes runs in an outer transaction that is rolled back (see `conn`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from app import db, embedded, migrate
+from app.config import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_DB = "tepat_test"
+
+
+def _server_url() -> str:
+    settings = Settings()
+    if settings.test_database_url:
+        return settings.test_database_url
+    return embedded.ensure_started(ROOT / ".tepat" / "test", install_sigterm=False)
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """A fresh, migrated database for this test session; its URL."""
+    import asyncio
+
+    server = _server_url()
+    url = db.sqlalchemy_url(server).set(database=TEST_DB).render_as_string(hide_password=False)
+
+    async def recreate() -> None:
+        admin = await asyncpg.connect(db.asyncpg_dsn(server))
+        try:
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", TEST_DB
+            )
+            await admin.execute(f'DROP DATABASE IF EXISTS "{TEST_DB}"')
+            await admin.execute(f'CREATE DATABASE "{TEST_DB}"')
+        finally:
+            await admin.close()
+
+    asyncio.run(recreate())
+    os.environ["TEPAT_DATABASE_URL"] = url  # for subprocesses (CLI, servers) the tests start
+    yield url
+    embedded.stop()
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str) -> Settings:
+    return Settings(database_url=database_url, env="test")
+
+
+@pytest.fixture(scope="session")
+async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
+    engine = db.create_engine(settings)
+    await migrate.run(engine, "upgrade", "head")
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+async def conn(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection inside a transaction that is rolled back after the test."""
+    async with engine.connect() as connection:
+        tx = await connection.begin()
+        try:
+            yield connection
+        finally:
+            await tx.rollback()
+
+
+@pytest.fixture
+async def raw(settings: Settings, engine: AsyncEngine) -> AsyncIterator[asyncpg.Connection]:
+    """A plain asyncpg connection (importer, COPY). Tests that commit clean up after themselves."""
+    connection = await db.connect_raw(settings)
+    try:
+        yield connection
+    finally:
+        await connection.close()
