@@ -1,0 +1,39 @@
+"""The pure eligibility engine: rule sets as data and the decisions of RULES.md."""
+
+from app.eligibility.engine import (
+    PROGRAM_ORDER,
+    Component,
+    Criterion,
+    Decision,
+    Family,
+    FamilyEvaluation,
+    Member,
+    Program,
+    age_on,
+    evaluate_family,
+)
+from app.eligibility.rule_set import (
+    RuleSet,
+    RuleSetError,
+    load_rule_set,
+    rule_set_in_force,
+    shipped_rule_sets,
+)
+
+__all__ = [
+    "PROGRAM_ORDER",
+    "Component",
+    "Criterion",
+    "Decision",
+    "Family",
+    "FamilyEvaluation",
+    "Member",
+    "Program",
+    "RuleSet",
+    "RuleSetError",
+    "age_on",
+    "evaluate_family",
+    "load_rule_set",
+    "rule_set_in_force",
+    "shipped_rule_sets",
+]
