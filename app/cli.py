@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.table import Table
 
-from app import db, embedded
+from app import db
+from app.cli_common import JsonOpt
+from app.cli_common import run as _run
+from app.cli_rules import eligibility_app, rule_set_app
 from app.config import Settings, get_settings
 from app.console import err, out, print_json, row_progress
-from app.errors import TepatError
-
-T = TypeVar("T")
 
 app = typer.Typer(
     name="tepat",
@@ -29,21 +27,8 @@ snapshot_app = typer.Typer(
 )
 app.add_typer(db_app, name="db")
 app.add_typer(snapshot_app, name="snapshot")
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON document for machines.")]
-
-
-def _run(fn: Callable[[Settings], Coroutine[Any, Any, T]]) -> T:
-    """Run one async CLI action; domain errors become a clear message and exit code 1."""
-    settings = get_settings()
-    try:
-        return asyncio.run(fn(settings))
-    except TepatError as e:
-        err.print(f"[red]error:[/red] {e.detail}")
-        raise typer.Exit(1) from None
-    finally:
-        embedded.stop()
-
+app.add_typer(rule_set_app, name="rule-set")
+app.add_typer(eligibility_app, name="eligibility")
 
 # --- db ---------------------------------------------------------------------------------------
 

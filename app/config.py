@@ -29,6 +29,10 @@ class Settings(BaseSettings):
     db_pool_timeout: float = 2.0
     request_deadline: float = 15.0
 
+    # The role the API's connections run as (created by the migrations): it may read the
+    # registry and append to the audit trail, never UPDATE or DELETE it. Empty: the login role.
+    db_role: str | None = "tepat_service"
+
     # Keyed hash of NIKs and No. KKs in the audit trail.
     audit_hmac_key: SecretStr = SecretStr(DEV_AUDIT_KEY)
 

@@ -41,8 +41,14 @@ def server_settings(settings: Settings, *, statement_timeout: bool = True) -> di
     return out
 
 
-def create_engine(settings: Settings, url: str | None = None, **kw: Any) -> AsyncEngine:
+def create_engine(
+    settings: Settings, url: str | None = None, *, role: str | None = None, **kw: Any
+) -> AsyncEngine:
+    """The pooled engine. `role`: the service runs as a role that cannot alter the audit trail."""
     url = url or resolve_url(settings)
+    server = server_settings(settings)
+    if role:
+        server["role"] = role
     return create_async_engine(
         sqlalchemy_url(url),
         pool_size=settings.db_pool_size,
@@ -52,7 +58,7 @@ def create_engine(settings: Settings, url: str | None = None, **kw: Any) -> Asyn
         connect_args={
             "timeout": settings.db_connect_timeout,
             "command_timeout": settings.db_statement_timeout + 5,
-            "server_settings": server_settings(settings),
+            "server_settings": server,
         },
         **kw,
     )

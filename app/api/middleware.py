@@ -1,0 +1,108 @@
+"""ASGI middleware: request id, body size limit, one access log line without identifiers."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from typing import Any
+
+import orjson
+import structlog
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.api.problems import PROBLEM_JSON
+from app.errors import PROBLEM_BASE
+from app.logs import scrub
+
+log = structlog.get_logger("tepat.access")
+_RID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class RequestContext:
+    """Pure ASGI (no BaseHTTPMiddleware): cheap enough for every request, streams untouched."""
+
+    def __init__(self, app: ASGIApp, *, max_body: int, unlimited_paths: tuple[str, ...] = ()) -> None:
+        self.app = app
+        self.max_body = max_body
+        self.unlimited = unlimited_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        given = headers.get(b"x-request-id", b"").decode("latin-1")
+        rid = given if _RID.match(given) else secrets.token_hex(8)
+        scope.setdefault("state", {})["request_id"] = rid
+        started = time.perf_counter()
+        status = 500
+        path: str = scope.get("path", "")
+        limited = not path.startswith(self.unlimited)
+
+        if limited:
+            declared = headers.get(b"content-length")
+            if declared is not None and declared.isdigit() and int(declared) > self.max_body:
+                await self._too_large(send, rid)
+                self._log(scope, 413, started, rid)
+                return
+
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if limited and message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body:
+                    raise BodyTooLarge
+            return message
+
+        response_started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                response_started = True
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, send_with_id)
+        except BodyTooLarge:
+            if not response_started:
+                status = 413
+                await self._too_large(send, rid)
+        finally:
+            self._log(scope, status, started, rid)
+
+    def _log(self, scope: Scope, status: int, started: float, rid: str) -> None:
+        state: dict[str, Any] = scope.get("state", {})
+        log.info(
+            "request",
+            method=scope.get("method"),
+            path=scrub(scope.get("path", "")),  # never the query string
+            status=status,
+            ms=round((time.perf_counter() - started) * 1000, 2),
+            request_id=rid,
+            client_id=state.get("client_id"),
+        )
+
+    async def _too_large(self, send: Send, rid: str) -> None:
+        body = orjson.dumps({
+            "type": PROBLEM_BASE + "payload-too-large",
+            "title": "The request body is too large",
+            "status": 413,
+            "detail": f"the body must be at most {self.max_body} bytes",
+            "code": "payload_too_large",
+            "request_id": rid,
+        })
+        await send({"type": "http.response.start", "status": 413, "headers": [
+            (b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(body)).encode()),
+            (b"x-request-id", rid.encode())]})
+        await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,1 @@
+"""REST routes under /v1: transport only; the services do the work."""

