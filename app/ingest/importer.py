@@ -293,47 +293,56 @@ async def _set_checks(
         f"""SELECT p.source_line, p.no_kk FROM {ppl} p
             WHERE NOT EXISTS (SELECT 1 FROM {fam} f WHERE f.no_kk = p.no_kk)""",
     )
-    structure = f"""
-        SELECT f.source_line, f.no_kk, coalesce(h.members, 0) AS members,
-               coalesce(h.heads, 0) AS heads
-        FROM {fam} f LEFT JOIN (
-            SELECT no_kk, count(*) AS members, count(*) FILTER (WHERE relationship = 1) AS heads
-            FROM {ppl} GROUP BY no_kk) h USING (no_kk)
-        WHERE h.members IS NULL OR h.heads <> 1"""
-    rows = await conn.fetch(
-        f"""WITH bad AS MATERIALIZED ({structure}),
-                 ranked AS (SELECT *, CASE WHEN members = 0 THEN 'family_without_members'
-                                           WHEN heads = 0 THEN 'family_without_head'
-                                           ELSE 'family_multiple_heads' END AS rule,
-                                   row_number() OVER (PARTITION BY members = 0, heads = 0
-                                                      ORDER BY source_line) AS n,
-                                   count(*) OVER (PARTITION BY members = 0, heads = 0) AS total
-                            FROM bad)
-            SELECT * FROM ranked WHERE n <= 5 ORDER BY rule, n"""
+    await _report_query(
+        conn,
+        report,
+        "family_without_members",
+        kfile,
+        "no_kk",
+        f"""SELECT f.source_line, f.no_kk FROM {fam} f
+            WHERE NOT EXISTS (SELECT 1 FROM {ppl} p WHERE p.no_kk = f.no_kk)""",
     )
-    seen: set[str] = set()
-    for r in rows:
-        rule = r["rule"]
-        first = rule not in seen
-        seen.add(rule)
-        report.add(
-            rule,
-            file=kfile,
-            line=r["source_line"],
-            column="no_kk",
-            value=mask(as_str(r["no_kk"])),
-            message=f"{r['members']} members, {r['heads']} heads",
-            count=r["total"] if first else 0,
-        )
+    await _report_query(
+        conn,
+        report,
+        "family_without_head",
+        kfile,
+        "no_kk",
+        f"""SELECT f.source_line, f.no_kk FROM {fam} f
+            WHERE EXISTS (SELECT 1 FROM {ppl} p WHERE p.no_kk = f.no_kk)
+              AND NOT EXISTS (SELECT 1 FROM {ppl} p WHERE p.no_kk = f.no_kk AND p.relationship = 1)""",
+    )
+    # Several heads: the examples are the head rows themselves (what the operator must fix).
+    await _report_query(
+        conn,
+        report,
+        "family_multiple_heads",
+        afile,
+        "hubungan_kk",
+        f"""SELECT p.source_line, p.no_kk, dense_rank() OVER (ORDER BY p.no_kk) AS family FROM {ppl} p
+            JOIN (SELECT no_kk FROM {ppl} WHERE relationship = 1 GROUP BY no_kk HAVING count(*) > 1) h
+              USING (no_kk)
+            WHERE p.relationship = 1""",
+        count_distinct="no_kk",
+    )
 
 
 async def _report_query(
-    conn: asyncpg.Connection, report: Report, rule: str, file: str, column: str, query: str
+    conn: asyncpg.Connection,
+    report: Report,
+    rule: str,
+    file: str,
+    column: str,
+    query: str,
+    *,
+    count_distinct: str | None = None,
 ) -> None:
+    """Count what `query` finds (rows, or distinct `count_distinct`) and keep the first five."""
+    counted = f"count(DISTINCT {count_distinct})" if count_distinct else "count(*)"
     rows = await conn.fetch(
         f"""WITH bad AS MATERIALIZED ({query})
-            SELECT (SELECT count(*) FROM bad) AS total, b.*
-            FROM (SELECT * FROM bad ORDER BY 1 LIMIT 5) b"""
+            SELECT (SELECT {counted} FROM bad) AS total, b.*
+            FROM (SELECT * FROM bad ORDER BY source_line LIMIT 5) b"""
     )
     for i, r in enumerate(rows):
         report.add(
