@@ -1,6 +1,6 @@
 """Throughput of the rule engine over synthetic families (a script, never a timed test).
 
-Run: `PYTHONPATH=. .venv/bin/python tests/eligibility/bench_engine.py [families]`. Prints families/s and
+Run: `.venv/bin/python -m bench.engine [families]`. Prints families/s and
 members/s for all four programs, for decisions rendered with `to_dict`, and, as a same-run
 baseline, a loop that only computes every member's age (the least any evaluation must do).
 """
