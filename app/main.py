@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from fastapi.responses import ORJSONResponse
 from fastapi_offline import FastAPIOffline
 
 from app import __version__, db, embedded, logs
@@ -57,7 +56,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
-        default_response_class=ORJSONResponse,
         openapi_url="/openapi.json",
         redoc_url=None,
         swagger_ui_parameters={"persistAuthorization": True, "displayRequestDuration": True},

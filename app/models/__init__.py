@@ -1,5 +1,8 @@
 """SQLAlchemy tables (Core): the schema Alembic migrates and the repositories query."""
 
+from app.models.auth_audit import api_clients as api_clients
+from app.models.auth_audit import audit_head as audit_head
+from app.models.auth_audit import audit_log as audit_log
 from app.models.tables import (
     SNAPSHOT_STATUSES,
     families,

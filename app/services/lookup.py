@@ -20,7 +20,7 @@ from app.eligibility import Program, RuleSet
 from app.schemas.lookup import FamiliesLookup, PeopleLookup
 from app.schemas.snapshots import Snapshot
 from app.services import eligibility
-from app.services.audit import AuditEntry, AuditWriter, new_audit_id
+from app.services.audit import AuditEntry, AuditWriter, new_audit_id, nik_subject, no_kk_subject
 from app.services.pinning import pin
 
 
@@ -53,14 +53,15 @@ async def _answer(
     audit: AuditWriter,
     caller: Caller,
     operation: str,
-    subjects: Sequence[str],
+    asked: Sequence[str],
+    subjects: list[str],
     request: PeopleLookup | FamiliesLookup,
     fetch: Fetch,
 ) -> bytes:
     view = view_for(caller, request.programs, request.explain)
     async with read_connection(engine) as conn:
         pinned = await pin(conn, request.snapshot, request.rule_set)
-        results, found = await fetch(conn, pinned.snapshot, pinned.rule_set, subjects, view)
+        results, found = await fetch(conn, pinned.snapshot, pinned.rule_set, asked, view)
     audit_id = new_audit_id()
     body = orjson.dumps({"meta": pinned.meta(caller.request_id, audit_id), "results": results})
     await audit.record(
@@ -71,7 +72,7 @@ async def _answer(
             operation=operation,
             snapshot_id=pinned.snapshot.id,
             rule_set_id=pinned.rule_set.id,
-            subjects=subjects,
+            subjects=subjects + [nik_subject(n) for n in disclosed_niks(results, asked)],
             found=found,
             response_digest=hashlib.sha256(body).digest(),
             request_id=caller.request_id,
@@ -80,11 +81,35 @@ async def _answer(
     return body
 
 
+def disclosed_niks(results: list[dict[str, Any]], asked: Sequence[str]) -> set[str]:
+    """NIKs an answer reveals beyond those asked (members, PKH components): they are audited
+    too, so a person's access trail (UU 27/2022 art. 32) includes family lookups about them."""
+    out: set[str] = set()
+    for r in results:
+        for m in r.get("members", ()):
+            out.add(m["nik"])
+        for d in r.get("decisions", ()):
+            for c in d.get("components") or ():
+                out.add(c["nik"])
+        for m in r.get("members", ()):
+            for d in m.get("decisions", ()):
+                for c in d.get("components") or ():
+                    out.add(c["nik"])
+    return out.difference(asked)
+
+
 async def people_lookup(
     engine: AsyncEngine, audit: AuditWriter, caller: Caller, request: PeopleLookup
 ) -> bytes:
     return await _answer(
-        engine, audit, caller, "people.lookup", request.niks, request, eligibility.people
+        engine,
+        audit,
+        caller,
+        "people.lookup",
+        request.niks,
+        [nik_subject(n) for n in request.niks],
+        request,
+        eligibility.people,
     )
 
 
@@ -92,5 +117,12 @@ async def families_lookup(
     engine: AsyncEngine, audit: AuditWriter, caller: Caller, request: FamiliesLookup
 ) -> bytes:
     return await _answer(
-        engine, audit, caller, "families.lookup", request.no_kks, request, eligibility.families
+        engine,
+        audit,
+        caller,
+        "families.lookup",
+        request.no_kks,
+        [no_kk_subject(k) for k in request.no_kks],
+        request,
+        eligibility.families,
     )

@@ -1,1 +1,1 @@
-"""synth."""
+"""Synthetic DTSEN releases: `generate.generate_release` (fresh or next quarter), `corrupt`."""

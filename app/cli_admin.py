@@ -1,0 +1,246 @@
+"""`tepat client ...` and `tepat audit ...`: API clients and the audit trail, for operators."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.table import Table
+
+from app import db, embedded
+from app.config import Settings, get_settings
+from app.console import err, out, print_json
+from app.errors import TepatError
+from app.identifiers import IdentifierError, check_no_kk, parse_nik
+
+T = TypeVar("T")
+
+client_app = typer.Typer(
+    help="API clients (consumer systems): create, list, revoke.", no_args_is_help=True
+)
+audit_app = typer.Typer(
+    help="The audit trail: verify the chain, list accesses to one person or family.",
+    no_args_is_help=True,
+)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON document for machines.")]
+
+
+def _run(fn: Callable[[Settings], Coroutine[Any, Any, T]]) -> T:
+    """Run one async CLI action; domain errors become a clear message and exit code 1.
+
+    A copy of app.cli._run: importing it would make app.cli and this module import each other.
+    """
+    settings = get_settings()
+    try:
+        return asyncio.run(fn(settings))
+    except TepatError as e:
+        err.print(f"[red]error:[/red] {e.detail}")
+        raise typer.Exit(1) from None
+    finally:
+        embedded.stop()
+
+
+def _split(values: str) -> list[str]:
+    return [v.strip() for v in values.split(",") if v.strip()]
+
+
+# --- client ------------------------------------------------------------------------------------
+
+
+def _client_table(clients: list[Any]) -> Table:
+    table = Table()
+    for name in (
+        "id",
+        "name",
+        "programs",
+        "fields",
+        "purposes",
+        "key",
+        "created",
+        "expires",
+        "state",
+    ):
+        table.add_column(name, overflow="fold")
+    now = dt.datetime.now(dt.UTC)
+    for c in clients:
+        if c.revoked_at:
+            state = "[red]revoked[/red]"
+        elif c.expires_at and c.expires_at <= now:
+            state = "[yellow]expired[/yellow]"
+        else:
+            state = "[green]active[/green]"
+        table.add_row(
+            c.id,
+            c.name,
+            ",".join(c.programs),
+            ",".join(c.field_groups),
+            ",".join(c.purposes),
+            c.key_prefix + "…",
+            str(c.created_at)[:19],
+            str(c.expires_at or "")[:19],
+            state,
+        )
+    return table
+
+
+@client_app.command("create")
+def client_create(
+    name: Annotated[str, typer.Argument(help="The consumer system, e.g. 'Kemenkes SISRUTE'.")],
+    programs: Annotated[
+        str, typer.Option(help="Programs whose decisions it may see, e.g. PKH,BPNT,PBI_JK.")
+    ],
+    fields: Annotated[
+        str,
+        typer.Option(help="Field groups: decision,decile,membership,identity,attributes,health."),
+    ],
+    purpose: Annotated[
+        list[str],
+        typer.Option("--purpose", help="A purpose code it may state (repeat for several)."),
+    ],
+    expires: Annotated[
+        dt.datetime | None,
+        typer.Option(formats=["%Y-%m-%d"], help="Key stops working at 00:00 UTC on this day."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Register a client and print its API key, which is shown this once and never again."""
+    from app.services import clients as svc
+
+    expires_at = expires.replace(tzinfo=dt.UTC) if expires else None
+
+    async def go(settings: Settings) -> tuple[Any, str]:
+        async with db.engine_scope(settings) as engine, engine.begin() as conn:
+            return await svc.create_client(
+                conn,
+                name=name,
+                programs=_split(programs),
+                field_groups=_split(fields),
+                purposes=purpose,
+                expires_at=expires_at,
+            )
+
+    info, key = _run(go)
+    warning = "This key is shown only now. Store it in the client's secret store; it cannot be shown again."
+    if as_json:
+        print_json({"client": info.model_dump(mode="json"), "key": key, "warning": warning})
+        return
+    err.print(f"created client [bold]{info.id}[/bold] ({info.name})")
+    err.print(f"[yellow bold]{warning}[/yellow bold]")
+    out.print(key, soft_wrap=True)  # stdout alone, so it can be piped into a secret store
+
+
+@client_app.command("list")
+def client_list(as_json: JsonOpt = False) -> None:
+    """Registered clients with their scopes (key prefixes only; keys are never stored)."""
+    from app.services import clients as svc
+
+    async def go(settings: Settings) -> list[Any]:
+        async with db.engine_scope(settings) as engine, engine.connect() as conn:
+            return await svc.list_clients(conn)
+
+    clients = _run(go)
+    if as_json:
+        print_json([c.model_dump(mode="json") for c in clients])
+    else:
+        out.print(_client_table(clients))
+
+
+@client_app.command("revoke")
+def client_revoke(
+    client_id: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonOpt = False
+) -> None:
+    """Revoke a client's key. Running servers refuse it within their key-cache TTL (30 s)."""
+    from app.services import clients as svc
+
+    async def go(settings: Settings) -> Any:
+        async with db.engine_scope(settings) as engine, engine.begin() as conn:
+            return await svc.revoke_client(conn, client_id)
+
+    info = _run(go)
+    if as_json:
+        print_json(info.model_dump(mode="json"))
+    else:
+        out.print(f"revoked {info.id} at {info.revoked_at}")
+
+
+# --- audit -------------------------------------------------------------------------------------
+
+
+@audit_app.command("verify")
+def audit_verify(as_json: JsonOpt = False) -> None:
+    """Walk the whole hash chain; exit 1 naming the first altered, deleted, inserted or moved record."""
+    from app.services import audit as svc
+
+    async def go(settings: Settings) -> Any:
+        async with db.engine_scope(settings) as engine, engine.connect() as conn:
+            # One consistent view of head and records, however long the walk takes.
+            await conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            await conn.exec_driver_sql("SET LOCAL statement_timeout = 0")
+            return await svc.verify_chain(conn)
+
+    result = _run(go)
+    if as_json:
+        print_json(result.model_dump(mode="json"))
+    elif result.ok:
+        out.print(
+            f"[green]ok[/green] {result.checked:,} records; head seq {result.head_seq} "
+            f"hash {result.head_hash}"
+        )
+    else:
+        out.print(
+            f"[red]BROKEN[/red] at seq {result.seq} (audit id {result.audit_id or '-'}): "
+            f"{result.problem}: {result.reason} ({result.checked:,} records before it are intact)"
+        )
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+@audit_app.command("trail")
+def audit_trail(
+    nik: Annotated[str | None, typer.Option("--nik", help="A person's NIK.")] = None,
+    no_kk: Annotated[str | None, typer.Option("--no-kk", help="A family's No. KK.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Every recorded access to one person or family (a data-subject request, UU 27/2022 art. 32)."""
+    from app.services import audit as svc
+
+    if (nik is None) == (no_kk is None):
+        raise typer.BadParameter("give exactly one of --nik or --no-kk")
+    try:
+        if nik is not None:
+            parse_nik(nik)
+            subject = svc.nik_subject(nik)
+        else:
+            assert no_kk is not None
+            check_no_kk(no_kk)
+            subject = svc.no_kk_subject(no_kk)
+    except IdentifierError as e:  # the message names no digits
+        raise typer.BadParameter(str(e), param_hint="--nik" if nik else "--no-kk") from None
+
+    async def go(settings: Settings) -> list[Any]:
+        key = settings.audit_hmac_key.get_secret_value().encode()
+        async with db.engine_scope(settings) as engine, engine.connect() as conn:
+            return await svc.trail(conn, key, subject)
+
+    entries = _run(go)
+    if as_json:
+        print_json([entry.model_dump(mode="json") for entry in entries])
+        return
+    table = Table(title=f"{len(entries)} recorded accesses", title_justify="left")
+    for name in ("at (UTC)", "client", "purpose", "operation", "snapshot", "rule set", "audit id"):
+        table.add_column(name, overflow="fold")
+    for entry in entries:
+        table.add_row(
+            str(entry.at)[:19],
+            f"{entry.client_name or '?'} ({entry.client_id})",
+            entry.purpose,
+            entry.operation,
+            entry.snapshot_id or "",
+            entry.rule_set_id or "",
+            entry.audit_id,
+        )
+    out.print(table)

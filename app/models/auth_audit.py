@@ -1,0 +1,82 @@
+"""Tables for API clients and the chained, append-only audit trail (migration 0002)."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    SmallInteger,
+    Table,
+    Text,
+    func,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
+
+from app.models.tables import metadata
+
+api_clients = Table(
+    "api_clients",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("programs", ARRAY(Text), nullable=False),
+    Column("field_groups", ARRAY(Text), nullable=False),
+    Column("purposes", ARRAY(Text), nullable=False),
+    # sha256 of the whole key: keys carry ~178 random bits, so a fast hash is enough.
+    Column("key_hash", LargeBinary, nullable=False, unique=True),
+    Column("key_prefix", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("expires_at", DateTime(timezone=True)),
+    Column("revoked_at", DateTime(timezone=True)),
+    CheckConstraint("octet_length(key_hash) = 32", name="key_hash_sha256"),
+    CheckConstraint(
+        "programs <@ ARRAY['PKH', 'BPNT', 'PBI_JK', 'SEKOLAH_RAKYAT']::text[]", name="programs"
+    ),
+    CheckConstraint(
+        "field_groups <@ ARRAY['decision', 'decile', 'membership', 'identity', 'attributes',"
+        " 'health']::text[]",
+        name="field_groups",
+    ),
+)
+
+# One row per access to personal data. Append-only: a trigger refuses UPDATE, DELETE and
+# TRUNCATE, and the service role holds only SELECT and INSERT (migration 0002).
+audit_log = Table(
+    "audit_log",
+    metadata,
+    # Position in the hash chain, assigned by the writer under the audit_head row lock.
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("id", Text, nullable=False, unique=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("client_id", Text, nullable=False),
+    Column("purpose", Text, nullable=False),
+    Column("operation", Text, nullable=False),
+    Column("snapshot_id", Text),
+    Column("rule_set_id", Text),
+    # HMAC-SHA256 (settings.audit_hmac_key) of each distinct subject asked, never a plain hash.
+    Column("subject_hashes", ARRAY(LargeBinary), nullable=False),
+    Column("subject_count", Integer, nullable=False),
+    Column("found_count", Integer, nullable=False),
+    Column("response_digest", LargeBinary, nullable=False),
+    Column("request_id", Text, nullable=False),
+    Column("prev_hash", LargeBinary, nullable=False),
+    Column("hash", LargeBinary, nullable=False),
+    CheckConstraint("seq > 0", name="seq_positive"),
+    Index("ix_audit_log_subject_hashes", "subject_hashes", postgresql_using="gin"),
+)
+
+# The chain's tip: one row, locked FOR UPDATE by every batch, so writers in any number of
+# processes append one after another.
+audit_head = Table(
+    "audit_head",
+    metadata,
+    Column("id", SmallInteger, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", LargeBinary, nullable=False),
+    CheckConstraint("id = 1", name="single_row"),
+)

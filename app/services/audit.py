@@ -1,0 +1,523 @@
+"""The audit trail (UU 27/2022 art. 31-32): group-committed, hash-chained records, verify, trail.
+
+Every access to personal data writes one record before the response leaves. Records form a hash
+chain: `hash = sha256(prev_hash || canonical_bytes(record))`, the first `prev_hash` being 32 zero
+bytes, so altering, deleting, inserting or reordering a record breaks the chain at that record.
+`canonical_bytes` is the fixed encoding below (version tag `tepat-audit-v1`); changing it
+needs a new tag, never a silent edit, or every existing chain stops verifying.
+
+Subjects are stored only as HMAC-SHA256 under `settings.audit_hmac_key`: a plain hash of a NIK
+is reversible (its structure leaves ~10^12 candidates). A subject string carries its kind,
+`nik:<16 digits>` or `kk:<16 digits>` (see `nik_subject`, `no_kk_subject`), because a No. KK and
+an unrelated person's NIK can be the same 16 digits and a citizen's trail must not show
+accesses to someone else's family.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import hashlib
+import hmac
+import logging
+import os
+import struct
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+import asyncpg
+from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from app.errors import AuditUnavailable
+from app.repositories import audit as repo
+from app.repositories.audit import AuditRecord
+
+log = logging.getLogger("tepat.audit")
+
+GENESIS = bytes(32)
+HASH_TAG = b"tepat-audit-v1\x00"
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_NULL = 0xFFFFFFFF
+_SUBJECT_KINDS = ("nik:", "kk:")
+
+
+# --- identifiers and hashes --------------------------------------------------------------------
+
+
+def new_audit_id() -> str:
+    """A time-ordered UUID (version 7 layout: 48-bit Unix ms, then 74 random bits).
+
+    The caller makes it before rendering the response, so the body can carry it; time order
+    keeps the unique index on audit_log.id append-mostly.
+    """
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & (2**48 - 1)) << 80 | 0x7 << 76 | (rand >> 68 & 0xFFF) << 64
+    value |= 0b10 << 62 | rand & (2**62 - 1)
+    return str(uuid.UUID(int=value))
+
+
+def nik_subject(nik: str) -> str:
+    return "nik:" + nik
+
+
+def no_kk_subject(no_kk: str) -> str:
+    return "kk:" + no_kk
+
+
+def subject_hash(key: bytes, subject: str) -> bytes:
+    """HMAC-SHA256 of a subject (`nik:...` or `kk:...`): only the key holder can test a guess."""
+    return hmac.new(key, subject.encode("utf-8"), hashlib.sha256).digest()
+
+
+def response_digest(body: bytes) -> bytes:
+    return hashlib.sha256(body).digest()
+
+
+def _str(value: str | None) -> bytes:
+    if value is None:
+        return struct.pack(">I", _NULL)
+    data = value.encode("utf-8")
+    return struct.pack(">I", len(data)) + data
+
+
+def _bytes(value: bytes) -> bytes:
+    return struct.pack(">I", len(value)) + value
+
+
+def canonical_bytes(r: AuditRecord) -> bytes:
+    """Every field but prev_hash and hash, in one fixed, unambiguous encoding.
+
+    In order: HASH_TAG; seq as u64; id as str; at as i64 microseconds since 1970-01-01 UTC;
+    client_id, purpose, operation as str; snapshot_id, rule_set_id as nullable str; the number of
+    subject hashes as u32, then each as bytes; subject_count and found_count as i64;
+    response_digest as bytes; request_id as str. All integers big-endian; str is u32 length +
+    UTF-8 (length 0xFFFFFFFF for NULL); bytes is u32 length + the bytes.
+    """
+    micros = (r.at - _EPOCH) // dt.timedelta(microseconds=1)
+    parts = [
+        HASH_TAG,
+        struct.pack(">Q", r.seq),
+        _str(r.id),
+        struct.pack(">q", micros),
+        _str(r.client_id),
+        _str(r.purpose),
+        _str(r.operation),
+        _str(r.snapshot_id),
+        _str(r.rule_set_id),
+        struct.pack(">I", len(r.subject_hashes)),
+        *(_bytes(h) for h in r.subject_hashes),
+        struct.pack(">qq", r.subject_count, r.found_count),
+        _bytes(r.response_digest),
+        _str(r.request_id),
+    ]
+    return b"".join(parts)
+
+
+def record_hash(prev_hash: bytes, r: AuditRecord) -> bytes:
+    return hashlib.sha256(prev_hash + canonical_bytes(r)).digest()
+
+
+# --- writing -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """What a request reports about one access. `subjects` use nik_subject / no_kk_subject."""
+
+    id: str
+    client_id: str
+    purpose: str
+    operation: str
+    snapshot_id: str | None
+    rule_set_id: str | None
+    subjects: Sequence[str]
+    found: int
+    response_digest: bytes
+    request_id: str
+
+
+def unchained_record(entry: AuditEntry, hmac_key: bytes, at: dt.datetime) -> AuditRecord:
+    """The record an entry becomes, before the writer gives it a place in the chain."""
+    for text in (entry.id, entry.client_id, entry.purpose, entry.operation, entry.request_id):
+        if not text or "\x00" in text:
+            raise ValueError("audit entry text fields must be non-empty and without NUL")
+    if len(entry.response_digest) != 32:
+        raise ValueError("response_digest must be a sha256 digest (32 bytes)")
+    if entry.found < 0:
+        raise ValueError("found must not be negative")
+    hashes: dict[bytes, None] = {}  # distinct, in request order
+    for subject in entry.subjects:
+        if not subject.startswith(_SUBJECT_KINDS):
+            raise ValueError("audit subjects must be nik_subject(...) or no_kk_subject(...)")
+        hashes[subject_hash(hmac_key, subject)] = None
+    return AuditRecord(
+        seq=0,
+        id=entry.id,
+        at=at,
+        client_id=entry.client_id,
+        purpose=entry.purpose,
+        operation=entry.operation,
+        snapshot_id=entry.snapshot_id,
+        rule_set_id=entry.rule_set_id,
+        subject_hashes=tuple(hashes),
+        subject_count=len(entry.subjects),
+        found_count=entry.found,
+        response_digest=entry.response_digest,
+        request_id=entry.request_id,
+        prev_hash=b"",
+        hash=b"",
+    )
+
+
+async def append(raw: asyncpg.Connection, records: Sequence[AuditRecord]) -> list[AuditRecord]:
+    """Chain and insert records inside the caller's transaction (an asyncpg connection).
+
+    Locks audit_head first, so concurrent appenders (other processes) wait and chain after us.
+    """
+    seq, prev = await repo.lock_head(raw)
+    chained = []
+    for r in records:
+        seq += 1
+        placed = replace(r, seq=seq, prev_hash=prev)
+        prev = record_hash(prev, placed)
+        chained.append(replace(placed, hash=prev))
+    await repo.insert_many(raw, chained)
+    await repo.set_head(raw, seq, prev)
+    return chained
+
+
+@dataclass(slots=True)
+class _Pending:
+    record: AuditRecord
+    future: asyncio.Future[None]
+
+
+@dataclass(slots=True)
+class WriterStats:
+    """Counters for tests and metrics: how many batches (= transactions) and records."""
+
+    batches: int = 0
+    records: int = 0
+    failed_batches: int = 0
+    failed_records: int = 0
+    largest_batch: int = 0
+    batch_sizes: list[int] = field(default_factory=list, repr=False)
+
+
+_STOP = object()
+
+
+def _consume(future: asyncio.Future[None]) -> None:
+    # A caller that timed out or was cancelled no longer awaits its future; reading the
+    # exception here keeps asyncio from logging "exception was never retrieved".
+    if not future.cancelled():
+        future.exception()
+
+
+class AuditWriter:
+    """Group commit: one task drains a bounded queue and writes each batch in ONE transaction.
+
+    A batch is whatever is queued, up to `max_batch`; a lone entry first waits at most
+    `max_wait` seconds for others (entries that queued during the previous commit do not wait).
+    `record()` returns only after its batch's COMMIT (synchronous_commit: durable), or raises
+    AuditUnavailable: database down, `timeout` passed, queue full, writer not running. A failed
+    batch fails only its own callers; the next batch tries again.
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        hmac_key: bytes,
+        *,
+        max_batch: int = 512,
+        max_wait: float = 0.002,
+        queue_size: int = 10_000,
+        timeout: float = 5.0,
+    ) -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        self._engine = engine
+        self._key = hmac_key
+        self._max_batch = max_batch
+        self._max_wait = max_wait
+        self._timeout = timeout
+        self._queue: asyncio.Queue[_Pending | object] = asyncio.Queue(maxsize=queue_size)
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self.stats = WriterStats()
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._closed = False
+            self._task = asyncio.create_task(self._run(), name="audit-writer")
+
+    async def stop(self) -> None:
+        """Refuse new records, write everything already queued, then end the task."""
+        if self._task is None:
+            return
+        self._closed = True
+        await self._queue.put(_STOP)
+        await self._task
+        self._task = None
+
+    async def record(self, entry: AuditEntry) -> None:
+        if self._task is None or self._closed:
+            raise AuditUnavailable("the audit writer is not running")
+        record = unchained_record(entry, self._key, dt.datetime.now(dt.UTC))
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(_consume)
+        try:
+            self._queue.put_nowait(_Pending(record, future))
+        except asyncio.QueueFull:
+            # Backpressure: fail fast (503) instead of letting requests pile up behind the log.
+            raise AuditUnavailable("the audit log is saturated; retry later") from None
+        try:
+            async with asyncio.timeout(self._timeout):
+                # shield: a caller that gives up must not cancel the record of an access.
+                await asyncio.shield(future)
+        except TimeoutError:
+            raise AuditUnavailable("the access could not be recorded in time") from None
+
+    async def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = await self._queue.get()
+            batch: list[_Pending] = []
+            stopping = self._take(first, batch)
+            if not stopping:
+                stopping = self._drain(batch)
+                # A lone entry waits up to max_wait for company; entries that piled up during
+                # the previous commit go at once (waiting would only add latency under load).
+                if not stopping and len(batch) == 1 < self._max_batch and self._max_wait > 0:
+                    await asyncio.sleep(self._max_wait)
+                    stopping = self._drain(batch)
+            if batch:
+                await self._flush(batch)
+
+    def _take(self, item: _Pending | object, batch: list[_Pending]) -> bool:
+        if item is _STOP:
+            return True
+        assert isinstance(item, _Pending)
+        batch.append(item)
+        return False
+
+    def _drain(self, batch: list[_Pending]) -> bool:
+        """Move queued items into the batch (up to max_batch); True when the stop mark came."""
+        while len(batch) < self._max_batch:
+            try:
+                item = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return False
+            if self._take(item, batch):
+                return True
+        return False
+
+    async def _flush(self, batch: list[_Pending]) -> None:
+        try:
+            async with asyncio.timeout(self._timeout), self._engine.connect() as conn:
+                raw = (await conn.get_raw_connection()).driver_connection
+                async with raw.transaction():  # type: ignore[union-attr]
+                    await append(raw, [p.record for p in batch])
+        except Exception as e:  # any failure: this batch's callers get 503, the writer lives on
+            self.stats.failed_batches += 1
+            self.stats.failed_records += len(batch)
+            log.warning("audit batch of %d not written: %s", len(batch), type(e).__name__)
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_exception(AuditUnavailable())
+            return
+        self.stats.batches += 1
+        self.stats.records += len(batch)
+        self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
+        self.stats.batch_sizes.append(len(batch))
+        for p in batch:
+            if not p.future.done():
+                p.future.set_result(None)
+
+
+# --- verifying ---------------------------------------------------------------------------------
+
+Problem = Literal["altered", "deleted", "inserted", "reordered"]
+
+
+class VerifyResult(BaseModel):
+    """The outcome of walking the whole chain. On failure, the FIRST bad record and why."""
+
+    ok: bool
+    checked: int
+    head_seq: int
+    head_hash: str
+    problem: Problem | None = None
+    seq: int | None = None
+    audit_id: str | None = None
+    reason: str | None = None
+
+
+@dataclass(slots=True)
+class _Finding:
+    problem: Problem
+    record: AuditRecord | None
+    reason: str
+    seq: int | None = None
+
+
+def _check(
+    before_prev: bytes | None,
+    prev: AuditRecord | None,
+    r: AuditRecord,
+    nxt: AuditRecord | None,
+) -> _Finding | None:
+    """Judge record r, knowing the previous two and the next (for inserted vs reordered)."""
+    expected_seq = prev.seq + 1 if prev else 1
+    expected_prev = prev.hash if prev else GENESIS
+    if r.seq != expected_seq:
+        return _Finding(
+            "deleted", r, f"records {expected_seq}..{r.seq - 1} are missing before this one"
+        )
+    if r.prev_hash != expected_prev:
+        if prev is not None and before_prev is not None and r.prev_hash == before_prev:
+            return _Finding(
+                "inserted", prev, "not part of the chain: the next record links past it"
+            )
+        if nxt is not None and nxt.prev_hash == expected_prev:
+            if r.prev_hash == nxt.hash:
+                return _Finding(
+                    "reordered",
+                    r,
+                    f"chained after record {r.prev_hash.hex()[:12]}, found before it",
+                )
+            return _Finding("inserted", r, "not part of the chain: the next record links past it")
+        if prev is not None and record_hash(r.prev_hash, r) == r.hash:
+            return _Finding(
+                "altered",
+                prev,
+                "its hash was recomputed: the next record was chained to a different one",
+            )
+        return _Finding("altered", r, "its prev_hash is not the previous record's hash")
+    if record_hash(r.prev_hash, r) != r.hash:
+        return _Finding("altered", r, "its content does not match its hash")
+    return None
+
+
+async def verify_chain(conn: AsyncConnection) -> VerifyResult:
+    """Walk the chain by seq (server-side cursor, constant memory) and judge every record.
+
+    Run it in a REPEATABLE READ transaction for one consistent view (the CLI does); under READ
+    COMMITTED, records appended while it runs are told apart from forged ones by re-reading
+    the head at the end.
+    """
+    head_seq, head_hash = await repo.read_head(conn)
+    checked = 0
+    before_prev: bytes | None = None
+    prev: AuditRecord | None = None
+    pending: AuditRecord | None = None
+    finding: _Finding | None = None
+
+    async for r in repo.stream_by_seq(conn):
+        if pending is not None:
+            finding = _check(before_prev, prev, pending, r)
+            if finding:
+                break
+            before_prev = prev.hash if prev else GENESIS
+            prev = pending
+            checked += 1
+        pending = r
+    if finding is None and pending is not None:
+        finding = _check(before_prev, prev, pending, None)
+        if finding is None:
+            prev = pending
+            checked += 1
+    if finding is None:
+        finding = await _check_tail(conn, prev, head_seq, head_hash)
+    if finding is None:
+        return VerifyResult(ok=True, checked=checked, head_seq=head_seq, head_hash=head_hash.hex())
+    record = finding.record
+    return VerifyResult(
+        ok=False,
+        checked=checked,
+        head_seq=head_seq,
+        head_hash=head_hash.hex(),
+        problem=finding.problem,
+        seq=record.seq if record else finding.seq,
+        audit_id=record.id if record else None,
+        reason=finding.reason,
+    )
+
+
+async def _check_tail(
+    conn: AsyncConnection, last: AuditRecord | None, head_seq: int, head_hash: bytes
+) -> _Finding | None:
+    """The last record must be the head: catches a deleted tail, an appended forgery, a rehash."""
+    last_seq = last.seq if last else 0
+    if last_seq < head_seq:
+        return _Finding(
+            "deleted",
+            None,
+            f"records {last_seq + 1}..{head_seq} are missing at the end",
+            seq=last_seq + 1,
+        )
+    if last_seq > head_seq:
+        # Appended after we read the head (READ COMMITTED), or forged past it?
+        head_seq, head_hash = await repo.read_head(conn)
+        if head_seq < last_seq:
+            forged = await repo.get_by_seq(conn, head_seq + 1)
+            return _Finding(
+                "inserted", forged, "beyond the chain head: no writer appended it", seq=head_seq + 1
+            )
+        if head_seq > last_seq:
+            return None
+    if last is not None and last.hash != head_hash:
+        return _Finding("altered", last, "its hash was recomputed: the chain head disagrees")
+    return None
+
+
+# --- the trail (art. 32) -----------------------------------------------------------------------
+
+
+class TrailEntry(BaseModel):
+    """One access to a data subject's record."""
+
+    at: dt.datetime
+    audit_id: str
+    client_id: str
+    client_name: str | None
+    purpose: str
+    operation: str
+    snapshot_id: str | None
+    rule_set_id: str | None
+
+
+async def trail(conn: AsyncConnection, hmac_key: bytes, subject: str) -> list[TrailEntry]:
+    """Every recorded access to one subject (`nik_subject(nik)` or `no_kk_subject(no_kk)`)."""
+    if not subject.startswith(_SUBJECT_KINDS):
+        raise ValueError("subject must be nik_subject(...) or no_kk_subject(...)")
+    rows = await repo.trail(conn, subject_hash(hmac_key, subject))
+    return [
+        TrailEntry(
+            at=r.at,
+            audit_id=r.audit_id,
+            client_id=r.client_id,
+            client_name=r.client_name,
+            purpose=r.purpose,
+            operation=r.operation,
+            snapshot_id=r.snapshot_id,
+            rule_set_id=r.rule_set_id,
+        )
+        for r in rows
+    ]
+
+
+@contextlib.asynccontextmanager
+async def running(writer: AuditWriter) -> AsyncIterator[AuditWriter]:
+    """`async with running(AuditWriter(...)) as writer:` for scripts and tests."""
+    await writer.start()
+    try:
+        yield writer
+    finally:
+        await writer.stop()
