@@ -49,7 +49,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await audit.stop()
             await engine.dispose()
-            embedded.stop()
+            if not settings.database_url:  # this process started the embedded server
+                embedded.stop()
 
     app = FastAPIOffline(
         title="Tepat",

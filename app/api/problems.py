@@ -70,7 +70,8 @@ async def validation_error(request: Request, exc: Exception) -> Response:
         if "rule" in ctx:
             item["rule"] = ctx["rule"]
         if e.get("type") not in ("missing", "json_invalid") and "input" in e:
-            item["value"] = _masked(e["input"])
+            identifier = field.startswith(("niks[", "no_kks["))
+            item["value"] = mask(str(e["input"])) if identifier else _masked(e["input"])
         errors.append(item)
     first = errors[0]["field"] if errors else "body"
     malformed = any(e.get("type") == "json_invalid" for e in exc.errors())

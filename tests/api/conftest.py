@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
@@ -41,7 +42,11 @@ async def published(
         await drop_release(raw, RELEASE)
         result = await import_release(raw, folder)
         assert result.published, result.report.to_dict()
-        yield folder
+    finally:
+        await raw.close()
+    yield folder
+    raw = await db.connect_raw(settings)
+    try:
         await drop_release(raw, RELEASE)
     finally:
         await raw.close()
@@ -60,9 +65,10 @@ async def make_client(engine: AsyncEngine) -> MakeClient:
         fields: list[str] | None = None,
         purposes: list[str] | None = None,
         expires_at: dt.datetime | None = None,
+        expired: bool = False,
     ) -> str:
         async with engine.begin() as conn:
-            _, key = await clients.create_client(
+            info, key = await clients.create_client(
                 conn,
                 name="test client",
                 programs=ALL_PROGRAMS if programs is None else programs,
@@ -70,6 +76,11 @@ async def make_client(engine: AsyncEngine) -> MakeClient:
                 purposes=[PURPOSE] if purposes is None else purposes,
                 expires_at=expires_at,
             )
+            if expired:  # clients cannot be created expired; age this one as time would
+                await conn.execute(
+                    text("UPDATE api_clients SET expires_at = now() - interval '1 minute' WHERE id = :id"),
+                    {"id": info.id},
+                )
         return key
 
     return make
