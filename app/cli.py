@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from app import db
+from app.cli_admin import audit_app, client_app
 from app.cli_common import JsonOpt
 from app.cli_common import run as _run
 from app.cli_rules import eligibility_app, rule_set_app
@@ -29,6 +30,8 @@ app.add_typer(db_app, name="db")
 app.add_typer(snapshot_app, name="snapshot")
 app.add_typer(rule_set_app, name="rule-set")
 app.add_typer(eligibility_app, name="eligibility")
+app.add_typer(client_app, name="client")
+app.add_typer(audit_app, name="audit")
 
 # --- db ---------------------------------------------------------------------------------------
 

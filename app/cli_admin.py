@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-from collections.abc import Callable, Coroutine
 from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.table import Table
 
-from app import db, embedded
-from app.config import Settings, get_settings
+from app import db
+from app.cli_common import JsonOpt, run
+from app.config import Settings
 from app.console import err, out, print_json
-from app.errors import TepatError
 from app.identifiers import IdentifierError, check_no_kk, parse_nik
 
 T = TypeVar("T")
@@ -25,23 +23,6 @@ audit_app = typer.Typer(
     help="The audit trail: verify the chain, list accesses to one person or family.",
     no_args_is_help=True,
 )
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON document for machines.")]
-
-
-def _run(fn: Callable[[Settings], Coroutine[Any, Any, T]]) -> T:
-    """Run one async CLI action; domain errors become a clear message and exit code 1.
-
-    A copy of app.cli._run: importing it would make app.cli and this module import each other.
-    """
-    settings = get_settings()
-    try:
-        return asyncio.run(fn(settings))
-    except TepatError as e:
-        err.print(f"[red]error:[/red] {e.detail}")
-        raise typer.Exit(1) from None
-    finally:
-        embedded.stop()
 
 
 def _split(values: str) -> list[str]:
@@ -123,7 +104,7 @@ def client_create(
                 expires_at=expires_at,
             )
 
-    info, key = _run(go)
+    info, key = run(go)
     warning = "This key is shown only now. Store it in the client's secret store; it cannot be shown again."
     if as_json:
         print_json({"client": info.model_dump(mode="json"), "key": key, "warning": warning})
@@ -142,7 +123,7 @@ def client_list(as_json: JsonOpt = False) -> None:
         async with db.engine_scope(settings) as engine, engine.connect() as conn:
             return await svc.list_clients(conn)
 
-    clients = _run(go)
+    clients = run(go)
     if as_json:
         print_json([c.model_dump(mode="json") for c in clients])
     else:
@@ -160,7 +141,7 @@ def client_revoke(
         async with db.engine_scope(settings) as engine, engine.begin() as conn:
             return await svc.revoke_client(conn, client_id)
 
-    info = _run(go)
+    info = run(go)
     if as_json:
         print_json(info.model_dump(mode="json"))
     else:
@@ -182,7 +163,7 @@ def audit_verify(as_json: JsonOpt = False) -> None:
             await conn.exec_driver_sql("SET LOCAL statement_timeout = 0")
             return await svc.verify_chain(conn)
 
-    result = _run(go)
+    result = run(go)
     if as_json:
         print_json(result.model_dump(mode="json"))
     elif result.ok:
@@ -226,7 +207,7 @@ def audit_trail(
         async with db.engine_scope(settings) as engine, engine.connect() as conn:
             return await svc.trail(conn, key, subject)
 
-    entries = _run(go)
+    entries = run(go)
     if as_json:
         print_json([entry.model_dump(mode="json") for entry in entries])
         return

@@ -87,6 +87,12 @@ class SnapshotStateError(TepatError):
     status = 409
 
 
+class ClientNotFound(TepatError):
+    code = "client_not_found"
+    title = "No such client"
+    status = 404
+
+
 class Unauthenticated(TepatError):
     code = "unauthenticated"
     title = "A valid API key is required"

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.auth import keys
 from app.auth.principal import FIELD_GROUPS, PROGRAMS, PURPOSE_PATTERN, ClientInfo, Principal
-from app.errors import Unauthenticated, Unavailable, ValidationFailed
+from app.errors import ClientNotFound, Unauthenticated, Unavailable, ValidationFailed
 from app.repositories import clients as repo
 
 # One message for unknown, revoked and expired keys: the answer must not tell a key holder
@@ -99,7 +99,7 @@ async def revoke_client(conn: AsyncConnection, client_id: str) -> ClientInfo:
     await repo.mark_revoked(conn, client_id)
     info = await repo.get_by_id(conn, client_id)
     if info is None:
-        raise ValidationFailed(f"no client {client_id!r}", field="client_id", value=client_id)
+        raise ClientNotFound(f"no client {client_id!r}", client=client_id)
     return info
 
 

@@ -1,0 +1,75 @@
+"""`tepat audit verify|trail`, run as a separate process like an operator would."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+import asyncpg
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.config import Settings
+from app.services import audit
+
+from ..auth.test_cli_client import tepat
+from .conftest import make_entry, random_nik
+
+
+@pytest.fixture
+async def recorded(settings: Settings, engine: AsyncEngine) -> tuple[str, audit.AuditEntry]:
+    """One committed record about a fresh NIK, hashed with the settings' key as the CLI does."""
+    nik = random_nik()
+    entry = make_entry(f"test-{uuid.uuid4().hex[:10]}", [audit.nik_subject(nik)])
+    key = settings.audit_hmac_key.get_secret_value().encode()
+    async with audit.running(audit.AuditWriter(engine, key)) as w:
+        await w.record(entry)
+    return nik, entry
+
+
+async def test_trail_lists_the_accesses(recorded: tuple[str, audit.AuditEntry]) -> None:
+    nik, entry = recorded
+    found = await asyncio.to_thread(tepat, "audit", "trail", "--nik", nik, "--json")
+    assert found.returncode == 0, found.stderr
+    assert [e["audit_id"] for e in json.loads(found.stdout)] == [entry.id]
+    table = await asyncio.to_thread(tepat, "audit", "trail", "--nik", nik)
+    assert entry.id in table.stdout
+    assert nik not in table.stdout
+    family = await asyncio.to_thread(tepat, "audit", "trail", "--no-kk", nik, "--json")
+    assert json.loads(family.stdout) == []
+
+
+async def test_trail_refuses_a_bad_nik_without_echoing_it() -> None:
+    bad = await asyncio.to_thread(tepat, "audit", "trail", "--nik", "3201019913900001")
+    assert bad.returncode == 2
+    assert "3201019913900001" not in bad.stdout + bad.stderr
+    both = await asyncio.to_thread(tepat, "audit", "trail", "--nik", "1", "--no-kk", "2")
+    assert both.returncode == 2
+
+
+async def test_verify_exit_codes(
+    recorded: tuple[str, audit.AuditEntry], raw: asyncpg.Connection
+) -> None:
+    _, entry = recorded
+    ok = await asyncio.to_thread(tepat, "audit", "verify", "--json")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert json.loads(ok.stdout)["ok"] is True
+
+    async def set_purpose(purpose: str) -> None:
+        # As a superuser would: the trigger off for one committed statement.
+        async with raw.transaction():
+            await raw.execute("ALTER TABLE audit_log DISABLE TRIGGER audit_log_no_update_delete")
+            await raw.execute("UPDATE audit_log SET purpose = $1 WHERE id = $2", purpose, entry.id)
+            await raw.execute("ALTER TABLE audit_log ENABLE TRIGGER audit_log_no_update_delete")
+
+    await set_purpose("marketing")
+    try:
+        broken = await asyncio.to_thread(tepat, "audit", "verify")
+        assert broken.returncode == 1
+        assert entry.id in broken.stdout
+        assert "altered" in broken.stdout
+    finally:
+        await set_purpose(entry.purpose)
+    again = await asyncio.to_thread(tepat, "audit", "verify")
+    assert again.returncode == 0, again.stdout
