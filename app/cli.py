@@ -10,6 +10,7 @@ from rich.table import Table
 
 from app import db
 from app.cli_admin import audit_app, client_app
+from app.cli_bulk import bulk_command
 from app.cli_common import JsonOpt
 from app.cli_common import run as _run
 from app.cli_rules import eligibility_app, rule_set_app
@@ -30,6 +31,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(snapshot_app, name="snapshot")
 app.add_typer(rule_set_app, name="rule-set")
 app.add_typer(eligibility_app, name="eligibility")
+app.command("bulk")(bulk_command)
 app.add_typer(client_app, name="client")
 app.add_typer(audit_app, name="audit")
 
@@ -117,6 +119,10 @@ def snapshot_import(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Validate only; load nothing.")
     ] = False,
+    decisions: Annotated[
+        bool,
+        typer.Option(help="After publishing, store the decisions under the rule set in force."),
+    ] = True,
     as_json: JsonOpt = False,
 ) -> None:
     """Validate a release and publish it as a new, immutable snapshot."""
@@ -129,9 +135,20 @@ def snapshot_import(
                 result = await import_release(
                     conn, folder, dry_run=dry_run, progress=progress.update
                 )
-            return result.to_dict()
         finally:
             await conn.close()
+        answer = result.to_dict()
+        if result.published and decisions:
+            from app.cli_rules import materialize_default
+            from app.errors import NoRuleSetInForce
+
+            try:
+                answer["decisions"] = await materialize_default(
+                    settings, result.release, None, quiet=as_json
+                )
+            except NoRuleSetInForce as e:
+                answer["decisions"] = {"skipped": e.detail}
+        return answer
 
     result = _run(go)
     if as_json:
@@ -167,6 +184,14 @@ def _print_import(result: dict[str, Any]) -> None:
             f"[green]published[/green] snapshot {result['release']} ({counts}) in "
             f"{result['seconds']} s{rate}\nchecksum {result['checksum']}"
         )
+        decided = result.get("decisions") or {}
+        if "skipped" in decided:
+            err.print(f"decisions not stored: {decided['skipped']}")
+        elif decided:
+            err.print(
+                f"stored the decisions under {decided['rule_set']} "
+                f"({decided['people']:,} people) in {decided['seconds']} s"
+            )
     elif result["ok"]:
         err.print(f"[green]valid[/green] (dry run, nothing loaded): {result['release']} ({counts})")
     else:

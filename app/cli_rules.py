@@ -213,3 +213,124 @@ def _print_explain(answer: dict[str, Any]) -> None:
                 title_align="left",
             )
         )
+
+
+async def materialize_default(
+    settings: Settings, snapshot_id: str | None, rule_set_id: str | None, *, quiet: bool = False
+) -> dict[str, Any]:
+    """Store the decisions of a snapshot (default: current) under a rule set (default: in force)."""
+    from app.console import row_progress
+    from app.services import materialize, pinning
+
+    async with db.engine_scope(settings) as engine, engine.connect() as conn:
+        pinned = await pinning.pin(conn, snapshot_id, rule_set_id)
+    reader = await db.connect_raw(settings)
+    writer = await db.connect_raw(settings)
+    try:
+        with row_progress(not quiet) as progress:
+            done = 0
+
+            def tick(n: int) -> None:
+                nonlocal done
+                done += n
+                progress.update("decisions", done, pinned.snapshot.people_count)
+
+            result = await materialize.materialize(
+                reader, writer, pinned.snapshot, pinned.rule_set, progress=tick
+            )
+    finally:
+        await reader.close()
+        await writer.close()
+    return {
+        "snapshot": result.snapshot,
+        "rule_set": result.rule_set,
+        "people": result.people,
+        "families": result.families,
+        "seconds": round(result.seconds, 2),
+        "created": result.created,
+    }
+
+
+@eligibility_app.command("materialize")
+def materialize_cmd(
+    snapshot: Annotated[str | None, typer.Option(help="Default: the current snapshot")] = None,
+    rule_set: Annotated[str | None, typer.Option("--rule-set", help="Default: in force")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Compute and store every decision of a snapshot under a rule set (once; idempotent)."""
+
+    async def go(settings: Settings) -> dict[str, Any]:
+        return await materialize_default(settings, snapshot, rule_set, quiet=as_json)
+
+    result = run(go)
+    if as_json:
+        print_json(result)
+    elif result["created"]:
+        err.print(
+            f"stored the decisions of {result['people']:,} people in {result['families']:,} "
+            f"families ({result['snapshot']} x {result['rule_set']}) in {result['seconds']} s"
+        )
+    else:
+        err.print(f"already stored: {result['snapshot']} x {result['rule_set']}")
+
+
+@eligibility_app.command("report")
+def report_cmd(
+    snapshot: Annotated[str | None, typer.Option(help="Default: the current snapshot")] = None,
+    rule_set: Annotated[str | None, typer.Option("--rule-set", help="Default: in force")] = None,
+    by: Annotated[str, typer.Option(help="national, province or regency")] = "national",
+    as_json: JsonOpt = False,
+) -> None:
+    """Targeting: who meets each program's criteria, who receives it, inclusion/exclusion errors."""
+    from app.services import pinning, report
+
+    if by not in ("national", "province", "regency"):
+        raise typer.BadParameter("must be national, province or regency", param_hint="--by")
+
+    async def go(settings: Settings) -> dict[str, Any]:
+        async with db.engine_scope(settings) as engine, db.read_connection(engine) as conn:
+            pinned = await pinning.pin(conn, snapshot, rule_set)
+            return await report.targeting_report(conn, pinned, by)  # type: ignore[arg-type]
+
+    answer = run(go)
+    if as_json:
+        print_json(answer)
+        return
+    meta = answer["meta"]
+    out.print(
+        f"snapshot [bold]{meta['snapshot']['id']}[/bold], rule set "
+        f"[bold]{meta['rule_set']['id']}[/bold], evaluated on {meta['evaluation_date']}"
+    )
+    rows = [("Indonesia", answer["national"])]
+    rows += [(f"{r['code']} {r['name'] or ''}", r) for r in answer["regions"]]
+    table = Table()
+    for name in (
+        "region",
+        "program",
+        "meets criteria",
+        "recipients",
+        "both",
+        "inclusion error",
+        "exclusion error",
+    ):
+        table.add_column(name, justify="right" if name != "region" else "left")
+    for label, data in rows:
+        for program, p in data["programs"].items():
+            if "recipients" in p:
+                table.add_row(
+                    label,
+                    program,
+                    f"{p['eligible']:,}",
+                    f"{p['recipients']:,}",
+                    f"{p['eligible_and_recipient']:,}",
+                    f"{p['inclusion_error']:,} ({_pct(p['inclusion_error_rate'])})",
+                    f"{p['exclusion_error']:,} ({_pct(p['exclusion_error_rate'])})",
+                )
+            else:
+                table.add_row(label, program, f"{p['eligible']:,}", "-", "-", "-", "-")
+            label = ""
+    out.print(table)
+
+
+def _pct(rate: float | None) -> str:
+    return "-" if rate is None else f"{rate:.1%}"

@@ -10,7 +10,7 @@ async def drop_release(raw: asyncpg.Connection, release: str) -> None:
     key = await raw.fetchval("SELECT key FROM snapshots WHERE id = $1", release)
     if key is None:
         return
-    for table in ("people", "families"):
+    for table in ("decisions", "people", "families"):
         await raw.execute(f"DROP TABLE IF EXISTS {table}_{int(key)}")
     await raw.execute("DELETE FROM snapshots WHERE key = $1", key)
 

@@ -5,11 +5,22 @@ from app.models.auth_audit import audit_head as audit_head
 from app.models.auth_audit import audit_log as audit_log
 from app.models.tables import (
     SNAPSHOT_STATUSES,
+    decisions,
     families,
+    materializations,
     metadata,
     people,
     rule_sets,
     snapshots,
 )
 
-__all__ = ["SNAPSHOT_STATUSES", "families", "metadata", "people", "rule_sets", "snapshots"]
+__all__ = [
+    "SNAPSHOT_STATUSES",
+    "decisions",
+    "families",
+    "materializations",
+    "metadata",
+    "people",
+    "rule_sets",
+    "snapshots",
+]

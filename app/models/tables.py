@@ -14,6 +14,8 @@ from sqlalchemy import (
     Column,
     Date,
     DateTime,
+    Float,
+    ForeignKey,
     Integer,
     MetaData,
     SmallInteger,
@@ -111,4 +113,44 @@ people = Table(
     Column("pbi_recipient", Boolean),
     Column("name", Text, nullable=False),
     postgresql_partition_by="LIST (snapshot_key)",
+)
+
+# Decisions of one (snapshot, rule set), computed in bulk by the engine (app/services/materialize.py)
+# and stored compactly: one row a person; family-level programs are repeated on every member and
+# counted once through `head`. Inputs the targeting report needs ride along (region, recipients),
+# so the report is one scan of one partition.
+decisions = Table(
+    "decisions",
+    metadata,
+    Column("snapshot_key", SmallInteger, nullable=False),
+    Column("rule_set_key", SmallInteger, nullable=False),
+    Column("nik", BigInteger, nullable=False),
+    Column("no_kk", BigInteger, nullable=False),
+    Column("region_code", BigInteger, nullable=False),
+    Column("pkh_yearly", Integer, nullable=False),
+    Column("sr_level", SmallInteger),
+    Column("sr_priority", SmallInteger),
+    Column("head", Boolean, nullable=False),
+    Column("pkh_eligible", Boolean, nullable=False),
+    Column("bpnt_eligible", Boolean, nullable=False),
+    Column("pbi_eligible", Boolean, nullable=False),
+    Column("sr_eligible", Boolean, nullable=False),
+    Column("pkh_recipient", Boolean),
+    Column("bpnt_recipient", Boolean),
+    Column("pbi_recipient", Boolean),
+    postgresql_partition_by="LIST (snapshot_key)",
+)
+
+materializations = Table(
+    "materializations",
+    metadata,
+    Column(
+        "snapshot_key", SmallInteger, ForeignKey("snapshots.key", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("rule_set_key", SmallInteger, ForeignKey("rule_sets.key"), primary_key=True),
+    Column("people", BigInteger, nullable=False),
+    Column("families", BigInteger, nullable=False),
+    Column("seconds", Float, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )

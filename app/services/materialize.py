@@ -1,0 +1,206 @@
+"""Decisions of a whole snapshot under one rule set, computed once by the engine and stored.
+
+The engine (app.eligibility) stays the only implementation of RULES.md: this streams every
+family with its members out of the snapshot (a server-side cursor, ordered by No. KK), evaluates
+it in Python, and COPYs one compact row a person into the snapshot's `decisions` partition.
+Both inputs are immutable, so the result never needs recomputing; it is written in one
+transaction together with its `materializations` row, so it is visible whole or not at all.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import asyncpg
+
+from app.eligibility import PROGRAM_ORDER, FamilyEvaluation, Program, RuleSet, evaluate_family
+from app.identifiers import as_str
+from app.repositories.registry import FamilyRow, PersonRow
+from app.schemas.snapshots import Snapshot
+from app.services.eligibility import to_family
+
+Progress = Callable[[int], None]
+
+_STREAM = """
+SELECT f.no_kk, f.region_code, f.decile, f.asn_tni_polri, f.pkh_recipient, f.bpnt_recipient,
+       f.home_ownership, f.floor_area_m2, f.drinking_water, f.toilet, f.lighting, f.power_va,
+       m.nik, m.relationship, m.sex, m.birth_date, m.name, m.marital_status, m.school_status,
+       m.school_level, m.disability, m.pregnant, m.chronic_illness, m.working, m.pbi_recipient
+FROM families_{k} f JOIN people_{k} m ON m.no_kk = f.no_kk
+ORDER BY f.no_kk
+"""
+
+COLUMNS = (
+    "snapshot_key",
+    "rule_set_key",
+    "nik",
+    "no_kk",
+    "region_code",
+    "pkh_yearly",
+    "sr_level",
+    "sr_priority",
+    "head",
+    "pkh_eligible",
+    "bpnt_eligible",
+    "pbi_eligible",
+    "sr_eligible",
+    "pkh_recipient",
+    "bpnt_recipient",
+    "pbi_recipient",
+)
+_LEVEL = {"SD": "1", "SMP": "2", "SMA": "3"}
+NULL = "\\N"
+
+
+@dataclass(frozen=True, slots=True)
+class Materialized:
+    snapshot: str
+    rule_set: str
+    people: int
+    families: int
+    seconds: float
+    created: bool  # False: it was stored already
+
+
+def _b(value: bool | None) -> str:
+    return NULL if value is None else ("t" if value else "f")
+
+
+def rows_of(
+    snapshot_key: int,
+    rule_set_key: int,
+    f: FamilyRow,
+    members: list[PersonRow],
+    evaluation: FamilyEvaluation,
+) -> list[str]:
+    """The COPY lines of one family: a person a line (family programs repeated, `head` once)."""
+    by_program = {d.program: d for d in evaluation.family}
+    pkh, bpnt = by_program[Program.PKH], by_program[Program.BPNT]
+    yearly = (pkh.benefit or {}).get("yearly_rupiah", 0) if pkh.eligible else 0
+    head_nik = min((m.nik for m in members if m.relationship == 1), default=None)
+    lines = []
+    for m in members:
+        pbi, sr = evaluation.people[as_str(m.nik)]
+        lines.append(
+            f"{snapshot_key}\t{rule_set_key}\t{m.nik}\t{f.no_kk}\t{f.region_code}\t{yearly}\t"
+            f"{_LEVEL.get(sr.level or '', NULL)}\t"
+            f"{NULL if sr.priority is None else sr.priority}\t{_b(m.nik == head_nik)}\t"
+            f"{_b(pkh.eligible)}\t{_b(bpnt.eligible)}\t{_b(pbi.eligible)}\t{_b(sr.eligible)}\t"
+            f"{_b(f.pkh_recipient)}\t{_b(f.bpnt_recipient)}\t{_b(m.pbi_recipient)}\n"
+        )
+    return lines
+
+
+async def _families(
+    reader: asyncpg.Connection, key: int
+) -> AsyncIterator[tuple[FamilyRow, list[PersonRow]]]:
+    current: FamilyRow | None = None
+    members: list[PersonRow] = []
+    async for r in reader.cursor(_STREAM.format(k=int(key)), prefetch=5000):
+        if current is None or r[0] != current.no_kk:
+            if current is not None:
+                yield current, members
+            current, members = FamilyRow(*r[:12]), []
+        members.append(PersonRow(*r[12:]))
+    if current is not None:
+        yield current, members
+
+
+async def materialize(
+    reader: asyncpg.Connection,
+    writer: asyncpg.Connection,
+    snapshot: Snapshot,
+    rule_set: RuleSet,
+    *,
+    progress: Progress | None = None,
+) -> Materialized:
+    """Store the decisions of `snapshot` under `rule_set` (idempotent). Two connections: one
+    streams the registry, the other COPYs the decisions in its own transaction."""
+    started = time.perf_counter()
+    rule_set_key = await writer.fetchval("SELECT key FROM rule_sets WHERE id = $1", rule_set.id)
+    if rule_set_key is None:
+        raise LookupError(f"rule set {rule_set.id} is not stored")
+    done = await writer.fetchrow(
+        "SELECT people, families, seconds FROM materializations "
+        "WHERE snapshot_key = $1 AND rule_set_key = $2",
+        snapshot.key,
+        rule_set_key,
+    )
+    if done is not None:
+        return Materialized(
+            snapshot.id,
+            rule_set.id,
+            done["people"],
+            done["families"],
+            done["seconds"],
+            created=False,
+        )
+    key = snapshot.key
+    partition = f"decisions_{int(key)}"
+    counts = {"people": 0, "families": 0}
+
+    async def source() -> AsyncIterator[bytes]:
+        buffer: list[str] = []
+        async with reader.transaction(isolation="repeatable_read", readonly=True):
+            async for f, members in _families(reader, key):
+                evaluation = evaluate_family(
+                    to_family(f, members), rule_set, snapshot.cutoff_date, PROGRAM_ORDER
+                )
+                buffer.extend(rows_of(key, rule_set_key, f, members, evaluation))
+                counts["families"] += 1
+                if len(buffer) >= 8192:
+                    counts["people"] += len(buffer)
+                    if progress:
+                        progress(len(buffer))
+                    yield "".join(buffer).encode()
+                    buffer.clear()
+        if buffer:
+            counts["people"] += len(buffer)
+            if progress:
+                progress(len(buffer))
+            yield "".join(buffer).encode()
+
+    # The empty partition is created in its own short transaction: creating it takes a lock on
+    # `decisions` that must not be held for the whole COPY. Readers see no rows of a rule set
+    # until its `materializations` row commits with them.
+    async with writer.transaction():
+        await writer.execute("SELECT pg_advisory_xact_lock(7412, $1)", key)
+        if not await writer.fetchval("SELECT to_regclass($1) IS NOT NULL", partition):
+            await writer.execute(
+                f"CREATE TABLE {partition} PARTITION OF decisions FOR VALUES IN ({int(key)})"
+            )
+    # Like the importer, this is operator batch work: it owns its transaction.
+    async with writer.transaction():
+        # One materialisation of a (snapshot, rule set) at a time; a second caller finds it done.
+        await writer.execute("SELECT pg_advisory_xact_lock(7413, $1)", key)
+        done = await writer.fetchrow(
+            "SELECT people, families, seconds FROM materializations "
+            "WHERE snapshot_key = $1 AND rule_set_key = $2",
+            key,
+            rule_set_key,
+        )
+        if done is not None:
+            return Materialized(
+                snapshot.id,
+                rule_set.id,
+                done["people"],
+                done["families"],
+                done["seconds"],
+                created=False,
+            )
+        await writer.copy_to_table(partition, source=source(), columns=list(COLUMNS), format="text")
+        seconds = time.perf_counter() - started
+        await writer.execute(
+            "INSERT INTO materializations (snapshot_key, rule_set_key, people, families, seconds) "
+            "VALUES ($1, $2, $3, $4, $5)",
+            key,
+            rule_set_key,
+            counts["people"],
+            counts["families"],
+            seconds,
+        )
+    return Materialized(
+        snapshot.id, rule_set.id, counts["people"], counts["families"], seconds, created=True
+    )

@@ -1,0 +1,167 @@
+"""Stored decisions equal the engine's on every person of a 50,000-person release; the report
+counts what the engine decides, set-based."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app import db
+from app.config import Settings
+from app.eligibility import (
+    PROGRAM_ORDER,
+    Program,
+    evaluate_family,
+    load_rule_set,
+    shipped_rule_sets,
+)
+from app.errors import SnapshotStateError
+from app.ingest.importer import import_release
+from app.services import eligibility, materialize, pinning, report, rule_sets
+from app.synth.generate import generate_release
+from tests.api.test_lookup import _engine_family
+from tests.helpers import drop_release
+
+RELEASE = "2025-12-31"
+PEOPLE = 50_000
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+async def release(
+    engine: AsyncEngine, settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Path]:
+    folder = tmp_path_factory.mktemp("mat") / RELEASE
+    generate_release(folder, people=PEOPLE, seed=31, release=RELEASE)
+    async with engine.begin() as conn:
+        await rule_sets.ensure_shipped(conn)
+    raw = await db.connect_raw(settings)
+    try:
+        await drop_release(raw, RELEASE)
+        assert (await import_release(raw, folder)).published
+    finally:
+        await raw.close()
+    yield folder
+    raw = await db.connect_raw(settings)
+    try:
+        await drop_release(raw, RELEASE)
+    finally:
+        await raw.close()
+
+
+async def _materialize(settings: Settings, engine: AsyncEngine) -> materialize.Materialized:
+    async with engine.connect() as conn:
+        pinned = await pinning.pin(conn, RELEASE, None)
+    reader, writer = await db.connect_raw(settings), await db.connect_raw(settings)
+    try:
+        return await materialize.materialize(reader, writer, pinned.snapshot, pinned.rule_set)
+    finally:
+        await reader.close()
+        await writer.close()
+
+
+async def test_report_refuses_before_decisions_are_stored(
+    engine: AsyncEngine, release: Path
+) -> None:
+    async with engine.connect() as conn:
+        pinned = await pinning.pin(conn, RELEASE, None)
+        with pytest.raises(SnapshotStateError):
+            await report.targeting_report(conn, pinned, "national")
+
+
+async def test_stored_decisions_equal_the_engine_for_every_person(
+    engine: AsyncEngine, settings: Settings, release: Path
+) -> None:
+    first = await _materialize(settings, engine)
+    assert first.created
+    assert first.people == PEOPLE
+    again = await _materialize(settings, engine)
+    assert not again.created  # immutable inputs: stored once
+
+    view = eligibility.View(PROGRAM_ORDER, eligibility.ALL_GROUPS)
+    raw = await db.connect_raw(settings)
+    try:
+        stored = {
+            r["nik"]: r
+            for r in await raw.fetch(
+                "SELECT d.* FROM decisions d JOIN snapshots s ON s.key = d.snapshot_key WHERE s.id = $1",
+                RELEASE,
+            )
+        }
+    finally:
+        await raw.close()
+    assert len(stored) == PEOPLE
+    niks = [f"{n:016d}" for n in stored]
+    checked = 0
+    async with engine.connect() as conn:
+        pinned = await pinning.pin(conn, RELEASE, None)
+        for i in range(0, len(niks), 1000):
+            chunk = niks[i : i + 1000]
+            results, found = await eligibility.people(
+                conn, pinned.snapshot, pinned.rule_set, chunk, view
+            )
+            assert found == len(chunk)
+            for result in results:
+                row = stored[int(result["nik"])]
+                live = {d["program"]: d for d in result["decisions"]}
+                assert row["pkh_eligible"] == live["PKH"]["eligible"]
+                assert row["pkh_yearly"] == ((live["PKH"]["benefit"] or {}).get("yearly_rupiah", 0))
+                assert row["bpnt_eligible"] == live["BPNT"]["eligible"]
+                assert row["pbi_eligible"] == live["PBI_JK"]["eligible"]
+                assert row["sr_eligible"] == live["SEKOLAH_RAKYAT"]["eligible"]
+                assert row["sr_priority"] == live["SEKOLAH_RAKYAT"]["priority"]
+                checked += 1
+    assert checked == PEOPLE
+
+
+async def test_report_matches_an_independent_count_from_the_source_files(
+    engine: AsyncEngine, settings: Settings, release: Path
+) -> None:
+    await _materialize(settings, engine)
+    async with engine.connect() as conn:
+        pinned = await pinning.pin(conn, RELEASE, None)
+        national = await report.targeting_report(conn, pinned, "national")
+        provinces = await report.targeting_report(conn, pinned, "province")
+
+    # Independent: the engine over the CSV files, counted in Python.
+    rule_set = load_rule_set(shipped_rule_sets()[0])
+    with (release / "keluarga.csv").open() as f:
+        families = {r["no_kk"]: r for r in csv.DictReader(f)}
+    members: dict[str, list[dict[str, str]]] = {}
+    with (release / "anggota.csv").open() as f:
+        for r in csv.DictReader(f):
+            members.setdefault(r["no_kk"], []).append(r)
+    counts = {"pkh": [0, 0, 0], "bpnt": [0, 0, 0], "pbi": [0, 0, 0], "sr": 0}
+    cutoff = dt.date.fromisoformat(RELEASE)
+    for kk, fam in families.items():
+        ev = evaluate_family(_engine_family(fam, members[kk]), rule_set, cutoff)
+        decided = {d.program: d for d in ev.family}
+        for key, program, flag in (
+            ("pkh", Program.PKH, "penerima_pkh"),
+            ("bpnt", Program.BPNT, "penerima_bpnt"),
+        ):
+            eligible, recipient = decided[program].eligible, fam[flag] == "1"
+            counts[key][0] += eligible
+            counts[key][1] += recipient
+            counts[key][2] += eligible and recipient
+        for m in members[kk]:
+            pbi, sr = ev.people[m["nik"]]
+            counts["pbi"][0] += pbi.eligible
+            counts["pbi"][1] += m["penerima_pbi"] == "1"
+            counts["pbi"][2] += pbi.eligible and m["penerima_pbi"] == "1"
+            counts["sr"] += sr.eligible
+    got = national["national"]["programs"]
+    for key, program in (("pkh", "PKH"), ("bpnt", "BPNT"), ("pbi", "PBI_JK")):
+        p = got[program]
+        assert [p["eligible"], p["recipients"], p["eligible_and_recipient"]] == counts[key]
+        assert p["inclusion_error"] == p["recipients"] - p["eligible_and_recipient"]
+    assert got["SEKOLAH_RAKYAT"]["eligible"] == counts["sr"]
+    # Regions add up to the nation.
+    assert sum(r["programs"]["PKH"]["eligible"] for r in provinces["regions"]) == counts["pkh"][0]
+    assert national["national"]["people"] == PEOPLE
