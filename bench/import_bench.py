@@ -50,7 +50,10 @@ async def raw_copy(dsn: str, folder: Path) -> tuple[int, float]:
         rows = 0
         started = time.perf_counter()
         async with conn.transaction():
-            for name, table in (("keluarga.csv", "bench_keluarga"), ("anggota.csv", "bench_anggota")):
+            for name, table in (
+                ("keluarga.csv", "bench_keluarga"),
+                ("anggota.csv", "bench_anggota"),
+            ):
                 header = (folder / name).open().readline().strip().split(",")
                 with (folder / name).open("rb") as f:
                     status = await conn.copy_to_table(
@@ -69,7 +72,9 @@ def run_importer(url: str, folder: Path) -> tuple[dict[str, object], float, int]
     started = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, "-m", "app.cli", "snapshot", "import", str(folder), "--json"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
     )
     peak = 0
     ps = psutil.Process(proc.pid)
@@ -92,7 +97,8 @@ async def bytes_per_person(dsn: str) -> tuple[int, int]:
         )
         size = await conn.fetchval(
             "SELECT pg_total_relation_size($1::regclass) + pg_total_relation_size($2::regclass)",
-            f"people_{key}", f"families_{key}",
+            f"people_{key}",
+            f"families_{key}",
         )
         return size, people
     finally:
@@ -128,19 +134,38 @@ def main() -> None:
     report, seconds, peak = run_importer(url, folder)
     if not report.get("published"):
         raise SystemExit(f"import failed: {json.dumps(report)[:2000]}")
-    rows = sum(int(v) for v in report["counts"].values())  # type: ignore[union-attr]
+    counts = report["counts"]
+    assert isinstance(counts, dict)
+    rows = sum(int(v) for v in counts.values())
     size, people = asyncio.run(bytes_per_person(dsn))
     asyncio.run(drop(dsn))
 
     service_rate, base_rate = rows / seconds, base_rows / base_seconds
-    emit("P5", "import rows/s (validated, published) vs raw COPY with indexes",
-         service_rate, base_rate, 0.3, unit="rows/s",
-         extra={"importer_peak_rss_mb": round(peak / 2**20, 1), "rss_goal_mb": 500,
-                "rows": rows, "import_seconds": round(seconds, 2),
-                "copy_seconds": round(base_seconds, 2)})
-    emit("P6", "bytes per person on disk (people + families + indexes)",
-         size / people, 300, None, unit="bytes", lower_is_better=True,
-         extra={"people": people, "projected_289M_GB": round(size / people * 289e6 / 1e9, 1)})
+    emit(
+        "P5",
+        "import rows/s (validated, published) vs raw COPY with indexes",
+        service_rate,
+        base_rate,
+        0.3,
+        unit="rows/s",
+        extra={
+            "importer_peak_rss_mb": round(peak / 2**20, 1),
+            "rss_goal_mb": 500,
+            "rows": rows,
+            "import_seconds": round(seconds, 2),
+            "copy_seconds": round(base_seconds, 2),
+        },
+    )
+    emit(
+        "P6",
+        "bytes per person on disk (people + families + indexes)",
+        size / people,
+        300,
+        None,
+        unit="bytes",
+        lower_is_better=True,
+        extra={"people": people, "projected_289M_GB": round(size / people * 289e6 / 1e9, 1)},
+    )
 
 
 if __name__ == "__main__":

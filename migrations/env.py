@@ -19,7 +19,13 @@ def include_object(
     obj: object, name: str | None, type_: str, reflected: bool, compare_to: object
 ) -> bool:
     # Per-snapshot partitions (people_12, families_12) are created by the importer, not migrations.
-    return not (type_ == "table" and reflected and compare_to is None and name and name.split("_")[-1].isdigit())
+    return not (
+        type_ == "table"
+        and reflected
+        and compare_to is None
+        and name
+        and name.split("_")[-1].isdigit()
+    )
 
 
 def do_run_migrations(connection: Connection) -> None:

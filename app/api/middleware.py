@@ -26,7 +26,9 @@ class BodyTooLarge(Exception):
 class RequestContext:
     """Pure ASGI (no BaseHTTPMiddleware): cheap enough for every request, streams untouched."""
 
-    def __init__(self, app: ASGIApp, *, max_body: int, unlimited_paths: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_body: int, unlimited_paths: tuple[str, ...] = ()
+    ) -> None:
         self.app = app
         self.max_body = max_body
         self.unlimited = unlimited_paths
@@ -94,15 +96,25 @@ class RequestContext:
         )
 
     async def _too_large(self, send: Send, rid: str) -> None:
-        body = orjson.dumps({
-            "type": PROBLEM_BASE + "payload-too-large",
-            "title": "The request body is too large",
-            "status": 413,
-            "detail": f"the body must be at most {self.max_body} bytes",
-            "code": "payload_too_large",
-            "request_id": rid,
-        })
-        await send({"type": "http.response.start", "status": 413, "headers": [
-            (b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(body)).encode()),
-            (b"x-request-id", rid.encode())]})
+        body = orjson.dumps(
+            {
+                "type": PROBLEM_BASE + "payload-too-large",
+                "title": "The request body is too large",
+                "status": 413,
+                "detail": f"the body must be at most {self.max_body} bytes",
+                "code": "payload_too_large",
+                "request_id": rid,
+            }
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", PROBLEM_JSON.encode()),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"x-request-id", rid.encode()),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})

@@ -13,15 +13,24 @@ PROBLEM_EXAMPLES: dict[int, tuple[str, str, str]] = {
     401: ("unauthenticated", "A valid API key is required", "missing or invalid API key"),
     403: ("forbidden", "Not granted to this client", "program PKH is not granted to this client"),
     404: ("snapshot_not_found", "No such snapshot", "no snapshot '2019-01-01' is loaded"),
-    409: ("no_rule_set_in_force", "No rule set is in force on the snapshot's cut-off date",
-          "no rule set is in force on 2024-01-31"),
+    409: (
+        "no_rule_set_in_force",
+        "No rule set is in force on the snapshot's cut-off date",
+        "no rule set is in force on 2024-01-31",
+    ),
     410: ("snapshot_retired", "The snapshot is retired", "snapshot 2025-09-30 was retired"),
     413: ("payload_too_large", "The request body is too large", "at most 1000000 bytes"),
-    422: ("validation_failed", "The request is not valid", "1 problem(s); first: niks[0]: NIK "
-          "must be 16 digits (nik_format)"),
+    422: (
+        "validation_failed",
+        "The request is not valid",
+        "1 problem(s); first: niks[0]: NIK must be 16 digits (nik_format)",
+    ),
     429: ("rate_limited", "Too many lookups; retry later", "limit of NIK lookups reached"),
-    503: ("unavailable", "The service is temporarily unavailable; retry later",
-          "the database did not answer in time"),
+    503: (
+        "unavailable",
+        "The service is temporarily unavailable; retry later",
+        "the database did not answer in time",
+    ),
 }
 
 
@@ -49,9 +58,14 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
     out: dict[int | str, dict[str, Any]] = {}
     for status in statuses:
         code, title, detail = PROBLEM_EXAMPLES[status]
-        example = {"type": PROBLEM_BASE + code.replace("_", "-"), "title": title,
-                   "status": status, "detail": detail, "code": code,
-                   "request_id": "5f0c6b0e9f3a4c1d"}
+        example = {
+            "type": PROBLEM_BASE + code.replace("_", "-"),
+            "title": title,
+            "status": status,
+            "detail": detail,
+            "code": code,
+            "request_id": "5f0c6b0e9f3a4c1d",
+        }
         out[status] = {
             "model": Problem,
             "description": title,

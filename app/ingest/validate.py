@@ -275,9 +275,11 @@ class TableLoad:
         if sex in ("1", "2") and (sex == "2") != female:
             self.report.add("nik_sex_mismatch", file=file, line=line, column="nik", value=mask(nik))
         # A NIK has no century: compare day, month and two-digit year only.
-        if born is not None and birth[8:10] + birth[5:7] + birth[2:4] != (
-            f"{day - 40:02d}" if female else nik[6:8]
-        ) + nik[8:12]:
+        if (
+            born is not None
+            and birth[8:10] + birth[5:7] + birth[2:4]
+            != (f"{day - 40:02d}" if female else nik[6:8]) + nik[8:12]
+        ):
             self.report.add(
                 "nik_birth_date_mismatch", file=file, line=line, column="nik", value=mask(nik)
             )

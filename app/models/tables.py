@@ -145,7 +145,9 @@ materializations = Table(
     "materializations",
     metadata,
     Column(
-        "snapshot_key", SmallInteger, ForeignKey("snapshots.key", ondelete="CASCADE"),
+        "snapshot_key",
+        SmallInteger,
+        ForeignKey("snapshots.key", ondelete="CASCADE"),
         primary_key=True,
     ),
     Column("rule_set_key", SmallInteger, ForeignKey("rule_sets.key"), primary_key=True),

@@ -14,7 +14,9 @@ from app.models import rule_sets
 
 
 def _to_rule_set(parameters: Any) -> RuleSet:
-    return RuleSet.from_canonical(parameters if isinstance(parameters, dict) else orjson.loads(parameters))
+    return RuleSet.from_canonical(
+        parameters if isinstance(parameters, dict) else orjson.loads(parameters)
+    )
 
 
 async def list_all(conn: AsyncConnection) -> list[tuple[RuleSet, dt.datetime]]:
@@ -30,7 +32,9 @@ async def get(conn: AsyncConnection, rule_set_id: str) -> tuple[RuleSet, str] | 
     """The stored rule set and its stored checksum (compared on load: a changed file is refused)."""
     row = (
         await conn.execute(
-            select(rule_sets.c.parameters, rule_sets.c.checksum).where(rule_sets.c.id == rule_set_id)
+            select(rule_sets.c.parameters, rule_sets.c.checksum).where(
+                rule_sets.c.id == rule_set_id
+            )
         )
     ).first()
     return (_to_rule_set(row.parameters), row.checksum) if row else None

@@ -19,7 +19,9 @@ def _nik(value: str) -> str:
         parse_nik(value)
     except IdentifierError as e:
         raise PydanticCustomError(
-            "invalid_nik", "{message} ({rule})", {"message": str(e), "rule": e.rule, "masked": mask(value)}
+            "invalid_nik",
+            "{message} ({rule})",
+            {"message": str(e), "rule": e.rule, "masked": mask(value)},
         ) from None
     return value
 
@@ -37,9 +39,16 @@ def _no_kk(value: str) -> str:
 Nik = Annotated[
     str,
     AfterValidator(_nik),
-    Field(description="16 digits: district, birth date (+40 for women), serial", examples=["3201014501900001"]),
+    Field(
+        description="16 digits: district, birth date (+40 for women), serial",
+        examples=["3201014501900001"],
+    ),
 ]
-NoKk = Annotated[str, AfterValidator(_no_kk), Field(description="No. KK: 16 digits", examples=["3201010101200001"])]
+NoKk = Annotated[
+    str,
+    AfterValidator(_no_kk),
+    Field(description="No. KK: 16 digits", examples=["3201010101200001"]),
+]
 
 SnapshotId = Annotated[
     str | None,
@@ -65,13 +74,21 @@ class _Request(BaseModel):
     snapshot: SnapshotId = None
     rule_set: RuleSetId = None
     programs: list[ProgramName] | None = Field(
-        None, description="Only these programs' decisions (each must be granted). Default: all granted.", min_length=1
+        None,
+        description="Only these programs' decisions (each must be granted). Default: all granted.",
+        min_length=1,
     )
-    explain: bool = Field(False, description="Include every criterion (observed, required, passed).")
+    explain: bool = Field(
+        False, description="Include every criterion (observed, required, passed)."
+    )
 
 
 class PeopleLookup(_Request):
-    niks: list[Nik] = Field(min_length=1, max_length=MAX_BATCH, description="1 to 1,000 NIKs; answers come in this order")
+    niks: list[Nik] = Field(
+        min_length=1,
+        max_length=MAX_BATCH,
+        description="1 to 1,000 NIKs; answers come in this order",
+    )
 
 
 class FamiliesLookup(_Request):
@@ -83,7 +100,9 @@ class FamiliesLookup(_Request):
 
 class Criterion(BaseModel):
     id: str = Field(examples=["decile_in_range"])
-    observed: Any = Field(None, description="Left out when the client may not see the field it comes from")
+    observed: Any = Field(
+        None, description="Left out when the client may not see the field it comes from"
+    )
     required: Any
     passed: bool
 
@@ -93,14 +112,18 @@ class Component(BaseModel):
     component: Literal["HAMIL", "USIA_DINI", "DISABILITAS_BERAT", "LANSIA", "SMA", "SMP", "SD"]
     yearly_rupiah: int
     taken: bool
-    reason: str | None = Field(description="Why a candidate was left out: cap, member_limit, member_has_component")
+    reason: str | None = Field(
+        description="Why a candidate was left out: cap, member_limit, member_has_component"
+    )
 
 
 class Decision(BaseModel):
     program: ProgramName
     unit: Literal["family", "person"]
     eligible: bool
-    recipient: bool | None = Field(None, description="The snapshot's recipient flag, where it has one")
+    recipient: bool | None = Field(
+        None, description="The snapshot's recipient flag, where it has one"
+    )
     benefit: dict[str, int] | None
     level: Literal["SD", "SMP", "SMA"] | None = Field(None, description="Sekolah Rakyat only")
     priority: int | None = Field(None, description="Sekolah Rakyat only: 1 first")
@@ -129,7 +152,9 @@ class Health(BaseModel):
 
 class Membership(BaseModel):
     no_kk: str
-    relationship: int = Field(description="1 head, 2 spouse, 3 child, 4 child-in-law, 5 grandchild, 6 parent, 7 domestic worker, 8 other")
+    relationship: int = Field(
+        description="1 head, 2 spouse, 3 child, 4 child-in-law, 5 grandchild, 6 parent, 7 domestic worker, 8 other"
+    )
     kode_wilayah: str
 
 

@@ -15,7 +15,9 @@ class ProgramInfo(BaseModel):
     name: str
     unit: Literal["family", "person"]
     benefit: str
-    criteria: list[str] = Field(description="The criteria in words; the numbers come from the rule set")
+    criteria: list[str] = Field(
+        description="The criteria in words; the numbers come from the rule set"
+    )
 
 
 class RuleSetInfo(BaseModel):

@@ -28,8 +28,10 @@ PROGRAMS = [
         name="Penerima Bantuan Iuran Jaminan Kesehatan (state-paid BPJS health premium)",
         unit="person",
         benefit="A monthly premium per person (Rp42,000 in kepmensos-79-2025)",
-        criteria=["The person's family decile is within pbi.deciles (1-5) and the family is not "
-                  "ASN/TNI/Polri"],
+        criteria=[
+            "The person's family decile is within pbi.deciles (1-5) and the family is not "
+            "ASN/TNI/Polri"
+        ],
     ),
     ProgramInfo(
         id="SEKOLAH_RAKYAT",

@@ -78,7 +78,9 @@ async def make_client(engine: AsyncEngine) -> MakeClient:
             )
             if expired:  # clients cannot be created expired; age this one as time would
                 await conn.execute(
-                    text("UPDATE api_clients SET expires_at = now() - interval '1 minute' WHERE id = :id"),
+                    text(
+                        "UPDATE api_clients SET expires_at = now() - interval '1 minute' WHERE id = :id"
+                    ),
                     {"id": info.id},
                 )
         return key

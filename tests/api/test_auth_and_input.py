@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -14,22 +16,10 @@ from tests.api.conftest import PURPOSE, MakeClient, auth
 NIK = "3201014501900001"  # well-formed; whether it exists does not matter here
 
 
-@pytest.fixture(scope="module")
-async def some_nik(http_module: httpx.AsyncClient) -> str:
-    return NIK
-
-
-@pytest.fixture(scope="module")
-async def http_module(app):  # type: ignore[no-untyped-def]
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://tepat.test") as client:
-        yield client
-
-
-def _problem(r: httpx.Response, status: int, code: str) -> dict:
+def _problem(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
     assert r.status_code == status, r.text
     assert r.headers["content-type"] == "application/problem+json"
-    body = r.json()
+    body: dict[str, Any] = r.json()
     assert body["code"] == code
     assert body["status"] == status
     assert body["type"].startswith("https://")
@@ -38,22 +28,33 @@ def _problem(r: httpx.Response, status: int, code: str) -> dict:
 
 
 async def test_no_key(http: httpx.AsyncClient) -> None:
-    _problem(await http.post("/v1/people/lookup", json={"niks": [NIK]}, headers={"X-Purpose": PURPOSE}),
-             401, "unauthenticated")
+    _problem(
+        await http.post("/v1/people/lookup", json={"niks": [NIK]}, headers={"X-Purpose": PURPOSE}),
+        401,
+        "unauthenticated",
+    )
 
 
 async def test_malformed_key(http: httpx.AsyncClient) -> None:
-    _problem(await http.post("/v1/people/lookup", json={"niks": [NIK]}, headers=auth("tepat_nonsense")),
-             401, "unauthenticated")
+    _problem(
+        await http.post("/v1/people/lookup", json={"niks": [NIK]}, headers=auth("tepat_nonsense")),
+        401,
+        "unauthenticated",
+    )
 
 
 async def test_mistyped_key_fails_its_checksum(http: httpx.AsyncClient, full_key: str) -> None:
     typo = full_key[:-1] + ("A" if full_key[-1] != "A" else "B")
-    _problem(await http.post("/v1/people/lookup", json={"niks": [NIK]}, headers=auth(typo)),
-             401, "unauthenticated")
+    _problem(
+        await http.post("/v1/people/lookup", json={"niks": [NIK]}, headers=auth(typo)),
+        401,
+        "unauthenticated",
+    )
 
 
-async def test_revoked_key(http: httpx.AsyncClient, make_client: MakeClient, engine: AsyncEngine) -> None:
+async def test_revoked_key(
+    http: httpx.AsyncClient, make_client: MakeClient, engine: AsyncEngine
+) -> None:
     key = await make_client()
     async with engine.begin() as conn:
         listed = await clients.list_clients(conn)
@@ -61,34 +62,50 @@ async def test_revoked_key(http: httpx.AsyncClient, make_client: MakeClient, eng
         await clients.revoke_client(conn, victim.id)
     http_app = http._transport.app  # type: ignore[attr-defined]
     http_app.state.tepat.authenticator.forget()  # the TTL cache would keep it up to 30 s
-    _problem(await http.post("/v1/people/lookup", json={"niks": [NIK]}, headers=auth(key)),
-             401, "unauthenticated")
+    _problem(
+        await http.post("/v1/people/lookup", json={"niks": [NIK]}, headers=auth(key)),
+        401,
+        "unauthenticated",
+    )
 
 
 async def test_expired_key(http: httpx.AsyncClient, make_client: MakeClient) -> None:
-    key = await make_client(expires_at=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1), expired=True)
-    _problem(await http.post("/v1/people/lookup", json={"niks": [NIK]}, headers=auth(key)),
-             401, "unauthenticated")
+    key = await make_client(
+        expires_at=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1), expired=True
+    )
+    _problem(
+        await http.post("/v1/people/lookup", json={"niks": [NIK]}, headers=auth(key)),
+        401,
+        "unauthenticated",
+    )
 
 
 async def test_program_not_granted(http: httpx.AsyncClient, make_client: MakeClient) -> None:
     key = await make_client(programs=["PBI_JK"])
     body = _problem(
-        await http.post("/v1/people/lookup", json={"niks": [NIK], "programs": ["PKH"]}, headers=auth(key)),
-        403, "forbidden",
+        await http.post(
+            "/v1/people/lookup", json={"niks": [NIK], "programs": ["PKH"]}, headers=auth(key)
+        ),
+        403,
+        "forbidden",
     )
     assert "PKH" in body["detail"]
 
 
 async def test_field_group_not_granted_is_left_out(
-    http: httpx.AsyncClient, make_client: MakeClient, published, engine: AsyncEngine  # type: ignore[no-untyped-def]
+    http: httpx.AsyncClient,
+    make_client: MakeClient,
+    published: Path,
+    engine: AsyncEngine,
 ) -> None:
     from sqlalchemy import text
 
     async with engine.connect() as conn:
         nik = (await conn.execute(text("SELECT nik FROM people LIMIT 1"))).scalar_one()
     key = await make_client(fields=["decision"])
-    r = await http.post("/v1/people/lookup", json={"niks": [f"{nik:016d}"], "explain": True}, headers=auth(key))
+    r = await http.post(
+        "/v1/people/lookup", json={"niks": [f"{nik:016d}"], "explain": True}, headers=auth(key)
+    )
     assert r.status_code == 200, r.text
     result = r.json()["results"][0]
     assert result["found"] is True
@@ -100,9 +117,14 @@ async def test_field_group_not_granted_is_left_out(
 
 
 @pytest.mark.parametrize("purpose", [None, "marketing"])
-async def test_purpose_missing_or_not_registered(http: httpx.AsyncClient, full_key: str, purpose: str | None) -> None:
-    _problem(await http.post("/v1/people/lookup", json={"niks": [NIK]}, headers=auth(full_key, purpose)),
-             403, "purpose_required")
+async def test_purpose_missing_or_not_registered(
+    http: httpx.AsyncClient, full_key: str, purpose: str | None
+) -> None:
+    _problem(
+        await http.post("/v1/people/lookup", json={"niks": [NIK]}, headers=auth(full_key, purpose)),
+        403,
+        "purpose_required",
+    )
 
 
 BAD_NIKS = {
@@ -141,28 +163,56 @@ async def test_bad_nik_names_the_field_and_masks_the_value(
         ({"no_kks": ["123"]}, "no_kks[0]"),
     ],
 )
-async def test_bad_bodies(http: httpx.AsyncClient, full_key: str, payload: dict, field: str) -> None:
+async def test_bad_bodies(
+    http: httpx.AsyncClient, full_key: str, payload: dict[str, Any], field: str
+) -> None:
     path = "/v1/families/lookup" if "no_kks" in payload else "/v1/people/lookup"
-    body = _problem(await http.post(path, json=payload, headers=auth(full_key)), 422, "validation_failed")
+    body = _problem(
+        await http.post(path, json=payload, headers=auth(full_key)), 422, "validation_failed"
+    )
     assert body["field"] == field
 
 
 async def test_unknown_snapshot_and_rule_set(http: httpx.AsyncClient, full_key: str) -> None:
-    _problem(await http.post("/v1/people/lookup", json={"niks": [NIK], "snapshot": "1999-01-01"},
-                             headers=auth(full_key)), 404, "snapshot_not_found")
-    _problem(await http.post("/v1/people/lookup", json={"niks": [NIK], "rule_set": "nope"},
-                             headers=auth(full_key)), 404, "rule_set_not_found")
+    _problem(
+        await http.post(
+            "/v1/people/lookup",
+            json={"niks": [NIK], "snapshot": "1999-01-01"},
+            headers=auth(full_key),
+        ),
+        404,
+        "snapshot_not_found",
+    )
+    _problem(
+        await http.post(
+            "/v1/people/lookup", json={"niks": [NIK], "rule_set": "nope"}, headers=auth(full_key)
+        ),
+        404,
+        "rule_set_not_found",
+    )
 
 
 async def test_malformed_json_and_wrong_media(http: httpx.AsyncClient, full_key: str) -> None:
     headers = {**auth(full_key), "Content-Type": "application/json"}
-    _problem(await http.post("/v1/people/lookup", content=b'{"niks": [', headers=headers), 400, "malformed_json")
-    r = await http.post("/v1/people/lookup", content=b"niks=1", headers={**auth(full_key), "Content-Type": "text/plain"})
+    _problem(
+        await http.post("/v1/people/lookup", content=b'{"niks": [', headers=headers),
+        400,
+        "malformed_json",
+    )
+    r = await http.post(
+        "/v1/people/lookup",
+        content=b"niks=1",
+        headers={**auth(full_key), "Content-Type": "text/plain"},
+    )
     assert 400 <= r.status_code < 500
     assert r.headers["content-type"] == "application/problem+json"
 
 
 async def test_oversized_body(http: httpx.AsyncClient, full_key: str) -> None:
     big = b'{"niks": ["' + b"1" * 2_000_000 + b'"]}'
-    r = await http.post("/v1/people/lookup", content=big, headers={**auth(full_key), "Content-Type": "application/json"})
+    r = await http.post(
+        "/v1/people/lookup",
+        content=big,
+        headers={**auth(full_key), "Content-Type": "application/json"},
+    )
     _problem(r, 413, "payload_too_large")

@@ -16,9 +16,12 @@ from app.ingest.columns import SCHOOL_LEVELS
 from tests.api.conftest import RELEASE, auth
 
 LEVELS = {v: k for k, v in SCHOOL_LEVELS.items()}
+ReleaseData = tuple[dict[str, dict[str, str]], dict[str, list[dict[str, str]]]]
 
 
-def _read_release(folder: Path) -> tuple[dict[str, dict[str, str]], dict[str, list[dict[str, str]]]]:
+def _read_release(
+    folder: Path,
+) -> tuple[dict[str, dict[str, str]], dict[str, list[dict[str, str]]]]:
     with (folder / "keluarga.csv").open() as f:
         families = {r["no_kk"]: r for r in csv.DictReader(f)}
     members: dict[str, list[dict[str, str]]] = {}
@@ -63,12 +66,14 @@ def _engine_family(fam: dict[str, str], people: list[dict[str, str]]) -> Family:
 
 
 @pytest.fixture(scope="module")
-def release_data(published: Path) -> tuple[dict[str, dict[str, str]], dict[str, list[dict[str, str]]]]:
+def release_data(
+    published: Path,
+) -> tuple[dict[str, dict[str, str]], dict[str, list[dict[str, str]]]]:
     return _read_release(published)
 
 
 async def test_people_lookup_matches_the_engine_on_the_source_files(
-    http: httpx.AsyncClient, full_key: str, published: Path, release_data: tuple[dict, dict]
+    http: httpx.AsyncClient, full_key: str, published: Path, release_data: ReleaseData
 ) -> None:
     import datetime as dt
 
@@ -78,7 +83,9 @@ async def test_people_lookup_matches_the_engine_on_the_source_files(
     niks = [m["nik"] for m in sample]
     missing = "3201010101990001"  # a valid NIK that is not in the release
     asked = [*niks[:500], missing, *niks[500:999]]
-    r = await http.post("/v1/people/lookup", json={"niks": asked, "explain": True}, headers=auth(full_key))
+    r = await http.post(
+        "/v1/people/lookup", json={"niks": asked, "explain": True}, headers=auth(full_key)
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["meta"]["snapshot"]["id"] == RELEASE
@@ -105,9 +112,9 @@ async def test_people_lookup_matches_the_engine_on_the_source_files(
 
 
 async def test_families_lookup_lists_members_and_decisions(
-    http: httpx.AsyncClient, full_key: str, release_data: tuple[dict, dict]
+    http: httpx.AsyncClient, full_key: str, release_data: ReleaseData
 ) -> None:
-    families, members = release_data
+    _, members = release_data
     kks = list(members)[:50]
     r = await http.post("/v1/families/lookup", json={"no_kks": kks}, headers=auth(full_key))
     assert r.status_code == 200, r.text
@@ -122,13 +129,18 @@ async def test_families_lookup_lists_members_and_decisions(
 
 
 async def test_programs_filter_and_pinning(
-    http: httpx.AsyncClient, full_key: str, release_data: tuple[dict, dict]
+    http: httpx.AsyncClient, full_key: str, release_data: ReleaseData
 ) -> None:
     _, members = release_data
     nik = next(iter(members.values()))[0]["nik"]
     r = await http.post(
         "/v1/people/lookup",
-        json={"niks": [nik], "programs": ["PBI_JK"], "snapshot": RELEASE, "rule_set": "kepmensos-79-2025"},
+        json={
+            "niks": [nik],
+            "programs": ["PBI_JK"],
+            "snapshot": RELEASE,
+            "rule_set": "kepmensos-79-2025",
+        },
         headers=auth(full_key),
     )
     assert r.status_code == 200, r.text
@@ -138,7 +150,7 @@ async def test_programs_filter_and_pinning(
 
 
 async def test_every_answer_writes_one_audit_record_first(
-    http: httpx.AsyncClient, full_key: str, engine: AsyncEngine, release_data: tuple[dict, dict]
+    http: httpx.AsyncClient, full_key: str, engine: AsyncEngine, release_data: ReleaseData
 ) -> None:
     _, members = release_data
     niks = [m["nik"] for m in list(members.values())[3]]
@@ -148,8 +160,10 @@ async def test_every_answer_writes_one_audit_record_first(
     async with engine.connect() as conn:
         row = (
             await conn.execute(
-                text("SELECT operation, purpose, snapshot_id, subject_count, found_count, response_digest "
-                     "FROM audit_log WHERE id = :id"),
+                text(
+                    "SELECT operation, purpose, snapshot_id, subject_count, found_count, response_digest "
+                    "FROM audit_log WHERE id = :id"
+                ),
                 {"id": audit_id},
             )
         ).one()
@@ -163,9 +177,17 @@ async def test_every_answer_writes_one_audit_record_first(
 
 @pytest.mark.parametrize(
     ("path", "expected"),
-    [("/v1/snapshots", 200), ("/v1/programs", 200), ("/v1/rule-sets", 200),
-     ("/v1/rule-sets/kepmensos-79-2025", 200), (f"/v1/snapshots/{RELEASE}", 200),
-     ("/v1/snapshots/1999-01-01", 404), ("/v1/rule-sets/nope", 404), ("/healthz", 200), ("/readyz", 200)],
+    [
+        ("/v1/snapshots", 200),
+        ("/v1/programs", 200),
+        ("/v1/rule-sets", 200),
+        ("/v1/rule-sets/kepmensos-79-2025", 200),
+        (f"/v1/snapshots/{RELEASE}", 200),
+        ("/v1/snapshots/1999-01-01", 404),
+        ("/v1/rule-sets/nope", 404),
+        ("/healthz", 200),
+        ("/readyz", 200),
+    ],
 )
 async def test_metadata_endpoints(http: httpx.AsyncClient, path: str, expected: int) -> None:
     r = await http.get(path)

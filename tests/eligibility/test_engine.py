@@ -9,7 +9,6 @@ from typing import Any
 
 import orjson
 import pytest
-from eligibility_builders import EVALUATION_DATE, born, family, member
 
 from app.eligibility import (
     Decision,
@@ -20,6 +19,7 @@ from app.eligibility import (
     age_on,
     evaluate_family,
 )
+from tests.eligibility.eligibility_builders import EVALUATION_DATE, born, family, member
 
 PKH, BPNT, PBI, SR = Program.PKH, Program.BPNT, Program.PBI_JK, Program.SEKOLAH_RAKYAT
 HEAD = "3201010101900001"

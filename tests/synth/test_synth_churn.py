@@ -8,10 +8,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from synth_checks import check_release
 
 from app.synth.generate import generate_release
 from app.synth.reference import age_on
+from tests.synth.synth_checks import check_release
 
 LEVEL_AGES = {"SD": (6, 14), "SMP": (11, 17), "SMA": (14, 21), "PT": (16, 29)}
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from synth_checks import check_release
 
 from app.synth.corrupt import MANIFEST_RULES, REFUSAL_RULES, RULE_FILES, corrupt_release
 from app.synth.generate import generate_release
+from tests.synth.synth_checks import check_release
 
 ROW_RULES = [r for r in REFUSAL_RULES if r not in MANIFEST_RULES and r != "missing_column"]
 

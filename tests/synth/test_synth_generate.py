@@ -8,13 +8,13 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
-from synth_checks import DISTRICTS, check_release, read_table
 
 from app.identifiers import nik_birth_date, parse_nik
 from app.synth.generate import generate_release
 from app.synth.population import has_pkh_component
 from app.synth.reference import ANGGOTA_COLUMNS, add_months, age_on
 from app.synth.release_io import FileFormat
+from tests.synth.synth_checks import DISTRICTS, check_release, read_table
 
 CUTOFF = dt.date(2026, 1, 23)
 

@@ -24,7 +24,10 @@ router = APIRouter(tags=["lookup"])
         "`explain`, every criterion carries its observed and required value."
     ),
     response_model=PeopleAnswer,
-    responses={**DATA_PROBLEMS, 200: {"content": {"application/json": {"example": PEOPLE_EXAMPLE}}}},
+    responses={
+        **DATA_PROBLEMS,
+        200: {"content": {"application/json": {"example": PEOPLE_EXAMPLE}}},
+    },
 )
 async def people_lookup(body: PeopleLookup, state: State, caller: CallerDep) -> Response:
     data = await lookup.people_lookup(state.engine, state.audit, caller, body)
@@ -40,7 +43,10 @@ async def people_lookup(body: PeopleLookup, state: State, caller: CallerDep) -> 
         "(PBI JK, Sekolah Rakyat)."
     ),
     response_model=FamiliesAnswer,
-    responses={**DATA_PROBLEMS, 200: {"content": {"application/json": {"example": FAMILIES_EXAMPLE}}}},
+    responses={
+        **DATA_PROBLEMS,
+        200: {"content": {"application/json": {"example": FAMILIES_EXAMPLE}}},
+    },
 )
 async def families_lookup(body: FamiliesLookup, state: State, caller: CallerDep) -> Response:
     data = await lookup.families_lookup(state.engine, state.audit, caller, body)

@@ -63,5 +63,3 @@ async def list_rule_sets(state: State) -> list[RuleSetInfo]:
 async def get_rule_set(rule_set_id: str, state: State) -> RuleSetInfo:
     async with read_connection(state.engine) as conn:
         return RuleSetInfo.of(await rule_sets.get_rule_set(conn, rule_set_id))
-
-
