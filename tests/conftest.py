@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
+import psutil
 import pytest
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -19,7 +20,8 @@ from app import db, embedded, migrate
 from app.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
-TEST_DB = "tepat_test"
+# One database per test session (by pid), so concurrent runs on one server never collide.
+TEST_DB = f"tepat_test_{os.getpid()}"
 
 
 def _server_url() -> str:
@@ -40,18 +42,37 @@ def database_url() -> Iterator[str]:
     async def recreate() -> None:
         admin = await asyncpg.connect(db.asyncpg_dsn(server))
         try:
-            await admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", TEST_DB
-            )
-            await admin.execute(f'DROP DATABASE IF EXISTS "{TEST_DB}"')
+            # Databases of test sessions that died (their pid is gone) are dropped here.
+            for name in await admin.fetch(
+                "SELECT datname FROM pg_database WHERE datname ~ '^tepat_test_[0-9]+$'"
+            ):
+                pid = int(name["datname"].rsplit("_", 1)[1])
+                if pid != os.getpid() and not psutil.pid_exists(pid):
+                    await _drop(admin, name["datname"])
+            await _drop(admin, TEST_DB)
             await admin.execute(f'CREATE DATABASE "{TEST_DB}"')
+        finally:
+            await admin.close()
+
+    async def drop() -> None:
+        admin = await asyncpg.connect(db.asyncpg_dsn(server))
+        try:
+            await _drop(admin, TEST_DB)
         finally:
             await admin.close()
 
     asyncio.run(recreate())
     os.environ["TEPAT_DATABASE_URL"] = url  # for subprocesses (CLI, servers) the tests start
     yield url
+    asyncio.run(drop())
     embedded.stop()
+
+
+async def _drop(admin: asyncpg.Connection, name: str) -> None:
+    await admin.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
+    )
+    await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
 
 
 @pytest.fixture(scope="session")
