@@ -141,6 +141,18 @@ async def test_warnings_are_counted_and_do_not_refuse(
     row[header.index("hamil")] = "1"
     row[header.index("jenis_kelamin")] = "1"
     text[1] = ",".join(row) + "\n"
+    # A birth date and a sex that disagree with the NIK: warnings too (NIKs are not reissued).
+    row = text[2].rstrip("\n").split(",")
+    born = row[header.index("tanggal_lahir")]
+    row[header.index("tanggal_lahir")] = f"{int(born[:4]) - 1}{born[4:]}".replace(
+        "-02-29", "-02-28"
+    )
+    text[2] = ",".join(row) + "\n"
+    row = text[3].rstrip("\n").split(",")
+    sex = header.index("jenis_kelamin")
+    row[sex] = "2" if row[sex] == "1" else "1"
+    row[header.index("hamil")] = "0"
+    text[3] = ",".join(row) + "\n"
     text = [line.rstrip("\n") + (",x\n" if i else ",catatan\n") for i, line in enumerate(text)]
     anggota.write_text("".join(text))
     _refresh_manifest(release)
@@ -149,6 +161,10 @@ async def test_warnings_are_counted_and_do_not_refuse(
     assert result.report.ok, result.report.to_dict()
     assert warnings.get("unknown_column") == 1
     assert warnings.get("pregnant_male", 0) >= 1
+    assert warnings.get("nik_birth_date_mismatch") == 1
+    assert warnings.get("nik_sex_mismatch", 0) >= 1
+    clean = await import_release(raw, base_release, dry_run=True)
+    assert clean.report.warnings == []  # the generator writes consistent NIKs
 
 
 def _refresh_manifest(folder: Path) -> None:
@@ -161,3 +177,33 @@ def _refresh_manifest(folder: Path) -> None:
         entry["sha256"] = hashlib.sha256(data).hexdigest()
         entry["rows"] = data.count(b"\n") - 1
     (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+async def test_next_quarter_imports_beside_the_first(
+    raw: asyncpg.Connection, tmp_path: Path, base_release: Path
+) -> None:
+    nxt = tmp_path / "next"
+    manifest = generate_release(nxt, people=0, seed=8, from_dir=base_release)
+    second = manifest["release"]
+    assert second == "2020-06-30"  # a quarter after 2020-03-31
+    try:
+        assert (await import_release(raw, base_release)).published
+        result = await import_release(raw, nxt)
+        assert result.published, result.report.to_dict()
+        rows = await raw.fetch(
+            "SELECT id, people_count FROM snapshots WHERE id = ANY($1::text[]) ORDER BY id",
+            [RELEASE, second],
+        )
+        assert [r["id"] for r in rows] == [RELEASE, second]
+        # NIKs are stable across releases; most people are in both.
+        common = await raw.fetchval(
+            """SELECT count(*) FROM people a JOIN people b ON a.nik = b.nik
+               WHERE a.snapshot_key = (SELECT key FROM snapshots WHERE id = $1)
+                 AND b.snapshot_key = (SELECT key FROM snapshots WHERE id = $2)""",
+            RELEASE,
+            second,
+        )
+        assert common > 0.9 * rows[0]["people_count"]
+    finally:
+        await drop_release(raw, second)
+        await drop_release(raw, RELEASE)
