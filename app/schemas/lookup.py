@@ -42,12 +42,18 @@ Nik = Annotated[
     Field(
         description="16 digits: district, birth date (+40 for women), serial",
         examples=["3201014501900001"],
+        # Documented only: the validator gives the precise rule (nik_format, nik_date, ...).
+        json_schema_extra={"pattern": "^[0-9]{16}$"},
     ),
 ]
 NoKk = Annotated[
     str,
     AfterValidator(_no_kk),
-    Field(description="No. KK: 16 digits", examples=["3201010101200001"]),
+    Field(
+        description="No. KK: 16 digits",
+        examples=["3201010101200001"],
+        json_schema_extra={"pattern": "^[0-9]{16}$"},
+    ),
 ]
 
 SnapshotId = Annotated[

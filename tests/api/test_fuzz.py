@@ -1,0 +1,51 @@
+"""Schemathesis over /openapi.json against a real server: no 5xx, nothing outside the schema."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.api.conftest import PURPOSE
+from tests.server import running_server
+
+pytestmark = pytest.mark.slow
+
+
+def test_openapi_fuzzing_finds_no_server_error(
+    database_url: str, published: Path, full_key: str, tmp_path: Path
+) -> None:
+    with running_server(database_url, tmp_path / "server.log") as server:
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "schemathesis.cli",
+                "run",
+                f"{server.base_url}/openapi.json",
+                "--header",
+                f"Authorization: Bearer {full_key}",
+                "--header",
+                f"X-Purpose: {PURPOSE}",
+                "--checks",
+                "not_a_server_error,response_schema_conformance,content_type_conformance",
+                "--max-examples",
+                "25",
+                "--seed",
+                "1",
+                "--workers",
+                "2",
+                "--no-color",
+                "--request-timeout",
+                "20",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={**os.environ, "SCHEMATHESIS_HOOKS": "tests.api.schemathesis_hooks"},
+        )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-6000:]
