@@ -131,8 +131,10 @@ class Decision:
     def to_dict(self, explain: bool) -> dict[str, Any]:
         """The API shape (API.md). `recipient` is left out when unknown.
 
-        PKH `components`: with `explain`, every candidate (taken and left out, with the reason);
-        without, only the taken ones. `criteria` only with `explain`.
+        `criteria` and PKH `components` (every candidate, taken and left out, with the reason)
+        come only with `explain`: components name the family's other members and reveal
+        conditions such as pregnancy or disability (health data, UU 27/2022), so a plain answer
+        carries the decision and the benefit only.
         """
         out: dict[str, Any] = {
             "program": str(self.program),
@@ -145,9 +147,9 @@ class Decision:
         if self.program is Program.SEKOLAH_RAKYAT:
             out["level"] = self.level
             out["priority"] = self.priority
-        if self.components is not None:
-            out["components"] = [c.to_dict() for c in self.components if explain or c.taken]
         if explain:
+            if self.components is not None:
+                out["components"] = [c.to_dict() for c in self.components]
             out["criteria"] = [c.to_dict() for c in self.criteria]
         return out
 

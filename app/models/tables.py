@@ -16,6 +16,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     SmallInteger,
@@ -117,8 +118,9 @@ people = Table(
 
 # Decisions of one (snapshot, rule set), computed in bulk by the engine (app/services/materialize.py)
 # and stored compactly: one row a person; family-level programs are repeated on every member and
-# counted once through `head`. Inputs the targeting report needs ride along (region, recipients),
-# so the report is one scan of one partition.
+# counted once through `head`. What a plain answer needs rides along (family, relationship,
+# decile, region, recipients), so a lookup without `explain` is one index probe a NIK, and the
+# targeting report one scan of one partition.
 decisions = Table(
     "decisions",
     metadata,
@@ -128,6 +130,8 @@ decisions = Table(
     Column("no_kk", BigInteger, nullable=False),
     Column("region_code", BigInteger, nullable=False),
     Column("pkh_yearly", Integer, nullable=False),
+    Column("decile", SmallInteger),
+    Column("relationship", SmallInteger, nullable=False),
     Column("sr_level", SmallInteger),
     Column("sr_priority", SmallInteger),
     Column("head", Boolean, nullable=False),
@@ -138,6 +142,7 @@ decisions = Table(
     Column("pkh_recipient", Boolean),
     Column("bpnt_recipient", Boolean),
     Column("pbi_recipient", Boolean),
+    Index("ix_decisions_lookup", "snapshot_key", "nik", "rule_set_key", unique=True),
     postgresql_partition_by="LIST (snapshot_key)",
 )
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+import asyncpg
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.repositories.registry import driver
 
 Level = Literal["national", "province", "regency"]
 _DIVISOR = {"national": None, "province": 100_000_000, "regency": 1_000_000}
@@ -33,17 +36,6 @@ ORDER BY 1 NULLS FIRST
 """
 
 
-async def is_materialized(conn: AsyncConnection, snapshot_key: int, rule_set_id: str) -> bool:
-    found = await conn.scalar(
-        text(
-            "SELECT 1 FROM materializations m JOIN rule_sets r ON r.key = m.rule_set_key "
-            "WHERE m.snapshot_key = :s AND r.id = :r"
-        ),
-        {"s": snapshot_key, "r": rule_set_id},
-    )
-    return found is not None
-
-
 async def targeting_counts(
     conn: AsyncConnection, snapshot_key: int, rule_set_id: str, level: Level
 ) -> list[dict[str, Any]]:
@@ -55,3 +47,43 @@ async def targeting_counts(
         sql = _REPORT.format(region=f"region_code / {divisor}", group="ROLLUP (1)")
     rows = await conn.execute(text(sql), {"snapshot": snapshot_key, "rule_set": rule_set_id})
     return [dict(r) for r in rows.mappings()]
+
+
+_STORED = """
+SELECT d.nik, d.no_kk, d.region_code, d.decile, d.relationship, d.pkh_yearly, d.sr_level,
+       d.sr_priority, d.pkh_eligible, d.bpnt_eligible, d.pbi_eligible, d.sr_eligible,
+       d.pkh_recipient, d.bpnt_recipient, d.pbi_recipient{person}
+FROM decisions d{join}
+WHERE d.snapshot_key = $1 AND d.rule_set_key = $2 AND d.nik = ANY($3::int8[])
+"""
+# The person's own columns, only when the client may see them (identity, attributes, health).
+_PERSON = """, p.name, p.sex, p.birth_date, p.marital_status, p.school_status, p.school_level,
+       p.working, p.disability, p.chronic_illness, p.pregnant"""
+_PERSON_JOIN = " JOIN people p ON p.snapshot_key = d.snapshot_key AND p.nik = d.nik"
+STORED_BY_NIK = _STORED.format(person="", join="")
+STORED_BY_NIK_WITH_PERSON = _STORED.format(person=_PERSON, join=_PERSON_JOIN)
+
+
+async def materialized_key(
+    conn: AsyncConnection, snapshot_key: int, rule_set_id: str
+) -> int | None:
+    """The rule set's key if the decisions of (snapshot, rule set) are stored, else None."""
+    found = await conn.scalar(
+        text(
+            "SELECT m.rule_set_key FROM materializations m JOIN rule_sets r ON r.key = m.rule_set_key "
+            "WHERE m.snapshot_key = :s AND r.id = :r"
+        ),
+        {"s": snapshot_key, "r": rule_set_id},
+    )
+    return int(found) if found is not None else None
+
+
+async def stored_by_nik(
+    conn: AsyncConnection, snapshot_key: int, rule_set_key: int, niks: list[int], person: bool
+) -> list[asyncpg.Record]:
+    """Stored decisions (and the person's columns if asked) for NIKs: one statement."""
+    query = STORED_BY_NIK_WITH_PERSON if person else STORED_BY_NIK
+    rows: list[asyncpg.Record] = await (await driver(conn)).fetch(
+        query, snapshot_key, rule_set_key, niks
+    )
+    return rows

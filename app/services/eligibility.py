@@ -10,11 +10,13 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from cachetools import TTLCache
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.eligibility import Family, FamilyEvaluation, Member, Program, RuleSet, evaluate_family
 from app.identifiers import as_str
 from app.ingest.columns import SCHOOL_LEVEL_NAMES
+from app.repositories import decisions as decisions_repo
 from app.repositories import registry
 from app.repositories.registry import FamilyMembers, FamilyRow, PersonRow
 from app.schemas.snapshots import Snapshot
@@ -88,7 +90,7 @@ def _decisions(decisions: Sequence[Any], view: View) -> list[dict[str, Any]]:
     return out
 
 
-def _person_fields(p: PersonRow, view: View, out: dict[str, Any]) -> None:
+def _person_fields(p: PersonRow | _StoredPerson, view: View, out: dict[str, Any]) -> None:
     groups = view.groups
     if "identity" in groups:
         out["identity"] = {"name": p.name, "sex": p.sex, "birth_date": p.birth_date.isoformat()}
@@ -193,11 +195,152 @@ def family_results(
 async def people(
     conn: AsyncConnection, snapshot: Snapshot, rule_set: RuleSet, niks: Sequence[str], view: View
 ) -> tuple[list[dict[str, Any]], int]:
-    """Results for NIKs (one SQL statement) and how many were found."""
+    """Results for NIKs in one SQL statement, and how many were found.
+
+    A plain answer (no `explain`) on a (snapshot, rule set) whose decisions are stored reads
+    them: one index probe a NIK. Otherwise (explain, or not stored yet) the engine evaluates
+    the families live. Both are the engine's decisions: tests/services/test_materialize.py
+    checks the two paths answer alike for every person of a release.
+    """
+    if not view.explain:
+        rule_set_key = await stored_rule_set_key(conn, snapshot.key, rule_set.id)
+        if rule_set_key is not None:
+            return await _people_stored(conn, snapshot, rule_set, rule_set_key, niks, view)
+    return await people_live(conn, snapshot, rule_set, niks, view)
+
+
+async def people_live(
+    conn: AsyncConnection, snapshot: Snapshot, rule_set: RuleSet, niks: Sequence[str], view: View
+) -> tuple[list[dict[str, Any]], int]:
+    """The engine on the families of the NIKs, fetched with all their members in one statement."""
     families = await registry.families_of_people(conn, snapshot.key, [int(n) for n in niks])
     evaluations = evaluate(families, rule_set, snapshot, view.programs)
     results = person_results(niks, families, evaluations, view)
     return results, sum(1 for r in results if r["found"])
+
+
+# Stored decisions never change once their materializations row exists: a key found is kept for
+# good; "not stored yet" is re-asked after a few seconds (a materialisation may just finish).
+_stored_keys: dict[tuple[int, str], int] = {}
+_not_stored: TTLCache[tuple[int, str], bool] = TTLCache(maxsize=1024, ttl=5)
+
+
+async def stored_rule_set_key(
+    conn: AsyncConnection, snapshot_key: int, rule_set_id: str
+) -> int | None:
+    key = (snapshot_key, rule_set_id)
+    if key in _stored_keys:
+        return _stored_keys[key]
+    if key in _not_stored:
+        return None
+    found = await decisions_repo.materialized_key(conn, snapshot_key, rule_set_id)
+    if found is None:
+        _not_stored[key] = True
+    else:
+        _stored_keys[key] = found
+    return found
+
+
+_LEVEL_NAMES = {1: "SD", 2: "SMP", 3: "SMA"}
+
+
+def stored_decisions(
+    row: Any, rule_set: RuleSet, programs: Sequence[Program]
+) -> list[dict[str, Any]]:
+    """A plain answer's decisions from a stored row: the engine's `Decision.to_dict(False)`."""
+    out: list[dict[str, Any]] = []
+    for program in programs:
+        if program is Program.PKH:
+            d: dict[str, Any] = {
+                "program": "PKH",
+                "unit": "family",
+                "eligible": row["pkh_eligible"],
+            }
+            if row["pkh_recipient"] is not None:
+                d["recipient"] = row["pkh_recipient"]
+            yearly = row["pkh_yearly"]
+            d["benefit"] = (
+                {
+                    "yearly_rupiah": yearly,
+                    "per_tranche_rupiah": yearly // rule_set.pkh.tranches_per_year,
+                }
+                if row["pkh_eligible"]
+                else None
+            )
+        elif program is Program.BPNT:
+            d = {"program": "BPNT", "unit": "family", "eligible": row["bpnt_eligible"]}
+            if row["bpnt_recipient"] is not None:
+                d["recipient"] = row["bpnt_recipient"]
+            d["benefit"] = (
+                {"monthly_rupiah": rule_set.bpnt.monthly_rupiah} if row["bpnt_eligible"] else None
+            )
+        elif program is Program.PBI_JK:
+            d = {"program": "PBI_JK", "unit": "person", "eligible": row["pbi_eligible"]}
+            if row["pbi_recipient"] is not None:
+                d["recipient"] = row["pbi_recipient"]
+            d["benefit"] = (
+                {"monthly_rupiah": rule_set.pbi.monthly_rupiah} if row["pbi_eligible"] else None
+            )
+        else:
+            d = {
+                "program": "SEKOLAH_RAKYAT",
+                "unit": "person",
+                "eligible": row["sr_eligible"],
+                "benefit": None,
+                "level": _LEVEL_NAMES.get(row["sr_level"]),
+                "priority": row["sr_priority"],
+            }
+        out.append(d)
+    return out
+
+
+async def _people_stored(
+    conn: AsyncConnection,
+    snapshot: Snapshot,
+    rule_set: RuleSet,
+    rule_set_key: int,
+    niks: Sequence[str],
+    view: View,
+) -> tuple[list[dict[str, Any]], int]:
+    groups = view.groups
+    person = bool(groups & {"identity", "attributes", "health"})
+    rows = await decisions_repo.stored_by_nik(
+        conn, snapshot.key, rule_set_key, [int(n) for n in niks], person
+    )
+    by_nik = {as_str(r["nik"]): r for r in rows}
+    results: list[dict[str, Any]] = []
+    for nik in niks:
+        r = by_nik.get(nik)
+        if r is None:
+            results.append({"nik": nik, "found": False})
+            continue
+        out: dict[str, Any] = {"nik": nik, "found": True}
+        if "decile" in groups:
+            out["decile"] = r["decile"]
+        if "membership" in groups:
+            out["family"] = {
+                "no_kk": as_str(r["no_kk"]),
+                "relationship": r["relationship"],
+                "kode_wilayah": f"{r['region_code']:010d}",
+            }
+        if person:
+            _person_fields(_StoredPerson(r), view, out)
+        if "decision" in groups:
+            out["decisions"] = stored_decisions(r, rule_set, view.programs)
+        results.append(out)
+    return results, len(by_nik)
+
+
+class _StoredPerson:
+    """A stored row read as the PersonRow fields _person_fields needs."""
+
+    __slots__ = ("_r",)
+
+    def __init__(self, r: Any) -> None:
+        self._r = r
+
+    def __getattr__(self, name: str) -> Any:
+        return self._r[name]
 
 
 async def families(

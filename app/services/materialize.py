@@ -33,23 +33,10 @@ ORDER BY f.no_kk
 """
 
 COLUMNS = (
-    "snapshot_key",
-    "rule_set_key",
-    "nik",
-    "no_kk",
-    "region_code",
-    "pkh_yearly",
-    "sr_level",
-    "sr_priority",
-    "head",
-    "pkh_eligible",
-    "bpnt_eligible",
-    "pbi_eligible",
-    "sr_eligible",
-    "pkh_recipient",
-    "bpnt_recipient",
-    "pbi_recipient",
-)
+    "snapshot_key", "rule_set_key", "nik", "no_kk", "region_code", "pkh_yearly", "decile",
+    "relationship", "sr_level", "sr_priority", "head", "pkh_eligible", "bpnt_eligible",
+    "pbi_eligible", "sr_eligible", "pkh_recipient", "bpnt_recipient", "pbi_recipient",
+)  # fmt: skip
 _LEVEL = {"SD": "1", "SMP": "2", "SMA": "3"}
 NULL = "\\N"
 
@@ -85,6 +72,7 @@ def rows_of(
         pbi, sr = evaluation.people[as_str(m.nik)]
         lines.append(
             f"{snapshot_key}\t{rule_set_key}\t{m.nik}\t{f.no_kk}\t{f.region_code}\t{yearly}\t"
+            f"{NULL if f.decile is None else f.decile}\t{m.relationship}\t"
             f"{_LEVEL.get(sr.level or '', NULL)}\t"
             f"{NULL if sr.priority is None else sr.priority}\t{_b(m.nik == head_nik)}\t"
             f"{_b(pkh.eligible)}\t{_b(bpnt.eligible)}\t{_b(pbi.eligible)}\t{_b(sr.eligible)}\t"

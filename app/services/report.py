@@ -67,7 +67,7 @@ def shape(row: dict[str, Any]) -> dict[str, Any]:
 
 
 async def targeting_report(conn: AsyncConnection, pinned: Pinned, level: Level) -> dict[str, Any]:
-    if not await repo.is_materialized(conn, pinned.snapshot.key, pinned.rule_set.id):
+    if await repo.materialized_key(conn, pinned.snapshot.key, pinned.rule_set.id) is None:
         raise SnapshotStateError(
             f"the decisions of snapshot {pinned.snapshot.id} under {pinned.rule_set.id} are not "
             f"stored yet: run `tepat eligibility materialize --snapshot {pinned.snapshot.id} "
