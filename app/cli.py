@@ -303,8 +303,15 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Default: TEPAT_HOST")] = None,
     port: Annotated[int | None, typer.Option(help="Default: TEPAT_PORT")] = None,
     workers: Annotated[int, typer.Option(min=1)] = 1,
+    graceful_timeout: Annotated[
+        float | None,
+        typer.Option(
+            help="SIGTERM: seconds in-flight requests may finish in. "
+            "Default: TEPAT_SHUTDOWN_TIMEOUT (30)"
+        ),
+    ] = None,
 ) -> None:
-    """Serve the API with uvicorn."""
+    """Serve the API with uvicorn. SIGTERM stops accepting, lets requests finish, then exits."""
     import uvicorn
 
     settings = get_settings()
@@ -317,6 +324,8 @@ def serve(
         access_log=False,  # app.main logs requests itself, without identifiers
         log_level=settings.log_level.lower(),
         lifespan="on",
+        # Bounded drain on SIGTERM; the lifespan then flushes the audit writer and closes pools.
+        timeout_graceful_shutdown=round(graceful_timeout or settings.shutdown_timeout),
     )
 
 

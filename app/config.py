@@ -27,7 +27,18 @@ class Settings(BaseSettings):
     db_statement_timeout: float = 10.0
     db_pool_size: int = 10
     db_pool_timeout: float = 2.0
-    request_deadline: float = 15.0
+    # --- overload and shutdown (app/api/limits.py) ---
+    # The whole request, auth to last byte (bulk streams excepted): 503 past it. Under 5 s so no
+    # caller waits longer than that even when the database is unreachable (connect timeout 5 s).
+    request_deadline: float = 4.0
+    # Requests served at once per process (/healthz, /readyz not counted); past it: 503 at once.
+    max_concurrency: int = Field(64, ge=0)
+    # NIKs (and No. KKs) a client may look up per second per process, and at once; 0: no limit.
+    rate_limit_niks_per_second: float = Field(20_000.0, ge=0)
+    rate_limit_burst: int = Field(100_000, ge=1)
+    # SIGTERM: how long in-flight requests (bulk streams too) may run before they are cancelled.
+    shutdown_timeout: float = Field(30.0, gt=0)
+    # --- end overload and shutdown ---
 
     # The role the API's connections run as (created by the migrations): it may read the
     # registry and append to the audit trail, never UPDATE or DELETE it. Empty: the login role.

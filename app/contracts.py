@@ -1,7 +1,7 @@
 """The public contracts as committed files: `python -m app.contracts [--check]`.
 
-Writes openapi.json (and schema.graphql once the GraphQL face exists) from the code; with
---check, exits 1 and shows a diff when a committed file differs from what the code generates.
+Writes openapi.json and schema.graphql from the code; with --check, exits 1 and shows a diff
+when a committed file differs from what the code generates.
 """
 
 from __future__ import annotations
@@ -24,7 +24,16 @@ def openapi_json() -> str:
     return orjson.dumps(spec, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode() + "\n"
 
 
-CONTRACTS: dict[str, Callable[[], str]] = {"openapi.json": openapi_json}
+def schema_sdl() -> str:
+    from app.graphql.schema import sdl
+
+    return sdl()
+
+
+CONTRACTS: dict[str, Callable[[], str]] = {
+    "openapi.json": openapi_json,
+    "schema.graphql": schema_sdl,
+}
 
 
 def main(argv: list[str]) -> int:

@@ -9,12 +9,13 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
 from app import __version__, db, embedded, logs
-from app.api import problems
+from app.api import limits, problems
 from app.api.deps import AppState
 from app.api.middleware import RequestContext
 from app.api.openapi import Problem
-from app.api.routes import lookup, meta
+from app.api.routes import bulk, lookup, meta
 from app.config import Settings, get_settings
+from app.graphql.router import mount as mount_graphql
 from app.services.audit import AuditWriter
 from app.services.clients import Authenticator
 
@@ -65,6 +66,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(meta.health)
     app.include_router(meta.router, prefix="/v1")
     app.include_router(lookup.router, prefix="/v1")
+    mount_graphql(app, settings)
+    app.include_router(bulk.router, prefix="/v1")
+    limits.install(app, settings)  # rate limit, shedding, deadline: inside RequestContext
     app.add_middleware(
         RequestContext, max_body=settings.max_body_bytes, unlimited_paths=("/v1/bulk/",)
     )

@@ -7,17 +7,27 @@ Each test that writes runs in an outer transaction that is rolled back (see `con
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
+import httpx
 import psutil
 import pytest
+from fastapi import FastAPI
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app import db, embedded, migrate
 from app.config import Settings
+from app.ingest.importer import import_release
+from app.main import create_app
+from app.services import clients, rule_sets
+from app.synth.generate import generate_release
+from tests.helpers import drop_release
+from tests.support import ALL_GROUPS, ALL_PROGRAMS, PURPOSE, RELEASE, MakeClient
 
 ROOT = Path(__file__).resolve().parent.parent
 # One database per test session (by pid), so concurrent runs on one server never collide.
@@ -107,3 +117,84 @@ async def raw(settings: Settings, engine: AsyncEngine) -> AsyncIterator[asyncpg.
         yield connection
     finally:
         await connection.close()
+
+
+# --- a published release, clients and the app: shared by the REST, GraphQL and bulk tests ---
+
+
+@pytest.fixture(scope="session")
+async def published(
+    engine: AsyncEngine, settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Path]:
+    """Release 2026-01-23 (4,000 people), imported once for the session, with the rule sets."""
+    from app import db
+
+    folder = tmp_path_factory.mktemp("api") / RELEASE
+    generate_release(folder, people=4000, seed=21, release=RELEASE)
+    async with engine.begin() as conn:
+        await rule_sets.ensure_shipped(conn)
+    raw = await db.connect_raw(settings)
+    try:
+        await drop_release(raw, RELEASE)
+        result = await import_release(raw, folder)
+        assert result.published, result.report.to_dict()
+    finally:
+        await raw.close()
+    yield folder
+    raw = await db.connect_raw(settings)
+    try:
+        await drop_release(raw, RELEASE)
+    finally:
+        await raw.close()
+
+
+@pytest.fixture(scope="session")
+async def make_client(engine: AsyncEngine) -> MakeClient:
+    """Create an API client; returns its key."""
+
+    async def make(
+        *,
+        programs: list[str] | None = None,
+        fields: list[str] | None = None,
+        purposes: list[str] | None = None,
+        expires_at: dt.datetime | None = None,
+        expired: bool = False,
+    ) -> str:
+        async with engine.begin() as conn:
+            info, key = await clients.create_client(
+                conn,
+                name="test client",
+                programs=ALL_PROGRAMS if programs is None else programs,
+                field_groups=ALL_GROUPS if fields is None else fields,
+                purposes=[PURPOSE] if purposes is None else purposes,
+                expires_at=expires_at,
+            )
+            if expired:  # clients cannot be created expired; age this one as time would
+                await conn.execute(
+                    text(
+                        "UPDATE api_clients SET expires_at = now() - interval '1 minute' WHERE id = :id"
+                    ),
+                    {"id": info.id},
+                )
+        return key
+
+    return make
+
+
+@pytest.fixture(scope="session")
+async def full_key(make_client: MakeClient) -> str:
+    return await make_client()
+
+
+@pytest.fixture(scope="session")
+async def app(settings: Settings, published: Path) -> AsyncIterator[FastAPI]:
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def http(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://tepat.test") as client:
+        yield client

@@ -206,13 +206,14 @@ class Overload:
         path: str = scope.get("path", "")
         bounded = self.deadline > 0 and not path.startswith(self.unbounded)
         if path in self.unshed:
-            await (self._bounded(scope, receive, send) if bounded else self.app(scope, receive, send))
+            await (
+                self._bounded(scope, receive, send) if bounded else self.app(scope, receive, send)
+            )
             return
         if self.in_flight >= self.max_concurrency > 0:
             self.shed += 1
-            await _reply(scope, send, Unavailable(
-                f"the server is at its limit of {self.max_concurrency} requests at once; retry"
-            ))  # fmt: skip
+            busy = f"the server is at its limit of {self.max_concurrency} requests at once"
+            await _reply(scope, send, Unavailable(busy))
             return
         self.in_flight += 1
         try:
@@ -242,9 +243,8 @@ class Overload:
                 return  # a response is on its way; cutting it short would only corrupt it
             answered = True
             self.expired += 1
-            _spawn(_reply(scope, send, Unavailable(
-                f"the request did not complete within its deadline of {self.deadline:g} s"
-            )))  # fmt: skip
+            late = f"the request did not complete within its deadline of {self.deadline:g} s"
+            _spawn(_reply(scope, send, Unavailable(late)))
             if task is not None:
                 task.cancel()
 

@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from app import resilience
 from app.errors import PROBLEM_BASE, TepatError, Unavailable
 from app.identifiers import mask
 
@@ -19,6 +20,7 @@ log = logging.getLogger("tepat.api")
 
 PROBLEM_JSON = "application/problem+json"
 _DIGITS16 = re.compile(r"\d{16}")
+_service_log = resilience.LogThrottle()
 
 
 def problem_response(body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
@@ -53,6 +55,11 @@ async def tepat_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, TepatError)
     body = exc.problem()
     body["request_id"] = _request_id(request)
+    if exc.status >= 500 and _service_log.due():
+        # Operators need the cause of a 503 (details never carry identifiers, app.errors), but
+        # an outage fails every request: at most one line a second, with the count since.
+        log.warning("%s: %s (%d like it since the last line)", exc.code, exc.detail,
+                    _service_log.take())  # fmt: skip
     headers = {}
     retry = exc.extra.get("retry_after") if isinstance(exc.extra, dict) else None
     if isinstance(exc, Unavailable) or exc.status == 429:
@@ -125,7 +132,23 @@ async def unexpected_error(request: Request, exc: Exception) -> Response:
     return problem_response(body)
 
 
+async def database_error(request: Request, exc: Exception) -> Response:
+    """The one place database failures become 503 + Retry-After (app.resilience decides which)."""
+    if not resilience.is_unavailable(exc):
+        return await unexpected_error(request, exc)
+    if resilience.outage_log.due():  # an outage fails every request: one line a second
+        held = resilience.outage_log.take()
+        log.warning("database unavailable: %s (%d more since)", type(exc).__name__, held)
+    body = resilience.unavailable(exc).problem()
+    body["request_id"] = _request_id(request)
+    return problem_response(body, {"Retry-After": "1"})
+
+
 def install(app: FastAPI) -> None:
+    # Registered on the exception middleware (not as the catch-all 500 handler), so the answer
+    # goes through the other middleware: logged with its status, no traceback re-raised.
+    for error in resilience.DATABASE_ERRORS:
+        app.add_exception_handler(error, database_error)
     app.add_exception_handler(TepatError, tepat_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.services import clients
-from tests.api.conftest import PURPOSE, MakeClient, auth
+from tests.support import PURPOSE, MakeClient, auth
 
 NIK = "3201014501900001"  # well-formed; whether it exists does not matter here
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.api.conftest import PURPOSE
 from tests.server import running_server
+from tests.support import PURPOSE
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.eligibility import Family, Member, evaluate_family, load_rule_set, shipped_rule_sets
 from app.ingest.columns import SCHOOL_LEVELS
-from tests.api.conftest import RELEASE, auth
+from tests.support import RELEASE, auth
 
 LEVELS = {v: k for k, v in SCHOOL_LEVELS.items()}
 ReleaseData = tuple[dict[str, dict[str, str]], dict[str, list[dict[str, str]]]]

@@ -8,8 +8,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.api.conftest import RELEASE, auth
 from tests.server import running_server
+from tests.support import RELEASE, auth
 
 pytestmark = pytest.mark.slow
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from app.api import limits
 from app.api.deps import CallerDep, State
 from app.api.examples import FAMILIES_EXAMPLE, PEOPLE_EXAMPLE
 from app.api.openapi import DATA_PROBLEMS
@@ -29,7 +30,10 @@ router = APIRouter(tags=["lookup"])
         200: {"content": {"application/json": {"example": PEOPLE_EXAMPLE}}},
     },
 )
-async def people_lookup(body: PeopleLookup, state: State, caller: CallerDep) -> Response:
+async def people_lookup(
+    body: PeopleLookup, state: State, caller: CallerDep, request: Request
+) -> Response:
+    limits.charge(request, caller.principal.client_id, len(body.niks))  # 429 before any SQL
     data = await lookup.people_lookup(state.engine, state.audit, caller, body)
     return Response(data, media_type="application/json")
 
@@ -48,6 +52,9 @@ async def people_lookup(body: PeopleLookup, state: State, caller: CallerDep) -> 
         200: {"content": {"application/json": {"example": FAMILIES_EXAMPLE}}},
     },
 )
-async def families_lookup(body: FamiliesLookup, state: State, caller: CallerDep) -> Response:
+async def families_lookup(
+    body: FamiliesLookup, state: State, caller: CallerDep, request: Request
+) -> Response:
+    limits.charge(request, caller.principal.client_id, len(body.no_kks))  # one per family
     data = await lookup.families_lookup(state.engine, state.audit, caller, body)
     return Response(data, media_type="application/json")

@@ -1,0 +1,154 @@
+"""Bulk eligibility over NDJSON: the request body streams in, the answer streams out."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from app.api import limits
+from app.api.deps import CallerDep, State
+from app.api.openapi import DATA_PROBLEMS
+from app.services import bulk
+
+router = APIRouter(tags=["bulk"])
+
+NDJSON = "application/x-ndjson"
+
+_REQUEST_EXAMPLE = '{"nik": "3201014501150001"}\n3201015506880001\n{"nik": "32010145011500"}\n'
+_RESPONSE_EXAMPLE = (
+    '{"line":1,"nik":"3201014501150001","found":true,"decile":3,"decisions":[{"program":"PBI_JK",'
+    '"unit":"person","eligible":true,"recipient":false,"benefit":{"monthly_rupiah":42000}}]}\n'
+    '{"line":2,"nik":"3201015506880001","found":false}\n'
+    '{"line":3,"error":{"code":"nik_format","message":"NIK must be 16 digits",'
+    '"nik":"3201******1500"}}\n'
+    '{"summary":{"lines":3,"found":1,"not_found":1,"errors":1,"blank":0,'
+    '"snapshot":{"id":"2026-01-23","checksum":"sha256:6478..."},'
+    '"rule_set":{"id":"kepmensos-79-2025","checksum":"sha256:d951..."},'
+    '"evaluation_date":"2026-01-23","request_id":"0f5c8e2a9b1d4c7e",'
+    '"audit_ids":["019a4f2c-7d1e-7a3b-9c2d-5e6f7a8b9c0d"]}}\n'
+)
+
+DESCRIPTION = f"""
+For batch jobs (BPJS: millions of NIKs against each release). The body is NDJSON, one NIK a
+line: `{{"nik": "..."}}`, a JSON string or a bare NIK. The answer is NDJSON, streamed in input
+order, **one line per non-blank input line** with its 1-based `line` number in the body (blank
+lines are skipped but counted, so `line` is the line of the input file):
+
+* a person: `{{"line", "nik", "found", ...}}` with the fields of the client's field groups, as in
+  `people/lookup`; decisions are compact (no `criteria`, no PKH `components`) unless `explain`;
+* a line that is not a NIK: `{{"line", "error": {{"code", "message", "nik"?}}}}` with the value
+  masked; codes `malformed_json`, `nik_missing`, `nik_format`, `nik_date`, `nik_serial`,
+  `line_too_long` (over {bulk.MAX_LINE} bytes). A bad line never fails the job;
+* last, `{{"summary": {{"lines", "found", "not_found", "errors", "blank", "snapshot",
+  "rule_set", "evaluation_date", "request_id", "audit_ids"}}}}`.
+
+The options are query parameters (the body is the stream; they are flags, never identifiers).
+The snapshot and rule set are pinned once: every line is answered from the same snapshot, even
+if a new one is published during the job. Lines are looked up and audited in chunks of
+{bulk.CHUNK:,} (one audit record per chunk, written before the chunk is sent). Memory is
+constant whatever the body size, and a slow reader slows the reading of the body.
+
+The client's NIK rate limit applies chunk by chunk: a job over it is slowed down; if the wait
+would be too long it gets 429 (first chunk) or the error line `rate_limited` (later).
+
+Authentication, purpose, programs, snapshot and rule set are checked before streaming starts
+(problem+json as elsewhere). Once the stream has started the status is already 200: if a chunk
+cannot be audited, the stream ends with `{{"error": {{"code": "audit_unavailable", ...}}}}` and
+no summary. **A job is complete only if its last line is the summary.**
+"""
+
+
+class NdjsonStream(Response):
+    """Streams an async iterator of bytes, and nothing else.
+
+    Starlette's StreamingResponse listens for a disconnect by calling `receive()` while it
+    streams (ASGI spec < 2.4, as uvicorn announces), which would steal the request body this
+    answer is still reading.
+    """
+
+    media_type = NDJSON
+
+    def __init__(self, first: bytes, rest: AsyncGenerator[bytes, None]) -> None:
+        self.first = first
+        self.rest = rest
+        self.status_code = 200
+        self.background = None
+        self.init_headers({"cache-control": "no-store"})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        await send({"type": "http.response.body", "body": self.first, "more_body": True})
+        try:
+            async for chunk in self.rest:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        finally:
+            await self.rest.aclose()  # a send that failed must not leave the job half-open
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+@router.post(
+    "/bulk/eligibility",
+    summary="Decisions for millions of NIKs: NDJSON in, NDJSON out, streamed",
+    description=DESCRIPTION,
+    response_class=NdjsonStream,
+    status_code=200,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {NDJSON: {"schema": {"type": "string"}, "example": _REQUEST_EXAMPLE}},
+        }
+    },
+    responses={
+        **DATA_PROBLEMS,
+        200: {
+            "description": "One line per input line, then the summary line",
+            "content": {NDJSON: {"schema": {"type": "string"}, "example": _RESPONSE_EXAMPLE}},
+        },
+    },
+)
+async def bulk_eligibility(
+    request: Request,
+    state: State,
+    caller: CallerDep,
+    snapshot: Annotated[
+        str | None,
+        Query(max_length=32, description="Pin a snapshot (DTSEN release id). Default: current."),
+    ] = None,
+    rule_set: Annotated[
+        str | None,
+        Query(max_length=64, description="Pin a rule set. Default: in force on the cut-off."),
+    ] = None,
+    programs: Annotated[
+        list[str] | None,
+        Query(
+            description="Only these programs (repeat the parameter or separate with commas); "
+            "each must be granted. Default: all granted.",
+        ),
+    ] = None,
+    explain: Annotated[
+        bool, Query(description="Full decisions: every criterion and the PKH components.")
+    ] = False,
+) -> Response:
+    asked = (
+        [p.strip() for value in programs for p in value.split(",") if p.strip()]
+        if programs
+        else None
+    )
+    options = bulk.Options(snapshot, rule_set, asked or None, explain)
+    client_id = caller.principal.client_id
+
+    async def pace(n: int) -> None:
+        # The client's NIK rate limit, chunk by chunk: a stream is slowed down, not refused,
+        # unless the wait would be long (then 429 at the start, an error line later).
+        await limits.throttle(request, client_id, n)
+
+    job = await bulk.open_job(state.engine, state.audit, caller, options, pace)
+    lines = job.stream(request.stream())
+    # The first chunk is answered (and audited) before the status line goes out, so a job that
+    # fails at once still gets a problem+json answer instead of a 200 with an error line.
+    first = await anext(lines)
+    return NdjsonStream(first, lines)

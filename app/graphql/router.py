@@ -1,0 +1,90 @@
+"""The GraphQL face at /graphql: POST only, domain error codes, orjson, the offline IDE."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from starlette.responses import HTMLResponse, Response
+from starlette.staticfiles import StaticFiles
+from strawberry.fastapi import GraphQLRouter
+from strawberry.http import GraphQLHTTPResponse
+from strawberry.types import ExecutionResult
+
+from app.api.deps import request_id
+from app.config import Settings
+from app.graphql import errors
+from app.graphql.context import GraphContext
+from app.graphql.schema import build_schema
+
+PATH = "/graphql"
+STATIC = "/graphql/static"
+_STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+
+async def get_context(request: Request) -> GraphContext:
+    return GraphContext(request.app.state.tepat, request)
+
+
+class TepatGraphQLRouter(GraphQLRouter[GraphContext, None]):
+    """Strawberry's router with the project's error shape, JSON encoder and IDE page."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.production = settings.is_production
+        super().__init__(
+            build_schema(self.production),
+            path=PATH,
+            graphql_ide=None if self.production else "graphiql",
+            allow_queries_via_get=False,  # a query in a URL ends up in access logs
+            context_getter=get_context,
+            subscription_protocols=(),  # no subscriptions: no websocket endpoint to defend
+            tags=["graphql"],
+            include_in_schema=False,
+        )
+        page = (_STATIC_DIR / "ide.html").read_text(encoding="utf-8")
+        self._ide = page.replace("{static}", STATIC).replace("{endpoint}", PATH)
+
+    async def render_graphql_ide(self, request: Request) -> HTMLResponse:
+        return HTMLResponse(self._ide)
+
+    def encode_json(self, data: object) -> bytes:
+        # orjson, like REST; the audit digest covers orjson.dumps(data), byte for byte.
+        return orjson.dumps(data)
+
+    async def process_result(
+        self, request: Request, result: ExecutionResult
+    ) -> GraphQLHTTPResponse:
+        out: dict[str, Any] = {"data": result.data}
+        if result.errors:
+            rid = request_id(request)
+            out["errors"] = [errors.formatted(e, self.production, rid) for e in result.errors]
+        if result.extensions:
+            out["extensions"] = result.extensions
+        return out  # type: ignore[return-value]
+
+    def create_response(
+        self,
+        response_data: GraphQLHTTPResponse | list[GraphQLHTTPResponse],
+        sub_response: Response,
+    ) -> Response:
+        response = super().create_response(response_data, sub_response)
+        if isinstance(response_data, dict) and response_data.get("data") is None:
+            # A request refused as a whole says why in its status too, as REST does (401, 403,
+            # 422, 503 with Retry-After); answers with data, even partial, stay 200.
+            errs: list[Any] = list(response_data.get("errors") or [])
+            if errs:
+                first = errs[0]["extensions"]
+                response.status_code = errors.http_status(first["code"])
+                if response.status_code in (429, 503):
+                    response.headers["Retry-After"] = str(first.get("retry_after") or 1)
+        return response
+
+
+def mount(app: FastAPI, settings: Settings) -> None:
+    """/graphql, and in dev and demo the IDE's assets (in production both IDE and
+    introspection are off)."""
+    app.include_router(TepatGraphQLRouter(settings))
+    if not settings.is_production:
+        app.mount(STATIC, StaticFiles(directory=_STATIC_DIR), name="graphql-static")

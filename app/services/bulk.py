@@ -1,0 +1,315 @@
+"""Bulk eligibility: an NDJSON stream of NIKs in, one answer line per input line out, audited per chunk."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.db import read_connection
+from app.errors import TepatError
+from app.identifiers import IdentifierError, mask, parse_nik
+from app.services import eligibility
+from app.services.audit import AuditEntry, AuditWriter, new_audit_id, nik_subject
+from app.services.lookup import Caller, disclosed_niks, view_for
+from app.services.pinning import Pinned, pin
+
+log = logging.getLogger("tepat.bulk")
+
+OPERATION = "bulk.eligibility"
+CHUNK = 1000  # NIKs per SQL statement and per audit record
+MAX_LINE = 1024  # bytes; a longer line is answered with an error and never buffered whole
+_ECHO_MAX = 32  # longer values are not echoed (masked) in error lines
+
+Pace = Callable[[int], Awaitable[None]]  # waits until n more lookups fit the client's rate
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """What a job asks beyond the NIKs: the transport's query string, the CLI's options."""
+
+    snapshot: str | None = None
+    rule_set: str | None = None
+    programs: Sequence[str] | None = None
+    explain: bool = False
+
+
+class LineSplitter:
+    """Cuts a byte stream into numbered lines, whatever the chunk boundaries, in bounded memory.
+
+    `feed` returns (number, line) pairs; line is None when it exceeded `max_line` bytes (its
+    bytes are dropped as they arrive, so a body without newlines cannot grow the buffer).
+    """
+
+    def __init__(self, max_line: int = MAX_LINE) -> None:
+        self.max_line = max_line
+        self.number = 0
+        self._tail = b""
+        self._overlong = False
+
+    def feed(self, data: bytes) -> list[tuple[int, bytes | None]]:
+        parts = data.split(b"\n")
+        last = parts.pop()
+        out: list[tuple[int, bytes | None]] = []
+        for part in parts:
+            self.number += 1
+            if self._overlong:
+                self._overlong = False
+                out.append((self.number, None))
+                continue
+            line = self._tail + part if self._tail else part
+            self._tail = b""
+            out.append((self.number, line if len(line) <= self.max_line else None))
+        if not self._overlong:
+            self._tail = self._tail + last if self._tail else last
+            if len(self._tail) > self.max_line:
+                self._overlong = True
+                self._tail = b""
+        return out
+
+    def end(self) -> list[tuple[int, bytes | None]]:
+        """The last line when the stream does not end with a newline."""
+        if self._overlong:
+            self._overlong = False
+            self.number += 1
+            return [(self.number, None)]
+        if self._tail:
+            self.number += 1
+            line, self._tail = self._tail, b""
+            return [(self.number, line)]
+        return []
+
+
+@dataclass(slots=True)
+class Item:
+    """One non-blank input line: a valid NIK, or the error line that answers it."""
+
+    line: int
+    nik: str | None
+    error: dict[str, Any] | None = None
+
+
+def _error(line: int, code: str, message: str, value: str | None = None) -> Item:
+    err: dict[str, Any] = {"code": code, "message": message}
+    if value is not None and len(value) <= _ECHO_MAX:
+        err["nik"] = mask(value)  # enough to find the line, never the identifier itself
+    return Item(line, None, err)
+
+
+def parse_line(number: int, raw: bytes | None) -> Item | None:
+    """An input line: `{"nik": "..."}`, a JSON string or a bare NIK. None for a blank line."""
+    if raw is None:
+        return _error(number, "line_too_long", f"a line must be at most {MAX_LINE} bytes")
+    text = raw.strip()
+    if not text:
+        return None
+    value: object
+    if text[:1] in (b"{", b'"', b"["):
+        try:
+            parsed = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            return _error(number, "malformed_json", "the line is not valid JSON")
+        if isinstance(parsed, dict):
+            if "nik" not in parsed:
+                return _error(number, "nik_missing", 'the object has no "nik" field')
+            value = parsed["nik"]
+        elif isinstance(parsed, str):
+            value = parsed
+        else:
+            return _error(number, "malformed_json", 'a line must be {"nik": "..."} or a NIK')
+    else:
+        value = text.decode("utf-8", "replace")
+    if not isinstance(value, str):
+        return _error(number, "nik_format", "nik must be a string of 16 digits")
+    try:
+        parse_nik(value)
+    except IdentifierError as e:
+        return _error(number, e.rule, str(e), value)
+    return Item(number, value)
+
+
+def _compact(result: dict[str, Any], explain: bool) -> None:
+    # Without explain a bulk line keeps what a batch job matches on: PKH components name other
+    # members' NIKs, which would widen the disclosure (and the audit) beyond the NIKs asked.
+    if explain:
+        return
+    for d in result.get("decisions", ()):
+        d.pop("components", None)
+
+
+@dataclass(slots=True)
+class Counts:
+    lines: int = 0
+    found: int = 0
+    not_found: int = 0
+    errors: int = 0
+    blank: int = 0
+    audit_ids: list[str] = field(default_factory=list)
+
+
+def _line(payload: dict[str, Any]) -> bytes:
+    return orjson.dumps(payload) + b"\n"
+
+
+def error_line(code: str, message: str) -> bytes:
+    """The last line of a job that had to stop: there is no summary after it."""
+    return _line({"error": {"code": code, "message": message}})
+
+
+class Job:
+    """One bulk request, pinned to one snapshot and rule set for all its lines."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        audit: AuditWriter,
+        caller: Caller,
+        pinned: Pinned,
+        view: eligibility.View,
+        chunk: int = CHUNK,
+        pace: Pace | None = None,
+    ) -> None:
+        self.engine = engine
+        self.audit = audit
+        self.caller = caller
+        self.pinned = pinned
+        self.view = view
+        self.chunk = chunk
+        self.pace = pace
+        self.counts = Counts()
+
+    async def stream(self, body: AsyncIterable[bytes]) -> AsyncGenerator[bytes, None]:
+        """Answer lines chunk by chunk, then the summary line.
+
+        The next input is read only after the previous output was taken, so a slow reader slows
+        the reading (backpressure) and memory stays at about one chunk. A failure before the first
+        output raises (the transport can still answer with a problem); after it, the stream ends
+        with an error line and no summary, so a client can tell a truncated job from a whole one.
+        """
+        started = False
+        try:
+            async for out in self._chunks(body):
+                yield out
+                started = True
+        except TepatError as e:
+            if not started:
+                raise
+            log.warning("bulk job %s stopped: %s", self.caller.request_id, e.code)
+            yield error_line(e.code, e.detail)
+        except Exception as e:
+            if not started:
+                raise
+            log.error("bulk job %s stopped", self.caller.request_id, exc_info=e)
+            yield error_line("internal", "the job stopped; quote the request id when reporting it")
+
+    async def _chunks(self, body: AsyncIterable[bytes]) -> AsyncGenerator[bytes, None]:
+        splitter = LineSplitter()
+        pending: list[Item] = []
+        async for data in body:
+            for number, raw in splitter.feed(data):
+                item = parse_line(number, raw)
+                if item is None:
+                    self.counts.blank += 1
+                    continue
+                pending.append(item)
+                if len(pending) >= self.chunk:
+                    yield await self.answer(pending)
+                    pending = []
+        for number, raw in splitter.end():
+            item = parse_line(number, raw)
+            if item is None:
+                self.counts.blank += 1
+            else:
+                pending.append(item)
+        if pending:
+            yield await self.answer(pending)
+        yield self.summary()
+
+    async def answer(self, items: Sequence[Item]) -> bytes:
+        """One chunk: one SQL statement, one audit record (durable before the bytes are returned)."""
+        niks = [i.nik for i in items if i.nik is not None]
+        results: list[dict[str, Any]] = []
+        found = 0
+        if niks:
+            if self.pace is not None:
+                await self.pace(len(niks))
+            async with read_connection(self.engine) as conn:
+                results, found = await eligibility.people(
+                    conn, self.pinned.snapshot, self.pinned.rule_set, niks, self.view
+                )
+        lines: list[bytes] = []
+        answers = iter(results)
+        for item in items:
+            if item.error is not None:
+                lines.append(_line({"line": item.line, "error": item.error}))
+                continue
+            result = next(answers)
+            _compact(result, self.view.explain)
+            lines.append(_line({"line": item.line, **result}))
+        data = b"".join(lines)
+
+        subjects = [nik_subject(n) for n in niks]
+        if self.view.explain:
+            subjects += [nik_subject(n) for n in disclosed_niks(results, niks)]
+        if niks:  # a chunk of only malformed lines discloses nothing
+            audit_id = new_audit_id()
+            await self.audit.record(
+                AuditEntry(
+                    id=audit_id,
+                    client_id=self.caller.principal.client_id,
+                    purpose=self.caller.purpose,
+                    operation=OPERATION,
+                    snapshot_id=self.pinned.snapshot.id,
+                    rule_set_id=self.pinned.rule_set.id,
+                    subjects=subjects,
+                    found=found,
+                    response_digest=hashlib.sha256(data).digest(),
+                    request_id=self.caller.request_id,
+                )
+            )
+            self.counts.audit_ids.append(audit_id)
+        c = self.counts
+        c.lines += len(items)
+        c.found += found
+        c.not_found += len(niks) - found
+        c.errors += len(items) - len(niks)
+        return data
+
+    def summary(self) -> bytes:
+        c = self.counts
+        return _line(
+            {
+                "summary": {
+                    "lines": c.lines,
+                    "found": c.found,
+                    "not_found": c.not_found,
+                    "errors": c.errors,
+                    "blank": c.blank,
+                    **self.pinned.meta(self.caller.request_id),
+                    "audit_ids": c.audit_ids,
+                }
+            }
+        )
+
+
+async def open_job(
+    engine: AsyncEngine,
+    audit: AuditWriter,
+    caller: Caller,
+    options: Options,
+    pace: Pace | None = None,
+) -> Job:
+    """Check the programs and pin the snapshot and rule set ONCE, before any line is read.
+
+    Everything that can refuse the job (scope, unknown snapshot or rule set) happens here, so
+    the transport can still answer with a problem instead of a started stream.
+    """
+    view = view_for(caller, options.programs, options.explain)
+    async with read_connection(engine) as conn:
+        pinned = await pin(conn, options.snapshot, options.rule_set)
+    return Job(engine, audit, caller, pinned, view, pace=pace)
