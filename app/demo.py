@@ -145,17 +145,22 @@ def run_demo(settings: Settings, *, people: int, port: int | None, seed: int) ->
         Panel(
             f"[bold]Tepat is serving DTSEN snapshot {RELEASE}[/bold] ({prepared.people:,} "
             f"synthetic people)\n\n"
-            f"Interactive docs:  [link]{base}/docs[/link]  (works offline)\n"
-            f"Demo API key:      [bold]{prepared.key}[/bold]  (shown once; valid 30 days)\n"
+            f"Interactive docs:  [link]{base}/docs[/link]  (works offline; GraphQL at "
+            f"{base}/graphql)\n"
             f"Purpose header:    X-Purpose: {DEMO_PURPOSE}\n\n"
-            f"In /docs press [bold]Authorize[/bold], paste the key, then try "
-            f"POST /v1/people/lookup with the NIKs below.\n\nOr paste this:\n\n{curl}\n\n"
-            f"Explain one family on the terminal:  ./run eligibility explain --no-kk "
-            f"{prepared.no_kk}\n\nCtrl-C stops the API and the embedded PostgreSQL.",
+            f"In /docs press [bold]Authorize[/bold], paste the key below, then try "
+            f"POST /v1/people/lookup.\nCtrl-C stops the API and the embedded PostgreSQL.",
             title="tepat demo",
             border_style="green",
         )
     )
+    # Plain lines outside the panel, so they copy and paste cleanly.
+    err.print("Demo API key (shown once, valid 30 days):", style="bold")
+    print(prepared.key, flush=True)
+    err.print("\nTry it:", style="bold")
+    print(curl, flush=True)
+    err.print("\nExplain one family on the terminal:", style="bold")
+    print(f"./run eligibility explain --no-kk {prepared.no_kk}\n", flush=True)
     from app.main import create_app
 
     config = uvicorn.Config(

