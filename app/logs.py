@@ -5,11 +5,13 @@ Never log a request body, a query string or an API key: identifiers travel only 
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import re
 import sys
 from typing import Any
 
+import orjson
 import structlog
 
 _DIGITS = re.compile(r"\d{12,}")
@@ -27,7 +29,42 @@ def _scrub_event(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
     return event
 
 
+class _Access:
+    """The access log: one line a request, written straight to stderr.
+
+    It is the hottest log line by far: going through stdlib logging and structlog cost ~9 % of
+    a single lookup's CPU, so it is rendered here once (orjson, or a compact text line).
+    """
+
+    enabled = True
+    json = False
+
+    def write(self, event: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        event["timestamp"] = _now()
+        if self.json:
+            line = orjson.dumps(event) + b"\n"
+        else:
+            text = " ".join(f"{k}={v}" for k, v in event.items() if k not in ("event", "timestamp"))
+            line = f"{event['timestamp']} [info     ] {event.get('event', '')} {text}\n".encode()
+        try:
+            sys.stderr.buffer.write(line)
+            sys.stderr.flush()
+        except (AttributeError, ValueError, OSError):  # a replaced or closed stderr (tests)
+            sys.stderr.write(line.decode())
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+access = _Access()
+
+
 def configure(level: str = "INFO", json: bool = False) -> None:
+    access.json = json
+    access.enabled = logging.getLevelName(level.upper()) <= logging.INFO
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if json

@@ -17,6 +17,7 @@ from app.api.routes import bulk, lookup, meta
 from app.config import Settings, get_settings
 from app.graphql.router import mount as mount_graphql
 from app.services.audit import AuditWriter
+from app.services.catalog import close_reads, open_reads
 from app.services.clients import Authenticator
 
 DESCRIPTION = """
@@ -41,14 +42,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = db.create_engine(settings, role=settings.db_role)
+        url = db.resolve_url(settings)
+        engine = db.create_engine(settings, url=url, role=settings.db_role)
         audit = AuditWriter(engine, settings.audit_hmac_key.get_secret_value().encode())
         await audit.start()
-        app.state.tepat = AppState(settings, engine, Authenticator(engine), audit)
+        reads = await open_reads(settings, engine, url)
+        app.state.tepat = AppState(settings, engine, Authenticator(engine), audit, reads)
         try:
             yield
         finally:
             await audit.stop()
+            await close_reads(reads)
             await engine.dispose()
             if not settings.database_url:  # this process started the embedded server
                 embedded.stop()
@@ -61,6 +65,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url="/openapi.json",
         redoc_url=None,
         swagger_ui_parameters={"persistAuthorization": True, "displayRequestDuration": True},
+        # No OpenTelemetry export from here (and metrics must never carry identifiers); off,
+        # FastAPI's per-request telemetry probe costs ~2 % of a lookup.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     problems.install(app)
     app.include_router(meta.health)

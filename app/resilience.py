@@ -16,6 +16,7 @@ DATABASE_ERRORS: tuple[type[Exception], ...] = (
     sa_exc.SQLAlchemyError,
     asyncpg.PostgresError,
     asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,  # a pooled connection the server dropped
     OSError,
 )
 

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.auth.principal import Principal
 from app.config import Settings
 from app.services.audit import AuditWriter
+from app.services.catalog import Reads
 from app.services.clients import Authenticator
 from app.services.lookup import Caller
 
@@ -24,9 +25,10 @@ class AppState:
     engine: AsyncEngine
     authenticator: Authenticator
     audit: AuditWriter
+    reads: Reads
 
 
-def get_state(request: Request) -> AppState:
+async def get_state(request: Request) -> AppState:  # async: no thread-pool hop per request
     state: AppState = request.app.state.tepat
     return state
 

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import itertools
+import os
 import re
-import secrets
 import time
 from typing import Any
 
 import orjson
-import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.problems import PROBLEM_JSON
 from app.errors import PROBLEM_BASE
-from app.logs import scrub
+from app.logs import access, scrub
 
-log = structlog.get_logger("tepat.access")
 _RID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+# Request ids need to be unique, not secret: a random prefix per process and a counter.
+_RID_PREFIX = os.urandom(3).hex()
+_RID_COUNTER = itertools.count(1)
 
 
 class BodyTooLarge(Exception):
@@ -39,7 +41,7 @@ class RequestContext:
             return
         headers = dict(scope.get("headers") or [])
         given = headers.get(b"x-request-id", b"").decode("latin-1")
-        rid = given if _RID.match(given) else secrets.token_hex(8)
+        rid = given if given and _RID.match(given) else f"{_RID_PREFIX}{next(_RID_COUNTER):010x}"
         scope.setdefault("state", {})["request_id"] = rid
         started = time.perf_counter()
         status = 500
@@ -85,14 +87,18 @@ class RequestContext:
 
     def _log(self, scope: Scope, status: int, started: float, rid: str) -> None:
         state: dict[str, Any] = scope.get("state", {})
-        log.info(
-            "request",
-            method=scope.get("method"),
-            path=scrub(scope.get("path", "")),  # never the query string
-            status=status,
-            ms=round((time.perf_counter() - started) * 1000, 2),
-            request_id=rid,
-            client_id=state.get("client_id"),
+        access.write(
+            {
+                "event": "request",
+                "method": scope.get("method"),
+                "path": scrub(scope.get("path", "")),  # never the query string
+                "status": status,
+                "ms": round((time.perf_counter() - started) * 1000, 2),
+                "request_id": rid,
+                "client_id": state.get("client_id"),
+                "level": "info",
+                "logger": "tepat.access",
+            }
         )
 
     async def _too_large(self, send: Send, rid: str) -> None:

@@ -8,7 +8,7 @@ import asyncpg
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.repositories.registry import driver
+from app.repositories.registry import Conn, driver
 
 Level = Literal["national", "province", "regency"]
 _DIVISOR = {"national": None, "province": 100_000_000, "regency": 1_000_000}
@@ -49,6 +49,8 @@ async def targeting_counts(
     return [dict(r) for r in rows.mappings()]
 
 
+# Column positions are relied upon by app.services.eligibility._people_stored (0-14 always,
+# 15-24 with the person's columns): change them together.
 _STORED = """
 SELECT d.nik, d.no_kk, d.region_code, d.decile, d.relationship, d.pkh_yearly, d.sr_level,
        d.sr_priority, d.pkh_eligible, d.bpnt_eligible, d.pbi_eligible, d.sr_eligible,
@@ -64,22 +66,19 @@ STORED_BY_NIK = _STORED.format(person="", join="")
 STORED_BY_NIK_WITH_PERSON = _STORED.format(person=_PERSON, join=_PERSON_JOIN)
 
 
-async def materialized_key(
-    conn: AsyncConnection, snapshot_key: int, rule_set_id: str
-) -> int | None:
+async def materialized_key(conn: Conn, snapshot_key: int, rule_set_id: str) -> int | None:
     """The rule set's key if the decisions of (snapshot, rule set) are stored, else None."""
-    found = await conn.scalar(
-        text(
-            "SELECT m.rule_set_key FROM materializations m JOIN rule_sets r ON r.key = m.rule_set_key "
-            "WHERE m.snapshot_key = :s AND r.id = :r"
-        ),
-        {"s": snapshot_key, "r": rule_set_id},
+    found = await (await driver(conn)).fetchval(
+        "SELECT m.rule_set_key FROM materializations m JOIN rule_sets r ON r.key = m.rule_set_key "
+        "WHERE m.snapshot_key = $1 AND r.id = $2",
+        snapshot_key,
+        rule_set_id,
     )
     return int(found) if found is not None else None
 
 
 async def stored_by_nik(
-    conn: AsyncConnection, snapshot_key: int, rule_set_key: int, niks: list[int], person: bool
+    conn: Conn, snapshot_key: int, rule_set_key: int, niks: list[int], person: bool
 ) -> list[asyncpg.Record]:
     """Stored decisions (and the person's columns if asked) for NIKs: one statement."""
     query = STORED_BY_NIK_WITH_PERSON if person else STORED_BY_NIK

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeAlias
 
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -71,7 +72,14 @@ class PersonRow:
 FamilyMembers = dict[int, tuple[FamilyRow, list[PersonRow]]]
 
 
-async def driver(conn: AsyncConnection) -> asyncpg.Connection:
+# A read connection: SQLAlchemy's (inside a transaction) or a bare asyncpg one from the lean
+# pool of app.services.catalog (one statement, no transaction).
+Conn: TypeAlias = "AsyncConnection | asyncpg.Connection"
+
+
+async def driver(conn: Conn) -> asyncpg.Connection:
+    if isinstance(conn, asyncpg.Connection):
+        return conn
     raw = await conn.get_raw_connection()
     connection: asyncpg.Connection = raw.driver_connection
     return connection
@@ -90,9 +98,7 @@ def _group(rows: Sequence[asyncpg.Record]) -> FamilyMembers:
     return out
 
 
-async def families_of_people(
-    conn: AsyncConnection, snapshot_key: int, niks: Sequence[int]
-) -> FamilyMembers:
+async def families_of_people(conn: Conn, snapshot_key: int, niks: Sequence[int]) -> FamilyMembers:
     """The families (with all members) of the given NIKs, keyed by No. KK; one statement."""
     if not niks:
         return {}
@@ -100,9 +106,7 @@ async def families_of_people(
     return _group(rows)
 
 
-async def families_by_no_kk(
-    conn: AsyncConnection, snapshot_key: int, no_kks: Sequence[int]
-) -> FamilyMembers:
+async def families_by_no_kk(conn: Conn, snapshot_key: int, no_kks: Sequence[int]) -> FamilyMembers:
     if not no_kks:
         return {}
     rows = await (await driver(conn)).fetch(FAMILIES_BY_NO_KK, snapshot_key, list(no_kks))

@@ -133,15 +133,6 @@ def parse_line(number: int, raw: bytes | None) -> Item | None:
     return Item(number, value)
 
 
-def _compact(result: dict[str, Any], explain: bool) -> None:
-    # Without explain a bulk line keeps what a batch job matches on: PKH components name other
-    # members' NIKs, which would widen the disclosure (and the audit) beyond the NIKs asked.
-    if explain:
-        return
-    for d in result.get("decisions", ()):
-        d.pop("components", None)
-
-
 @dataclass(slots=True)
 class Counts:
     lines: int = 0
@@ -249,7 +240,6 @@ class Job:
                 lines.append(_line({"line": item.line, "error": item.error}))
                 continue
             result = next(answers)
-            _compact(result, self.view.explain)
             lines.append(_line({"line": item.line, **result}))
         data = b"".join(lines)
 

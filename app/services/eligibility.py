@@ -10,15 +10,14 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cachetools import TTLCache
-from sqlalchemy.ext.asyncio import AsyncConnection
+from cachetools import LRUCache, TTLCache
 
 from app.eligibility import Family, FamilyEvaluation, Member, Program, RuleSet, evaluate_family
 from app.identifiers import as_str
 from app.ingest.columns import SCHOOL_LEVEL_NAMES
 from app.repositories import decisions as decisions_repo
 from app.repositories import registry
-from app.repositories.registry import FamilyMembers, FamilyRow, PersonRow
+from app.repositories.registry import Conn, FamilyMembers, FamilyRow, PersonRow
 from app.schemas.snapshots import Snapshot
 
 FIELD_GROUPS = ("decision", "decile", "membership", "identity", "attributes", "health")
@@ -90,7 +89,7 @@ def _decisions(decisions: Sequence[Any], view: View) -> list[dict[str, Any]]:
     return out
 
 
-def _person_fields(p: PersonRow | _StoredPerson, view: View, out: dict[str, Any]) -> None:
+def _person_fields(p: PersonRow, view: View, out: dict[str, Any]) -> None:
     groups = view.groups
     if "identity" in groups:
         out["identity"] = {"name": p.name, "sex": p.sex, "birth_date": p.birth_date.isoformat()}
@@ -193,7 +192,7 @@ def family_results(
 
 
 async def people(
-    conn: AsyncConnection, snapshot: Snapshot, rule_set: RuleSet, niks: Sequence[str], view: View
+    conn: Conn, snapshot: Snapshot, rule_set: RuleSet, niks: Sequence[str], view: View
 ) -> tuple[list[dict[str, Any]], int]:
     """Results for NIKs in one SQL statement, and how many were found.
 
@@ -210,7 +209,7 @@ async def people(
 
 
 async def people_live(
-    conn: AsyncConnection, snapshot: Snapshot, rule_set: RuleSet, niks: Sequence[str], view: View
+    conn: Conn, snapshot: Snapshot, rule_set: RuleSet, niks: Sequence[str], view: View
 ) -> tuple[list[dict[str, Any]], int]:
     """The engine on the families of the NIKs, fetched with all their members in one statement."""
     families = await registry.families_of_people(conn, snapshot.key, [int(n) for n in niks])
@@ -225,9 +224,7 @@ _stored_keys: dict[tuple[int, str], int] = {}
 _not_stored: TTLCache[tuple[int, str], bool] = TTLCache(maxsize=1024, ttl=5)
 
 
-async def stored_rule_set_key(
-    conn: AsyncConnection, snapshot_key: int, rule_set_id: str
-) -> int | None:
+async def stored_rule_set_key(conn: Conn, snapshot_key: int, rule_set_id: str) -> int | None:
     key = (snapshot_key, rule_set_id)
     if key in _stored_keys:
         return _stored_keys[key]
@@ -247,7 +244,26 @@ _LEVEL_NAMES = {1: "SD", 2: "SMP", 3: "SMA"}
 def stored_decisions(
     row: Any, rule_set: RuleSet, programs: Sequence[Program]
 ) -> list[dict[str, Any]]:
-    """A plain answer's decisions from a stored row: the engine's `Decision.to_dict(False)`."""
+    """A plain answer's decisions from a stored row: the engine's `Decision.to_dict(False)`.
+
+    Rows take few distinct values (flags, an amount, a level), so the rendered list is shared
+    between rows that decide alike: the answer is serialised straight away and never mutated.
+    """
+    # Positions 5-14 of a stored row: amounts, levels, eligibility and recipient flags.
+    key = (rule_set.checksum, tuple(programs), row[5], row[6], row[7], row[8], row[9],
+           row[10], row[11], row[12], row[13], row[14])  # fmt: skip
+    found = _rendered.get(key)
+    if found is None:
+        found = _rendered[key] = _render_stored(row, rule_set, programs)
+    return found
+
+
+_rendered: LRUCache[tuple[Any, ...], list[dict[str, Any]]] = LRUCache(maxsize=65_536)
+
+
+def _render_stored(
+    row: Any, rule_set: RuleSet, programs: Sequence[Program]
+) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for program in programs:
         if program is Program.PKH:
@@ -260,13 +276,10 @@ def stored_decisions(
                 d["recipient"] = row["pkh_recipient"]
             yearly = row["pkh_yearly"]
             d["benefit"] = (
-                {
-                    "yearly_rupiah": yearly,
-                    "per_tranche_rupiah": yearly // rule_set.pkh.tranches_per_year,
-                }
-                if row["pkh_eligible"]
-                else None
-            )
+                {"yearly_rupiah": yearly,
+                 "per_tranche_rupiah": yearly // rule_set.pkh.tranches_per_year}
+                if row["pkh_eligible"] else None
+            )  # fmt: skip
         elif program is Program.BPNT:
             d = {"program": "BPNT", "unit": "family", "eligible": row["bpnt_eligible"]}
             if row["bpnt_recipient"] is not None:
@@ -295,56 +308,61 @@ def stored_decisions(
 
 
 async def _people_stored(
-    conn: AsyncConnection,
+    conn: Conn,
     snapshot: Snapshot,
     rule_set: RuleSet,
     rule_set_key: int,
     niks: Sequence[str],
     view: View,
 ) -> tuple[list[dict[str, Any]], int]:
+    # The hot loop of plain lookups and bulk jobs: rows are read by position (see
+    # app.repositories.decisions for the column order), each field group tested once.
     groups = view.groups
-    person = bool(groups & {"identity", "attributes", "health"})
-    rows = await decisions_repo.stored_by_nik(
-        conn, snapshot.key, rule_set_key, [int(n) for n in niks], person
-    )
-    by_nik = {as_str(r["nik"]): r for r in rows}
+    g_decile, g_member = "decile" in groups, "membership" in groups
+    g_identity, g_attrs, g_health = "identity" in groups, "attributes" in groups, "health" in groups
+    g_decision = "decision" in groups
+    person = g_identity or g_attrs or g_health
+    asked = [int(n) for n in niks]
+    rows = await decisions_repo.stored_by_nik(conn, snapshot.key, rule_set_key, asked, person)
+    by_nik = {r[0]: r for r in rows}
+    programs = view.programs
     results: list[dict[str, Any]] = []
-    for nik in niks:
-        r = by_nik.get(nik)
+    found = 0
+    for nik, key in zip(niks, asked, strict=True):
+        r = by_nik.get(key)
         if r is None:
             results.append({"nik": nik, "found": False})
             continue
+        found += 1
         out: dict[str, Any] = {"nik": nik, "found": True}
-        if "decile" in groups:
-            out["decile"] = r["decile"]
-        if "membership" in groups:
+        if g_decile:
+            out["decile"] = r[3]
+        if g_member:
             out["family"] = {
-                "no_kk": as_str(r["no_kk"]),
-                "relationship": r["relationship"],
-                "kode_wilayah": f"{r['region_code']:010d}",
+                "no_kk": f"{r[1]:016d}",
+                "relationship": r[4],
+                "kode_wilayah": f"{r[2]:010d}",
             }
-        if person:
-            _person_fields(_StoredPerson(r), view, out)
-        if "decision" in groups:
-            out["decisions"] = stored_decisions(r, rule_set, view.programs)
+        if g_identity:
+            out["identity"] = {"name": r[15], "sex": r[16], "birth_date": r[17].isoformat()}
+        if g_attrs:
+            level = r[20]
+            out["attributes"] = {
+                "marital_status": r[18],
+                "school_status": r[19],
+                "school_level": SCHOOL_LEVEL_NAMES.get(level) if level else None,
+                "working": r[21],
+            }
+        if g_health:
+            out["health"] = {"disability": r[22], "chronic_illness": r[23], "pregnant": r[24]}
+        if g_decision:
+            out["decisions"] = stored_decisions(r, rule_set, programs)
         results.append(out)
-    return results, len(by_nik)
-
-
-class _StoredPerson:
-    """A stored row read as the PersonRow fields _person_fields needs."""
-
-    __slots__ = ("_r",)
-
-    def __init__(self, r: Any) -> None:
-        self._r = r
-
-    def __getattr__(self, name: str) -> Any:
-        return self._r[name]
+    return results, found
 
 
 async def families(
-    conn: AsyncConnection, snapshot: Snapshot, rule_set: RuleSet, no_kks: Sequence[str], view: View
+    conn: Conn, snapshot: Snapshot, rule_set: RuleSet, no_kks: Sequence[str], view: View
 ) -> tuple[list[dict[str, Any]], int]:
     found = await registry.families_by_no_kk(conn, snapshot.key, [int(k) for k in no_kks])
     evaluations = evaluate(found, rule_set, snapshot, view.programs)

@@ -12,16 +12,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.auth.principal import Principal
-from app.db import read_connection
 from app.eligibility import Program, RuleSet
+from app.repositories.registry import Conn
 from app.schemas.lookup import FamiliesLookup, PeopleLookup
 from app.schemas.snapshots import Snapshot
 from app.services import eligibility
 from app.services.audit import AuditEntry, AuditWriter, new_audit_id, nik_subject, no_kk_subject
-from app.services.pinning import pin
+from app.services.catalog import Reads
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,13 +42,13 @@ def view_for(caller: Caller, programs: Sequence[str] | None, explain: bool) -> e
 
 
 Fetch = Callable[
-    [AsyncConnection, Snapshot, RuleSet, Sequence[str], eligibility.View],
+    [Conn, Snapshot, RuleSet, Sequence[str], eligibility.View],
     Awaitable[tuple[list[dict[str, Any]], int]],
 ]
 
 
 async def _answer(
-    engine: AsyncEngine,
+    reads: Reads,
     audit: AuditWriter,
     caller: Caller,
     operation: str,
@@ -59,8 +58,8 @@ async def _answer(
     fetch: Fetch,
 ) -> bytes:
     view = view_for(caller, request.programs, request.explain)
-    async with read_connection(engine) as conn:
-        pinned = await pin(conn, request.snapshot, request.rule_set)
+    pinned = await reads.pin(request.snapshot, request.rule_set)
+    async with reads.connection() as conn:  # one statement: no transaction needed
         results, found = await fetch(conn, pinned.snapshot, pinned.rule_set, asked, view)
     audit_id = new_audit_id()
     body = orjson.dumps({"meta": pinned.meta(caller.request_id, audit_id), "results": results})
@@ -72,7 +71,13 @@ async def _answer(
             operation=operation,
             snapshot_id=pinned.snapshot.id,
             rule_set_id=pinned.rule_set.id,
-            subjects=subjects + [nik_subject(n) for n in disclosed_niks(results, asked)],
+            subjects=subjects
+            + (
+                [nik_subject(n) for n in disclosed_niks(results, asked)]
+                # Only members (families) and PKH components (explain) disclose other NIKs.
+                if request.explain or isinstance(request, FamiliesLookup)
+                else []
+            ),
             found=found,
             response_digest=hashlib.sha256(body).digest(),
             request_id=caller.request_id,
@@ -99,10 +104,10 @@ def disclosed_niks(results: list[dict[str, Any]], asked: Sequence[str]) -> set[s
 
 
 async def people_lookup(
-    engine: AsyncEngine, audit: AuditWriter, caller: Caller, request: PeopleLookup
+    reads: Reads, audit: AuditWriter, caller: Caller, request: PeopleLookup
 ) -> bytes:
     return await _answer(
-        engine,
+        reads,
         audit,
         caller,
         "people.lookup",
@@ -114,10 +119,10 @@ async def people_lookup(
 
 
 async def families_lookup(
-    engine: AsyncEngine, audit: AuditWriter, caller: Caller, request: FamiliesLookup
+    reads: Reads, audit: AuditWriter, caller: Caller, request: FamiliesLookup
 ) -> bytes:
     return await _answer(
-        engine,
+        reads,
         audit,
         caller,
         "families.lookup",

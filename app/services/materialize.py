@@ -179,6 +179,9 @@ async def materialize(
                 created=False,
             )
         await writer.copy_to_table(partition, source=source(), columns=list(COLUMNS), format="text")
+        # Without statistics the planner's generic plan for the lookup scans the partition
+        # (bench/: 9.3 ms vs 0.09 ms a NIK), and autovacuum may be off or late.
+        await writer.execute(f"ANALYZE {partition}")
         seconds = time.perf_counter() - started
         await writer.execute(
             "INSERT INTO materializations (snapshot_key, rule_set_key, people, families, seconds) "

@@ -24,6 +24,11 @@ from app.schemas.snapshots import Snapshot
 _list_cache: TTLCache[str, list[RuleSet]] = TTLCache(maxsize=1, ttl=30)
 
 
+def forget_cached() -> None:
+    """Drop the cached list (the catalog listener calls this when rule sets change)."""
+    _list_cache.clear()
+
+
 async def load(conn: AsyncConnection, rule_set: RuleSet) -> bool:
     """Store a rule set; False if the identical one is already there. A changed one is refused."""
     stored = await repo.get(conn, rule_set.id)

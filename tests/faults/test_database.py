@@ -163,7 +163,8 @@ async def test_terminated_backend_fails_only_its_own_request(
         try:
             tx = blocker.transaction()
             await tx.start()
-            await blocker.execute("LOCK TABLE snapshots IN ACCESS EXCLUSIVE MODE")
+            # The data tables: pinning comes from the catalog cache, the rows from the registry.
+            await blocker.execute("LOCK TABLE people, families, decisions IN ACCESS EXCLUSIVE MODE")
             flights = [
                 asyncio.create_task(send(http, "/v1/people/lookup", body, headers))
                 for _ in range(5)

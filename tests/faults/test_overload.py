@@ -74,7 +74,7 @@ async def test_excess_concurrency_is_shed_with_503_at_once(world: World, limited
         try:
             tx = blocker.transaction()
             await tx.start()
-            await blocker.execute("LOCK TABLE snapshots IN ACCESS EXCLUSIVE MODE")
+            await blocker.execute("LOCK TABLE people, families, decisions IN ACCESS EXCLUSIVE MODE")
             held = [
                 asyncio.create_task(send(http, PATH, body, headers)) for _ in range(CONCURRENCY)
             ]

@@ -29,7 +29,9 @@ async def test_sigterm_lets_in_flight_requests_finish(world: World) -> None:
             try:
                 tx = blocker.transaction()
                 await tx.start()
-                await blocker.execute("LOCK TABLE snapshots IN ACCESS EXCLUSIVE MODE")
+                await blocker.execute(
+                    "LOCK TABLE people, families, decisions IN ACCESS EXCLUSIVE MODE"
+                )
                 flights = [
                     asyncio.create_task(send(http, PATH, body, headers)) for _ in range(IN_FLIGHT)
                 ]

@@ -34,7 +34,7 @@ async def people_lookup(
     body: PeopleLookup, state: State, caller: CallerDep, request: Request
 ) -> Response:
     limits.charge(request, caller.principal.client_id, len(body.niks))  # 429 before any SQL
-    data = await lookup.people_lookup(state.engine, state.audit, caller, body)
+    data = await lookup.people_lookup(state.reads, state.audit, caller, body)
     return Response(data, media_type="application/json")
 
 
@@ -56,5 +56,5 @@ async def families_lookup(
     body: FamiliesLookup, state: State, caller: CallerDep, request: Request
 ) -> Response:
     limits.charge(request, caller.principal.client_id, len(body.no_kks))  # one per family
-    data = await lookup.families_lookup(state.engine, state.audit, caller, body)
+    data = await lookup.families_lookup(state.reads, state.audit, caller, body)
     return Response(data, media_type="application/json")

@@ -1,0 +1,174 @@
+"""The hot read path: pinning from an in-process catalog cache, data from a lean asyncpg pool.
+
+Snapshots and rule sets never change once published, except a snapshot's retirement, so
+pinning a request need not ask the database each time. The cache is correct because it is
+dropped on every change: triggers NOTIFY `tepat_catalog` at commit (migration 0004) and a
+dedicated listener connection clears the cache. While that listener is down (database
+outage), nothing is cached and every request asks the database, so a change is never missed.
+
+A plain lookup is then ONE statement on a pooled asyncpg connection: no BEGIN/ROLLBACK (a
+single statement is atomic and the snapshot it reads is immutable), no pool reset query on
+release (these connections only read and never change session state).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import asyncpg
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app import db
+from app.config import Settings
+from app.db import read_connection
+from app.services import rule_sets
+from app.services.pinning import Pinned, pin
+
+log = logging.getLogger("tepat.catalog")
+CHANNEL = "tepat_catalog"
+
+
+class Catalog:
+    """Pinned (snapshot, rule set) pairs, cached while a LISTEN connection guarantees freshness."""
+
+    def __init__(
+        self, settings: Settings, url: str, on_disconnect: Callable[[], object] | None = None
+    ) -> None:
+        self._settings = settings
+        self._on_disconnect = on_disconnect
+        self._dsn = db.asyncpg_dsn(url)
+        self._pins: dict[tuple[str | None, str | None], Pinned] = {}
+        self._generation = 0
+        self._listener: asyncpg.Connection | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    @property
+    def live(self) -> bool:
+        return self._listener is not None and not self._listener.is_closed()
+
+    def clear(self, *_: object) -> None:
+        self._generation += 1
+        self._pins.clear()
+        rule_sets.forget_cached()
+
+    async def start(self) -> None:
+        self._stopping = False
+        self._task = asyncio.create_task(self._keep_listening(), name="catalog-listener")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        await self._close_listener()
+
+    async def _close_listener(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None and not listener.is_closed():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(listener.close(), timeout=1)
+
+    async def _keep_listening(self) -> None:
+        while not self._stopping:
+            if not self.live:
+                self.clear()
+                try:
+                    listener = await asyncpg.connect(
+                        self._dsn,
+                        timeout=self._settings.db_connect_timeout,
+                        server_settings={"application_name": "tepat-catalog"},
+                    )
+                    await listener.add_listener(CHANNEL, self.clear)
+                    listener.add_termination_listener(self._lost)
+                    self.clear()  # anything cached before LISTEN took effect is dropped
+                    self._listener = listener
+                except (OSError, asyncpg.PostgresError, TimeoutError) as e:
+                    log.warning("catalog listener unavailable (%s); not caching", type(e).__name__)
+                    await self._close_listener()
+            await asyncio.sleep(1.0)
+
+    def _lost(self, _: object) -> None:
+        # The server went away: what we cached may be stale, and so may every idle pooled
+        # connection (a restart leaves them dead): drop both, reconnect on demand.
+        self.clear()
+        if self._on_disconnect is not None:
+            self._on_disconnect()
+
+    async def pin(
+        self, engine: AsyncEngine, snapshot_id: str | None, rule_set_id: str | None
+    ) -> Pinned:
+        key = (snapshot_id, rule_set_id)
+        cached = self._pins.get(key) if self.live else None
+        if cached is not None:
+            return cached
+        generation = self._generation
+        async with read_connection(engine) as conn:
+            pinned = await pin(conn, snapshot_id, rule_set_id)
+        # Store only if no change was notified meanwhile (it could concern what we just read).
+        if self.live and generation == self._generation:
+            self._pins[key] = pinned
+        return pinned
+
+
+@dataclass
+class Reads:
+    """What the data faces read through: the engine (catalog, misses), the lean pool, the cache."""
+
+    engine: AsyncEngine
+    pool: asyncpg.Pool
+    catalog: Catalog
+    acquire_timeout: float
+
+    async def pin(self, snapshot_id: str | None, rule_set_id: str | None) -> Pinned:
+        return await self.catalog.pin(self.engine, snapshot_id, rule_set_id)
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+        conn = await self.pool.acquire(timeout=self.acquire_timeout)
+        try:
+            yield conn
+        except BaseException:
+            # Failed or cancelled mid-statement (a deadline, a dead server): its protocol state
+            # is unknown, so it is closed, never handed out again; the pool opens a new one.
+            conn.terminate()
+            raise
+        finally:
+            await self.pool.release(conn)
+
+
+async def _no_reset(connection: asyncpg.Connection) -> None:
+    """These connections only read and set nothing per request: no reset round trip."""
+
+
+async def open_reads(settings: Settings, engine: AsyncEngine, url: str) -> Reads:
+    server = db.server_settings(settings)
+    if settings.db_role:
+        server["role"] = settings.db_role
+    pool = await asyncpg.create_pool(
+        db.asyncpg_dsn(url),
+        min_size=0,  # no connection at start-up: the app starts even while the database is down
+        max_size=settings.db_pool_size,
+        timeout=settings.db_connect_timeout,
+        command_timeout=settings.db_statement_timeout + 5,
+        server_settings=server,
+        reset=_no_reset,
+    )
+
+    def expire() -> None:
+        asyncio.get_running_loop().create_task(pool.expire_connections())
+
+    catalog = Catalog(settings, url, on_disconnect=expire)
+    await catalog.start()
+    return Reads(engine, pool, catalog, settings.db_pool_timeout)
+
+
+async def close_reads(reads: Reads) -> None:
+    await reads.catalog.stop()
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(reads.pool.close(), timeout=5)
