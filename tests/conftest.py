@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -96,6 +97,22 @@ async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
     await migrate.run(engine, "upgrade", "head")
     yield engine
     await engine.dispose()
+
+
+@pytest.fixture
+async def scratch(settings: Settings, database_url: str) -> AsyncIterator[AsyncEngine]:
+    """An empty database of its own (migration tests go down to base there), dropped after."""
+    name = f"tepat_scratch_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(db.asyncpg_dsn(database_url))
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    url = db.sqlalchemy_url(database_url).set(database=name).render_as_string(hide_password=False)
+    scratch_engine = db.create_engine(settings, url=url)
+    try:
+        yield scratch_engine
+    finally:
+        await scratch_engine.dispose()
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
 
 
 @pytest.fixture

@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator
-
-import asyncpg
-import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app import db, migrate
-from app.config import Settings
+from app import migrate
 from app.models import metadata
 
 TABLES = {
@@ -27,22 +21,6 @@ TABLES = {
     "audit_log",
     "audit_head",
 }
-
-
-@pytest.fixture
-async def scratch(settings: Settings, database_url: str) -> AsyncIterator[AsyncEngine]:
-    name = f"tepat_chain_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(db.asyncpg_dsn(database_url))
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    engine = db.create_engine(
-        settings, url=db.sqlalchemy_url(database_url).set(database=name).render_as_string(False)
-    )
-    try:
-        yield engine
-    finally:
-        await engine.dispose()
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 async def _tables(engine: AsyncEngine) -> set[str]:

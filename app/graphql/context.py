@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, TypeVar
@@ -27,7 +26,7 @@ from app.repositories.registry import FamilyRow, PersonRow
 from app.schemas.lookup import FamiliesLookup, PeopleLookup
 from app.schemas.snapshots import Snapshot
 from app.services import eligibility, lookup, rule_sets, snapshots
-from app.services.audit import AuditEntry, new_audit_id, nik_subject, no_kk_subject
+from app.services.audit import new_audit_id, nik_subject, no_kk_subject
 from app.services.lookup import Caller
 from app.services.pinning import Pinned, pin
 
@@ -341,18 +340,8 @@ class GraphContext(BaseContext):
         subjects = self.asked + [
             nik_subject(n) for n in sorted(self.disclosed.difference(self.asked_niks))
         ]
-        await self.state.audit.record(
-            AuditEntry(
-                id=audit_id,
-                client_id=self.caller.principal.client_id,
-                purpose=self.caller.purpose,
-                operation=OPERATION,
-                snapshot_id=self._pinned.snapshot.id,
-                rule_set_id=self._pinned.rule_set.id,
-                subjects=subjects,
-                found=self.found,
-                response_digest=hashlib.sha256(orjson.dumps(data)).digest(),
-                request_id=self.request_id,
-            )
-        )
+        await lookup.record_access(
+            self.state.audit, self.caller, audit_id, OPERATION, self._pinned, subjects,
+            self.found, orjson.dumps(data),
+        )  # fmt: skip
         self.meta = self._pinned.meta(self.request_id, audit_id)

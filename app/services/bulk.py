@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -15,8 +14,8 @@ from app.db import read_connection
 from app.errors import TepatError
 from app.identifiers import IdentifierError, mask, parse_nik
 from app.services import eligibility
-from app.services.audit import AuditEntry, AuditWriter, new_audit_id, nik_subject
-from app.services.lookup import Caller, disclosed_niks, view_for
+from app.services.audit import AuditWriter, new_audit_id, nik_subject
+from app.services.lookup import Caller, disclosed_niks, record_access, view_for
 from app.services.pinning import Pinned, pin
 
 log = logging.getLogger("tepat.bulk")
@@ -248,19 +247,8 @@ class Job:
             subjects += [nik_subject(n) for n in disclosed_niks(results, niks)]
         if niks:  # a chunk of only malformed lines discloses nothing
             audit_id = new_audit_id()
-            await self.audit.record(
-                AuditEntry(
-                    id=audit_id,
-                    client_id=self.caller.principal.client_id,
-                    purpose=self.caller.purpose,
-                    operation=OPERATION,
-                    snapshot_id=self.pinned.snapshot.id,
-                    rule_set_id=self.pinned.rule_set.id,
-                    subjects=subjects,
-                    found=found,
-                    response_digest=hashlib.sha256(data).digest(),
-                    request_id=self.caller.request_id,
-                )
+            await record_access(
+                self.audit, self.caller, audit_id, OPERATION, self.pinned, subjects, found, data
             )
             self.counts.audit_ids.append(audit_id)
         c = self.counts

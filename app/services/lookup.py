@@ -21,6 +21,7 @@ from app.schemas.snapshots import Snapshot
 from app.services import eligibility
 from app.services.audit import AuditEntry, AuditWriter, new_audit_id, nik_subject, no_kk_subject
 from app.services.catalog import Reads
+from app.services.pinning import Pinned
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +64,33 @@ async def _answer(
         results, found = await fetch(conn, pinned.snapshot, pinned.rule_set, asked, view)
     audit_id = new_audit_id()
     body = orjson.dumps({"meta": pinned.meta(caller.request_id, audit_id), "results": results})
+    disclosed = (
+        disclosed_niks(results, asked)
+        # Only members (families) and PKH components (explain) disclose other NIKs.
+        if request.explain or isinstance(request, FamiliesLookup)
+        else ()
+    )
+    await record_access(
+        audit, caller, audit_id, operation, pinned,
+        subjects + [nik_subject(n) for n in disclosed], found, body,
+    )  # fmt: skip
+    return body
+
+
+async def record_access(
+    audit: AuditWriter,
+    caller: Caller,
+    audit_id: str,
+    operation: str,
+    pinned: Pinned,
+    subjects: Sequence[str],
+    found: int,
+    body: bytes,
+) -> None:
+    """The audit record of one answer, durable before the answer leaves (every face uses it).
+
+    `body` is exactly what is sent (REST, a bulk chunk) or the rendered `data` (GraphQL).
+    """
     await audit.record(
         AuditEntry(
             id=audit_id,
@@ -71,19 +99,12 @@ async def _answer(
             operation=operation,
             snapshot_id=pinned.snapshot.id,
             rule_set_id=pinned.rule_set.id,
-            subjects=subjects
-            + (
-                [nik_subject(n) for n in disclosed_niks(results, asked)]
-                # Only members (families) and PKH components (explain) disclose other NIKs.
-                if request.explain or isinstance(request, FamiliesLookup)
-                else []
-            ),
+            subjects=subjects,
             found=found,
             response_digest=hashlib.sha256(body).digest(),
             request_id=caller.request_id,
         )
     )
-    return body
 
 
 def disclosed_niks(results: list[dict[str, Any]], asked: Sequence[str]) -> set[str]:

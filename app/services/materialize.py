@@ -110,21 +110,6 @@ async def materialize(
     rule_set_key = await writer.fetchval("SELECT key FROM rule_sets WHERE id = $1", rule_set.id)
     if rule_set_key is None:
         raise LookupError(f"rule set {rule_set.id} is not stored")
-    done = await writer.fetchrow(
-        "SELECT people, families, seconds FROM materializations "
-        "WHERE snapshot_key = $1 AND rule_set_key = $2",
-        snapshot.key,
-        rule_set_key,
-    )
-    if done is not None:
-        return Materialized(
-            snapshot.id,
-            rule_set.id,
-            done["people"],
-            done["families"],
-            done["seconds"],
-            created=False,
-        )
     key = snapshot.key
     partition = f"decisions_{int(key)}"
     counts = {"people": 0, "families": 0}

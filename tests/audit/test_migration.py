@@ -2,38 +2,15 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator
-
-import asyncpg
-import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app import db, migrate
-from app.config import Settings
+from app import migrate
 from app.models import metadata
 
 MINE = {"api_clients", "audit_log", "audit_head"}
-
-
-@pytest.fixture
-async def scratch(settings: Settings, database_url: str) -> AsyncIterator[AsyncEngine]:
-    """A database of its own: going down to base must not disturb the session's database."""
-    name = f"tepat_mig_{uuid.uuid4().hex[:8]}"
-    admin_dsn = db.asyncpg_dsn(database_url)
-    admin = await asyncpg.connect(admin_dsn)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    url = db.sqlalchemy_url(database_url).set(database=name).render_as_string(hide_password=False)
-    engine = db.create_engine(settings, url=url)
-    try:
-        yield engine
-    finally:
-        await engine.dispose()
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 async def _tables(engine: AsyncEngine) -> set[str]:
