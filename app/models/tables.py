@@ -124,14 +124,15 @@ people = Table(
 decisions = Table(
     "decisions",
     metadata,
-    Column("snapshot_key", SmallInteger, nullable=False),
-    Column("rule_set_key", SmallInteger, nullable=False),
+    # Widest first: no alignment padding (about 8 bytes a row at 289 M rows a snapshot).
     Column("nik", BigInteger, nullable=False),
     Column("no_kk", BigInteger, nullable=False),
     Column("region_code", BigInteger, nullable=False),
     Column("pkh_yearly", Integer, nullable=False),
-    Column("decile", SmallInteger),
+    Column("snapshot_key", SmallInteger, nullable=False),
+    Column("rule_set_key", SmallInteger, nullable=False),
     Column("relationship", SmallInteger, nullable=False),
+    Column("decile", SmallInteger),
     Column("sr_level", SmallInteger),
     Column("sr_priority", SmallInteger),
     Column("head", Boolean, nullable=False),
@@ -142,7 +143,9 @@ decisions = Table(
     Column("pkh_recipient", Boolean),
     Column("bpnt_recipient", Boolean),
     Column("pbi_recipient", Boolean),
-    Index("ix_decisions_lookup", "snapshot_key", "nik", "rule_set_key", unique=True),
+    # Not unique (a partitioned unique index must carry the partition key: 8 more bytes a row);
+    # one materialisation per (snapshot, rule set) is enforced by the materializer's lock.
+    Index("ix_decisions_lookup", "nik", "rule_set_key"),
     postgresql_partition_by="LIST (snapshot_key)",
 )
 
