@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
+from rich import box
 from rich.table import Table
 
 from app import db
@@ -169,8 +170,16 @@ def _print_import(result: dict[str, Any]) -> None:
             table.add_column(name, overflow="fold")
         for f in findings:
             examples = "\n".join(
-                f"{e.get('file', '')}:{e.get('line', '')} {e.get('column', '')} "
-                f"{e.get('value', '')} {e.get('message', '')}".strip()
+                " ".join(
+                    str(part)
+                    for part in (
+                        e.get("file", "") + (f":{e['line']}" if e.get("line") else ""),
+                        e.get("column"),
+                        e.get("value"),
+                        e.get("message"),
+                    )
+                    if part
+                )
                 for e in f["examples"]
             )
             table.add_row(
@@ -201,19 +210,20 @@ def _print_import(result: dict[str, Any]) -> None:
 
 
 def _snapshot_table(snaps: list[Any]) -> Table:
-    table = Table()
-    for name in ("id", "label", "cut-off", "status", "families", "people", "published", "checksum"):
-        table.add_column(name)
+    # Fits 80 columns; the label and checksum are in `snapshot show` and `--json`.
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for name in ("id", "cut-off", "status", "families", "people", "published"):
+        table.add_column(
+            name, no_wrap=True, justify="right" if name in ("families", "people") else "left"
+        )
     for s in snaps:
         table.add_row(
             s.id,
-            s.label,
             str(s.cutoff_date),
             s.status,
             f"{s.family_count:,}",
             f"{s.people_count:,}",
-            str(s.published_at or "")[:19],
-            (s.checksum or "")[:23],
+            str(s.published_at or "")[:16],
         )
     return table
 
