@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from app.errors import TepatError
 from app.identifiers import IdentifierError, mask, parse_nik
 from app.services import eligibility
 from app.services.audit import AuditWriter, new_audit_id, nik_subject
+from app.services.catalog import Reads
 from app.services.lookup import Caller, disclosed_niks, record_access, view_for
 from app.services.pinning import Pinned, pin
 
@@ -163,8 +165,10 @@ class Job:
         view: eligibility.View,
         chunk: int = CHUNK,
         pace: Pace | None = None,
+        reads: Reads | None = None,
     ) -> None:
         self.engine = engine
+        self.reads = reads
         self.audit = audit
         self.caller = caller
         self.pinned = pinned
@@ -198,27 +202,41 @@ class Job:
             yield error_line("internal", "the job stopped; quote the request id when reporting it")
 
     async def _chunks(self, body: AsyncIterable[bytes]) -> AsyncGenerator[bytes, None]:
+        # One chunk of look-ahead: chunk n+1 is looked up and audited while chunk n is being
+        # sent, so the database, the audit commit and the socket overlap instead of taking
+        # turns. Memory stays bounded (two chunks), and the body is still read only as fast
+        # as answers are taken.
         splitter = LineSplitter()
         pending: list[Item] = []
-        async for data in body:
-            for number, raw in splitter.feed(data):
+        ahead: asyncio.Task[bytes] | None = None
+        try:
+            async for data in body:
+                for number, raw in splitter.feed(data):
+                    item = parse_line(number, raw)
+                    if item is None:
+                        self.counts.blank += 1
+                        continue
+                    pending.append(item)
+                    if len(pending) >= self.chunk:
+                        if ahead is not None:
+                            yield await ahead
+                        ahead = asyncio.create_task(self.answer(pending))
+                        pending = []
+            for number, raw in splitter.end():
                 item = parse_line(number, raw)
                 if item is None:
                     self.counts.blank += 1
-                    continue
-                pending.append(item)
-                if len(pending) >= self.chunk:
-                    yield await self.answer(pending)
-                    pending = []
-        for number, raw in splitter.end():
-            item = parse_line(number, raw)
-            if item is None:
-                self.counts.blank += 1
-            else:
-                pending.append(item)
-        if pending:
-            yield await self.answer(pending)
-        yield self.summary()
+                else:
+                    pending.append(item)
+            if ahead is not None:
+                yield await ahead
+                ahead = None
+            if pending:
+                yield await self.answer(pending)
+            yield self.summary()
+        finally:
+            if ahead is not None and not ahead.done():
+                ahead.cancel()  # the client went away: an answer nobody will read
 
     async def answer(self, items: Sequence[Item]) -> bytes:
         """One chunk: one SQL statement, one audit record (durable before the bytes are returned)."""
@@ -228,7 +246,10 @@ class Job:
         if niks:
             if self.pace is not None:
                 await self.pace(len(niks))
-            async with read_connection(self.engine) as conn:
+            # The API's lean pool (one statement, no transaction) when there is one; the CLI
+            # reads through the engine.
+            connect = self.reads.connection() if self.reads else read_connection(self.engine)
+            async with connect as conn:
                 results, found = await eligibility.people(
                     conn, self.pinned.snapshot, self.pinned.rule_set, niks, self.view
                 )
@@ -281,6 +302,7 @@ async def open_job(
     caller: Caller,
     options: Options,
     pace: Pace | None = None,
+    reads: Reads | None = None,
 ) -> Job:
     """Check the programs and pin the snapshot and rule set ONCE, before any line is read.
 
@@ -288,6 +310,9 @@ async def open_job(
     the transport can still answer with a problem instead of a started stream.
     """
     view = view_for(caller, options.programs, options.explain)
-    async with read_connection(engine) as conn:
-        pinned = await pin(conn, options.snapshot, options.rule_set)
-    return Job(engine, audit, caller, pinned, view, pace=pace)
+    if reads is not None:
+        pinned = await reads.pin(options.snapshot, options.rule_set)
+    else:
+        async with read_connection(engine) as conn:
+            pinned = await pin(conn, options.snapshot, options.rule_set)
+    return Job(engine, audit, caller, pinned, view, pace=pace, reads=reads)

@@ -146,7 +146,7 @@ async def bulk_eligibility(
         # unless the wait would be long (then 429 at the start, an error line later).
         await limits.throttle(request, client_id, n)
 
-    job = await bulk.open_job(state.engine, state.audit, caller, options, pace)
+    job = await bulk.open_job(state.engine, state.audit, caller, options, pace, reads=state.reads)
     lines = job.stream(request.stream())
     # The first chunk is answered (and audited) before the status line goes out, so a job that
     # fails at once still gets a problem+json answer instead of a 200 with an error line.
