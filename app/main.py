@@ -12,7 +12,6 @@ from app import __version__, db, embedded, logs
 from app.api import limits, problems
 from app.api.deps import AppState
 from app.api.middleware import RequestContext
-from app.api.openapi import Problem
 from app.api.routes import bulk, lookup, meta
 from app.config import Settings, get_settings
 from app.graphql.router import mount as mount_graphql
@@ -79,5 +78,4 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         RequestContext, max_body=settings.max_body_bytes, unlimited_paths=("/v1/bulk/",)
     )
-    _ = Problem
     return app
