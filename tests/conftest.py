@@ -1,4 +1,4 @@
-"""Test fixtures: a real PostgreSQL (never SQLite, never mocks), migrated once per session.
+"""Test fixtures: a real PostgreSQL (never an in-memory stand-in, never mocks), migrated once per session.
 
 TEPAT_TEST_DATABASE_URL names a server to create the `tepat_test_<worker>` database on (CI here:
 the machine's PostgreSQL 15). Unset, the tests start the embedded PostgreSQL under .tepat/test.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 from pathlib import Path
@@ -41,10 +42,9 @@ def _run(data: Path) -> tuple[int, int]:
 
 
 def _gone(pid: int) -> bool:
-    try:
-        psutil.Process(pid).wait(timeout=10)  # pg_ctl -w returned; the process may still be exiting
-    except psutil.NoSuchProcess:
-        pass
+    # pg_ctl -w has returned; the process may still be exiting.
+    with contextlib.suppress(psutil.NoSuchProcess):
+        psutil.Process(pid).wait(timeout=10)
     return not psutil.pid_exists(pid)
 
 
