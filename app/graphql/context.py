@@ -28,7 +28,7 @@ from app.schemas.snapshots import Snapshot
 from app.services import eligibility, lookup, rule_sets, snapshots
 from app.services.audit import new_audit_id, nik_subject, no_kk_subject
 from app.services.lookup import Caller
-from app.services.pinning import Pinned, pin
+from app.services.pinning import Pinned
 
 Entry = tuple[FamilyRow, list[PersonRow]]
 OPERATION = "graphql"
@@ -102,6 +102,7 @@ class GraphContext(BaseContext):
         self._rule_sets: dict[str | None, RuleSet] = {}
         self._rule_set_fixed = False
         self._rule_set_lock = asyncio.Lock()
+        self._pin_lock = asyncio.Lock()
         self._plain: eligibility.View | None = None
         self._people: DataLoader[int, Entry | None] | None = None
         self._families: DataLoader[int, Entry | None] | None = None
@@ -140,14 +141,15 @@ class GraphContext(BaseContext):
 
     async def _pin(self, snapshot_id: str | None) -> Pinned:
         """One snapshot per request (STYLE: resolved once, echoed in meta)."""
-        async with self.session.use() as conn:
+        # Through the catalog cache, like REST: no statement while the cache is live.
+        async with self._pin_lock:
             if self._pinned is None:
-                self._pinned = await pin(conn, snapshot_id, None)
+                self._pinned = await self.state.reads.pin(snapshot_id, None)
                 self._snapshot_ids[snapshot_id] = self._pinned.snapshot.id
                 self._rule_sets[None] = self._pinned.rule_set  # the default, in force
             elif snapshot_id not in self._snapshot_ids:
-                other = await snapshots.resolve(conn, snapshot_id)
-                self._snapshot_ids[snapshot_id] = other.id
+                other = await self.state.reads.pin(snapshot_id, None)
+                self._snapshot_ids[snapshot_id] = other.snapshot.id
             if self._snapshot_ids[snapshot_id] != self._pinned.snapshot.id:
                 raise ValidationFailed(
                     "a request reads one snapshot: every field must name the same one",

@@ -61,7 +61,7 @@ SnapshotId = Annotated[
     Field(
         description="Pin a snapshot (DTSEN release id). Default: the current one.",
         examples=["2026-01-23"],
-        max_length=32,
+        pattern=r"^\d{4}-\d{2}-\d{2}(-r[1-9]\d*)?$",
     ),
 ]
 RuleSetId = Annotated[
@@ -69,7 +69,7 @@ RuleSetId = Annotated[
     Field(
         description="Pin a rule set. Default: the one in force on the snapshot's cut-off date.",
         examples=["kepmensos-79-2025"],
-        max_length=64,
+        pattern=r"^[a-z0-9][a-z0-9-]{2,63}$",
     ),
 ]
 

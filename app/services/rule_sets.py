@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from pathlib import Path
 
 from cachetools import TTLCache
@@ -71,7 +72,12 @@ async def list_rule_sets(conn: AsyncConnection) -> list[RuleSet]:
     return cached
 
 
+_RULE_SET_ID = re.compile(r"^[a-z0-9][a-z0-9-]{2,63}$")
+
+
 async def get_rule_set(conn: AsyncConnection, rule_set_id: str) -> RuleSet:
+    if not _RULE_SET_ID.match(rule_set_id):  # cannot name a rule set; never reaches SQL
+        raise RuleSetNotFound("no rule set has that id (a rule set id is a lower-case slug)")
     for r in await list_rule_sets(conn):
         if r.id == rule_set_id:
             return r

@@ -6,6 +6,7 @@ import asyncpg
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.errors import NoSnapshotPublished, SnapshotNotFound, SnapshotRetired, SnapshotStateError
+from app.ingest.importer import RELEASE_RE
 from app.ingest.verify import stored_checksum
 from app.repositories import snapshots as repo
 from app.schemas.snapshots import Snapshot
@@ -16,6 +17,10 @@ async def list_snapshots(conn: AsyncConnection, *, include_loading: bool = False
 
 
 async def get_snapshot(conn: AsyncConnection, snapshot_id: str) -> Snapshot:
+    # A release id has one form; anything else (a NUL byte included) cannot name a snapshot
+    # and never reaches SQL, whichever face it came through.
+    if not RELEASE_RE.match(snapshot_id):
+        raise SnapshotNotFound("no snapshot has that id (a release id is YYYY-MM-DD[-rN])")
     snap = await repo.get_by_id(conn, snapshot_id)
     if snap is None or snap.status == "loading":
         raise SnapshotNotFound(f"no snapshot {snapshot_id!r} is loaded", snapshot=snapshot_id)

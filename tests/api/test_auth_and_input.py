@@ -161,6 +161,8 @@ async def test_bad_nik_names_the_field_and_masks_the_value(
         ({"niks": NIK}, "niks"),
         ({"niks": [NIK], "extra": 1}, "extra"),
         ({"no_kks": ["123"]}, "no_kks[0]"),
+        ({"niks": [NIK], "snapshot": "2026-01-23\u0000"}, "snapshot"),
+        ({"niks": [NIK], "rule_set": "Kepmensos 79"}, "rule_set"),
     ],
 )
 async def test_bad_bodies(
@@ -216,3 +218,18 @@ async def test_oversized_body(http: httpx.AsyncClient, full_key: str) -> None:
         headers={**auth(full_key), "Content-Type": "application/json"},
     )
     _problem(r, 413, "payload_too_large")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/snapshots/%00",
+        "/v1/snapshots/2026-01-23%00x",
+        "/v1/rule-sets/%00",
+        "/v1/rule-sets/NOT%20A%20SLUG",
+    ],
+)
+async def test_malformed_ids_in_paths_are_404_not_500(http: httpx.AsyncClient, path: str) -> None:
+    r = await http.get(path)
+    assert r.status_code == 404, r.text
+    assert r.headers["content-type"] == "application/problem+json"

@@ -116,11 +116,17 @@ async def bulk_eligibility(
     caller: CallerDep,
     snapshot: Annotated[
         str | None,
-        Query(max_length=32, description="Pin a snapshot (DTSEN release id). Default: current."),
+        Query(
+            pattern=r"^\d{4}-\d{2}-\d{2}(-r[1-9]\d*)?$",
+            description="Pin a snapshot (DTSEN release id). Default: current.",
+        ),
     ] = None,
     rule_set: Annotated[
         str | None,
-        Query(max_length=64, description="Pin a rule set. Default: in force on the cut-off."),
+        Query(
+            pattern=r"^[a-z0-9][a-z0-9-]{2,63}$",
+            description="Pin a rule set. Default: in force on the cut-off.",
+        ),
     ] = None,
     programs: Annotated[
         list[str] | None,
