@@ -133,11 +133,11 @@ def explain(
         async with db.engine_scope(settings) as engine, db.read_connection(engine) as conn:
             pinned = await pinning.pin(conn, snapshot, rule_set)
             if nik is not None:
-                results, _ = await eligibility.people(
+                results, _ = await eligibility.people_live(
                     conn, pinned.snapshot, pinned.rule_set, [nik], view
                 )
             else:
-                results, _ = await eligibility.families(
+                results, _ = await eligibility.families_live(
                     conn, pinned.snapshot, pinned.rule_set, [no_kk or ""], view
                 )
         return {"meta": pinned.meta(), "result": results[0]}

@@ -286,7 +286,7 @@ class GraphContext(BaseContext):
         return view, await self._rule_set(rule_set_id)
 
     def _disclose(self, decisions: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        self.disclosed.update(lookup.disclosed_niks([{"decisions": decisions}], ()))
+        self.disclosed.update(eligibility.disclosed_niks([{"decisions": decisions}], ()))
         return decisions
 
     async def person_decisions(

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import logging
@@ -72,7 +73,16 @@ def no_kk_subject(no_kk: str) -> str:
 
 def subject_hash(key: bytes, subject: str) -> bytes:
     """HMAC-SHA256 of a subject (`nik:...` or `kk:...`): only the key holder can test a guess."""
-    return hmac.new(key, subject.encode("utf-8"), hashlib.sha256).digest()
+    h = _keyed(key).copy()
+    h.update(subject.encode("utf-8"))
+    return h.digest()
+
+
+@functools.lru_cache(maxsize=8)
+def _keyed(key: bytes) -> hmac.HMAC:
+    # The key's inner and outer pads hashed once; each subject then costs a copy and two short
+    # hashes (a bulk chunk hashes 1,000 NIKs: ~1 us each instead of ~1.6).
+    return hmac.new(key, digestmod=hashlib.sha256)
 
 
 def response_digest(body: bytes) -> bytes:
@@ -152,10 +162,13 @@ def unchained_record(entry: AuditEntry, hmac_key: bytes, at: dt.datetime) -> Aud
     if entry.found < 0:
         raise ValueError("found must not be negative")
     hashes: dict[bytes, None] = {}  # distinct, in request order
+    keyed = _keyed(hmac_key)
     for subject in entry.subjects:
         if not subject.startswith(_SUBJECT_KINDS):
             raise ValueError("audit subjects must be nik_subject(...) or no_kk_subject(...)")
-        hashes[subject_hash(hmac_key, subject)] = None
+        h = keyed.copy()
+        h.update(subject.encode())
+        hashes[h.digest()] = None
     return AuditRecord(
         seq=0,
         id=entry.id,

@@ -13,11 +13,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db import read_connection
 from app.errors import TepatError
-from app.identifiers import IdentifierError, mask, parse_nik
+from app.identifiers import IdentifierError, is_nik, mask, parse_nik
 from app.services import eligibility
 from app.services.audit import AuditWriter, new_audit_id, nik_subject
 from app.services.catalog import Reads
-from app.services.lookup import Caller, disclosed_niks, record_access, view_for
+from app.services.lookup import Caller, record_access, view_for
 from app.services.pinning import Pinned, pin
 
 log = logging.getLogger("tepat.bulk")
@@ -110,7 +110,9 @@ def parse_line(number: int, raw: bytes | None) -> Item | None:
     if not text:
         return None
     value: object
-    if text[:1] in (b"{", b'"', b"["):
+    if len(text) == 26 and text[:8] == b'{"nik":"' and text[24:] == b'"}' and text[8:24].isdigit():
+        value = text[8:24].decode("latin-1")  # the usual line, without a JSON parse
+    elif text[:1] in (b"{", b'"', b"["):
         try:
             parsed = orjson.loads(text)
         except orjson.JSONDecodeError:
@@ -127,6 +129,8 @@ def parse_line(number: int, raw: bytes | None) -> Item | None:
         value = text.decode("utf-8", "replace")
     if not isinstance(value, str):
         return _error(number, "nik_format", "nik must be a string of 16 digits")
+    if is_nik(value):
+        return Item(number, value)
     try:
         parse_nik(value)
     except IdentifierError as e:
@@ -241,8 +245,7 @@ class Job:
     async def answer(self, items: Sequence[Item]) -> bytes:
         """One chunk: one SQL statement, one audit record (durable before the bytes are returned)."""
         niks = [i.nik for i in items if i.nik is not None]
-        results: list[dict[str, Any]] = []
-        found = 0
+        rendered = eligibility.Rendered([], 0)
         if niks:
             if self.pace is not None:
                 await self.pace(len(niks))
@@ -250,22 +253,22 @@ class Job:
             # reads through the engine.
             connect = self.reads.connection() if self.reads else read_connection(self.engine)
             async with connect as conn:
-                results, found = await eligibility.people(
+                rendered = await eligibility.people(
                     conn, self.pinned.snapshot, self.pinned.rule_set, niks, self.view
                 )
+        found = rendered.found
+        # Each result is a rendered JSON object; the line number goes first: {"line":n,...}.
         lines: list[bytes] = []
-        answers = iter(results)
+        answers = iter(rendered.parts)
         for item in items:
             if item.error is not None:
                 lines.append(_line({"line": item.line, "error": item.error}))
-                continue
-            result = next(answers)
-            lines.append(_line({"line": item.line, **result}))
+            else:
+                lines.append(b'{"line":%d,%b\n' % (item.line, next(answers)[1:]))
         data = b"".join(lines)
 
         subjects = [nik_subject(n) for n in niks]
-        if self.view.explain:
-            subjects += [nik_subject(n) for n in disclosed_niks(results, niks)]
+        subjects += [nik_subject(n) for n in rendered.disclosed]
         if niks:  # a chunk of only malformed lines discloses nothing
             audit_id = new_audit_id()
             await record_access(

@@ -10,6 +10,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from cachetools import LRUCache, TTLCache
 
 from app.eligibility import Family, FamilyEvaluation, Member, Program, RuleSet, evaluate_family
@@ -191,21 +192,50 @@ def family_results(
     return results
 
 
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """Results already rendered as JSON, one per asked identifier in asked order."""
+
+    parts: list[bytes]
+    found: int
+    disclosed: frozenset[str] = frozenset()  # NIKs named beyond those asked (audited too)
+
+
 async def people(
     conn: Conn, snapshot: Snapshot, rule_set: RuleSet, niks: Sequence[str], view: View
-) -> tuple[list[dict[str, Any]], int]:
-    """Results for NIKs in one SQL statement, and how many were found.
+) -> Rendered:
+    """Results for NIKs in one SQL statement, rendered.
 
     A plain answer (no `explain`) on a (snapshot, rule set) whose decisions are stored reads
-    them: one index probe a NIK. Otherwise (explain, or not stored yet) the engine evaluates
-    the families live. Both are the engine's decisions: tests/services/test_materialize.py
-    checks the two paths answer alike for every person of a release.
+    them: one index probe a NIK, rendered straight to bytes. Otherwise (explain, or not stored
+    yet) the engine evaluates the families live. Both are the engine's decisions:
+    tests/services/test_materialize.py checks the two paths answer alike for every person.
     """
     if not view.explain:
         rule_set_key = await stored_rule_set_key(conn, snapshot.key, rule_set.id)
         if rule_set_key is not None:
             return await _people_stored(conn, snapshot, rule_set, rule_set_key, niks, view)
-    return await people_live(conn, snapshot, rule_set, niks, view)
+    results, found = await people_live(conn, snapshot, rule_set, niks, view)
+    return Rendered(
+        [orjson.dumps(r) for r in results], found, frozenset(disclosed_niks(results, niks))
+    )
+
+
+def disclosed_niks(results: list[dict[str, Any]], asked: Sequence[str]) -> set[str]:
+    """NIKs an answer reveals beyond those asked (members, PKH components): they are audited
+    too, so a person's access trail (UU 27/2022 art. 32) includes family lookups about them."""
+    out: set[str] = set()
+    for r in results:
+        for m in r.get("members", ()):
+            out.add(m["nik"])
+        for d in r.get("decisions", ()):
+            for c in d.get("components") or ():
+                out.add(c["nik"])
+        for m in r.get("members", ()):
+            for d in m.get("decisions", ()):
+                for c in d.get("components") or ():
+                    out.add(c["nik"])
+    return out.difference(asked)
 
 
 async def people_live(
@@ -244,26 +274,7 @@ _LEVEL_NAMES = {1: "SD", 2: "SMP", 3: "SMA"}
 def stored_decisions(
     row: Any, rule_set: RuleSet, programs: Sequence[Program]
 ) -> list[dict[str, Any]]:
-    """A plain answer's decisions from a stored row: the engine's `Decision.to_dict(False)`.
-
-    Rows take few distinct values (flags, an amount, a level), so the rendered list is shared
-    between rows that decide alike: the answer is serialised straight away and never mutated.
-    """
-    # Positions 5-14 of a stored row: amounts, levels, eligibility and recipient flags.
-    key = (rule_set.checksum, tuple(programs), row[5], row[6], row[7], row[8], row[9],
-           row[10], row[11], row[12], row[13], row[14])  # fmt: skip
-    found = _rendered.get(key)
-    if found is None:
-        found = _rendered[key] = _render_stored(row, rule_set, programs)
-    return found
-
-
-_rendered: LRUCache[tuple[Any, ...], list[dict[str, Any]]] = LRUCache(maxsize=65_536)
-
-
-def _render_stored(
-    row: Any, rule_set: RuleSet, programs: Sequence[Program]
-) -> list[dict[str, Any]]:
+    """A plain answer's decisions from a stored row: the engine's `Decision.to_dict(False)`."""
     out: list[dict[str, Any]] = []
     for program in programs:
         if program is Program.PKH:
@@ -307,6 +318,97 @@ def _render_stored(
     return out
 
 
+# --- the stored path, rendered straight to bytes -------------------------------------------------
+#
+# The hot loop of plain lookups and bulk jobs. Rows are read by position (app.repositories.
+# decisions gives the column order) and rendered with byte templates: no dict per person and no
+# serialiser pass, and bytes are not tracked by the garbage collector. The decisions take few
+# distinct values (flags, an amount, a level), so each distinct list is serialised once and
+# shared. What is rendered must equal orjson.dumps of the engine's answer: the test above.
+
+_BOOL = {True: b"true", False: b"false", None: b"null"}
+_NOT_FOUND = b'{"nik":"%b","found":false}'
+_HEAD = b'{"nik":"%b","found":true'
+_DECILE = b',"decile":%b'  # null: a family BPS has not ranked
+_FAMILY = b',"family":{"no_kk":"%016d","relationship":%d,"kode_wilayah":"%010d"}'
+_IDENTITY = b',"identity":{"name":%b,"sex":%d,"birth_date":"%b"}'
+_ATTRIBUTES = (
+    b',"attributes":{"marital_status":%b,"school_status":%b,"school_level":%b,"working":%b}'
+)
+_HEALTH = b',"health":{"disability":%b,"chronic_illness":%b,"pregnant":%b}'
+_DECISIONS = b',"decisions":%b'
+_SCHOOL_LEVELS_JSON = {k: orjson.dumps(v) for k, v in SCHOOL_LEVEL_NAMES.items()}
+
+
+def _int(value: int | None) -> bytes:
+    return b"null" if value is None else b"%d" % value
+
+
+class _DecisionCache:
+    """Rendered decision lists by (rule set, programs, the stored row's decision columns)."""
+
+    def __init__(self, maxsize: int = 65_536) -> None:
+        self._rendered: LRUCache[tuple[Any, ...], bytes] = LRUCache(maxsize=maxsize)
+
+    def get(self, row: Any, rule_set: RuleSet, programs: tuple[Program, ...]) -> bytes:
+        # Positions 5-14 of a stored row: amounts, levels, eligibility and recipient flags.
+        key = (rule_set.checksum, programs, row[5], row[6], row[7], row[8], row[9],
+               row[10], row[11], row[12], row[13], row[14])  # fmt: skip
+        try:
+            return self._rendered[key]
+        except KeyError:
+            found = self._rendered[key] = orjson.dumps(stored_decisions(row, rule_set, programs))
+            return found
+
+
+_decision_cache = _DecisionCache()
+
+
+def render_stored(
+    niks: Sequence[str], rows: Sequence[Any], rule_set: RuleSet, view: View
+) -> Rendered:
+    """One rendered result per asked NIK, in order, from stored rows (any order)."""
+    groups = view.groups
+    g_decile, g_member = "decile" in groups, "membership" in groups
+    g_identity, g_attrs, g_health = "identity" in groups, "attributes" in groups, "health" in groups
+    g_decision = "decision" in groups
+    programs = view.programs
+    by_nik = {r[0]: r for r in rows}
+    decisions = _decision_cache.get
+    dumps = orjson.dumps
+    levels = _SCHOOL_LEVELS_JSON
+    parts: list[bytes] = []
+    found = 0
+    for nik in niks:
+        nik_b = nik.encode()
+        r = by_nik.get(int(nik))
+        if r is None:
+            parts.append(_NOT_FOUND % nik_b)
+            continue
+        found += 1
+        out = [_HEAD % nik_b]
+        if g_decile:
+            out.append(_DECILE % _int(r[3]))
+        if g_member:
+            out.append(_FAMILY % (r[1], r[4], r[2]))
+        if g_identity:
+            out.append(_IDENTITY % (dumps(r[15]), r[16], r[17].isoformat().encode()))
+        if g_attrs:
+            level = r[20]
+            out.append(
+                _ATTRIBUTES
+                % (_int(r[18]), _int(r[19]), levels.get(level, b"null") if level else b"null",
+                   _BOOL[r[21]])
+            )  # fmt: skip
+        if g_health:
+            out.append(_HEALTH % (_int(r[22]), _BOOL[r[23]], _BOOL[r[24]]))
+        if g_decision:
+            out.append(_DECISIONS % decisions(r, rule_set, programs))
+        out.append(b"}")
+        parts.append(b"".join(out))
+    return Rendered(parts, found)
+
+
 async def _people_stored(
     conn: Conn,
     snapshot: Snapshot,
@@ -314,57 +416,28 @@ async def _people_stored(
     rule_set_key: int,
     niks: Sequence[str],
     view: View,
-) -> tuple[list[dict[str, Any]], int]:
-    # The hot loop of plain lookups and bulk jobs: rows are read by position (see
-    # app.repositories.decisions for the column order), each field group tested once.
+) -> Rendered:
     groups = view.groups
-    g_decile, g_member = "decile" in groups, "membership" in groups
-    g_identity, g_attrs, g_health = "identity" in groups, "attributes" in groups, "health" in groups
-    g_decision = "decision" in groups
-    person = g_identity or g_attrs or g_health
+    person = "identity" in groups or "attributes" in groups or "health" in groups
     asked = [int(n) for n in niks]
     rows = await decisions_repo.stored_by_nik(conn, snapshot.key, rule_set_key, asked, person)
-    by_nik = {r[0]: r for r in rows}
-    programs = view.programs
-    results: list[dict[str, Any]] = []
-    found = 0
-    for nik, key in zip(niks, asked, strict=True):
-        r = by_nik.get(key)
-        if r is None:
-            results.append({"nik": nik, "found": False})
-            continue
-        found += 1
-        out: dict[str, Any] = {"nik": nik, "found": True}
-        if g_decile:
-            out["decile"] = r[3]
-        if g_member:
-            out["family"] = {
-                "no_kk": f"{r[1]:016d}",
-                "relationship": r[4],
-                "kode_wilayah": f"{r[2]:010d}",
-            }
-        if g_identity:
-            out["identity"] = {"name": r[15], "sex": r[16], "birth_date": r[17].isoformat()}
-        if g_attrs:
-            level = r[20]
-            out["attributes"] = {
-                "marital_status": r[18],
-                "school_status": r[19],
-                "school_level": SCHOOL_LEVEL_NAMES.get(level) if level else None,
-                "working": r[21],
-            }
-        if g_health:
-            out["health"] = {"disability": r[22], "chronic_illness": r[23], "pregnant": r[24]}
-        if g_decision:
-            out["decisions"] = stored_decisions(r, rule_set, programs)
-        results.append(out)
-    return results, found
+    return render_stored(niks, rows, rule_set, view)
 
 
-async def families(
+async def families_live(
     conn: Conn, snapshot: Snapshot, rule_set: RuleSet, no_kks: Sequence[str], view: View
 ) -> tuple[list[dict[str, Any]], int]:
+    """Families with all their members in one statement, evaluated by the engine."""
     found = await registry.families_by_no_kk(conn, snapshot.key, [int(k) for k in no_kks])
     evaluations = evaluate(found, rule_set, snapshot, view.programs)
     results = family_results(no_kks, found, evaluations, view)
     return results, sum(1 for r in results if r["found"])
+
+
+async def families(
+    conn: Conn, snapshot: Snapshot, rule_set: RuleSet, no_kks: Sequence[str], view: View
+) -> Rendered:
+    results, found = await families_live(conn, snapshot, rule_set, no_kks, view)
+    return Rendered(
+        [orjson.dumps(r) for r in results], found, frozenset(disclosed_niks(results, ()))
+    )

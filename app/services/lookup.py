@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import orjson
 
@@ -43,8 +42,7 @@ def view_for(caller: Caller, programs: Sequence[str] | None, explain: bool) -> e
 
 
 Fetch = Callable[
-    [Conn, Snapshot, RuleSet, Sequence[str], eligibility.View],
-    Awaitable[tuple[list[dict[str, Any]], int]],
+    [Conn, Snapshot, RuleSet, Sequence[str], eligibility.View], Awaitable[eligibility.Rendered]
 ]
 
 
@@ -61,19 +59,15 @@ async def _answer(
     view = view_for(caller, request.programs, request.explain)
     pinned = await reads.pin(request.snapshot, request.rule_set)
     async with reads.connection() as conn:  # one statement: no transaction needed
-        results, found = await fetch(conn, pinned.snapshot, pinned.rule_set, asked, view)
+        rendered = await fetch(conn, pinned.snapshot, pinned.rule_set, asked, view)
     audit_id = new_audit_id()
-    body = orjson.dumps({"meta": pinned.meta(caller.request_id, audit_id), "results": results})
-    disclosed = (
-        disclosed_niks(results, asked)
-        # Only members (families) and PKH components (explain) disclose other NIKs.
-        if request.explain or isinstance(request, FamiliesLookup)
-        else ()
+    body = b'{"meta":%b,"results":[%b]}' % (
+        orjson.dumps(pinned.meta(caller.request_id, audit_id)),
+        b",".join(rendered.parts),
     )
-    await record_access(
-        audit, caller, audit_id, operation, pinned,
-        subjects + [nik_subject(n) for n in disclosed], found, body,
-    )  # fmt: skip
+    if rendered.disclosed:  # members (families) and PKH components (explain) name other NIKs
+        subjects = subjects + [nik_subject(n) for n in rendered.disclosed]
+    await record_access(audit, caller, audit_id, operation, pinned, subjects, rendered.found, body)
     return body
 
 
@@ -105,23 +99,6 @@ async def record_access(
             request_id=caller.request_id,
         )
     )
-
-
-def disclosed_niks(results: list[dict[str, Any]], asked: Sequence[str]) -> set[str]:
-    """NIKs an answer reveals beyond those asked (members, PKH components): they are audited
-    too, so a person's access trail (UU 27/2022 art. 32) includes family lookups about them."""
-    out: set[str] = set()
-    for r in results:
-        for m in r.get("members", ()):
-            out.add(m["nik"])
-        for d in r.get("decisions", ()):
-            for c in d.get("components") or ():
-                out.add(c["nik"])
-        for m in r.get("members", ()):
-            for d in m.get("decisions", ()):
-                for c in d.get("components") or ():
-                    out.add(c["nik"])
-    return out.difference(asked)
 
 
 async def people_lookup(

@@ -8,7 +8,9 @@ import datetime as dt
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import orjson
 import pytest
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app import db
@@ -109,14 +111,51 @@ async def test_stored_decisions_equal_the_engine_for_every_person(
             live, live_found = await eligibility.people_live(
                 conn, pinned.snapshot, pinned.rule_set, chunk, view
             )
-            fast, fast_found = await eligibility.people(
-                conn, pinned.snapshot, pinned.rule_set, chunk, view
-            )
-            # The whole answer, field by field: decisions, decile, membership, identity...
-            assert fast == live
-            assert fast_found == live_found == len(chunk) - 1
-            checked += fast_found
+            fast = await eligibility.people(conn, pinned.snapshot, pinned.rule_set, chunk, view)
+            # The whole answer as served (rendered bytes), field by field: decisions, decile,
+            # membership, identity...
+            assert [orjson.loads(p) for p in fast.parts] == live
+            assert fast.found == live_found == len(chunk) - 1
+            assert not fast.disclosed
+            checked += fast.found
     assert checked == PEOPLE
+
+
+@pytest.mark.parametrize(
+    ("groups", "programs"),
+    [
+        ({"decision"}, PROGRAM_ORDER),
+        ({"decile", "membership"}, PROGRAM_ORDER),
+        ({"identity", "health", "decision"}, (Program.PBI_JK,)),
+        ({"attributes", "decision"}, (Program.PKH, Program.SEKOLAH_RAKYAT)),  # PROGRAMS order
+        (set(), ()),
+    ],
+)
+async def test_stored_answers_leave_out_what_the_view_does_not_grant(
+    engine: AsyncEngine,
+    settings: Settings,
+    release: Path,
+    groups: set[str],
+    programs: tuple[Program, ...],
+) -> None:
+    await _materialize(settings, engine)
+    view = eligibility.View(programs, frozenset(groups))
+    async with engine.connect() as conn:
+        pinned = await pinning.pin(conn, RELEASE, None)
+        niks = [
+            f"{n:016d}"
+            for n in await conn.scalars(
+                text(
+                    "SELECT p.nik FROM people p JOIN snapshots s ON s.key = p.snapshot_key "
+                    "WHERE s.id = :id ORDER BY p.nik LIMIT 2000"
+                ),
+                {"id": RELEASE},
+            )
+        ]
+        live, _ = await eligibility.people_live(conn, pinned.snapshot, pinned.rule_set, niks, view)
+        fast = await eligibility.people(conn, pinned.snapshot, pinned.rule_set, niks, view)
+    assert [orjson.loads(p) for p in fast.parts] == live
+    assert fast.found == len(niks)
 
 
 async def test_report_matches_an_independent_count_from_the_source_files(
