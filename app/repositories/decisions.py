@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Literal
 
 import asyncpg
@@ -49,8 +50,8 @@ async def targeting_counts(
     return [dict(r) for r in rows.mappings()]
 
 
-# Column positions are relied upon by app.services.eligibility._people_stored (0-14 always,
-# 15-24 with the person's columns): change them together.
+# Column positions are relied upon by app.services.eligibility.render_stored (0-14 always, 15 the
+# person's fragment when asked): change them together.
 _STORED = """
 SELECT d.nik, d.no_kk, d.region_code, d.decile, d.relationship, d.pkh_yearly, d.sr_level,
        d.sr_priority, d.pkh_eligible, d.bpnt_eligible, d.pbi_eligible, d.sr_eligible,
@@ -58,12 +59,58 @@ SELECT d.nik, d.no_kk, d.region_code, d.decile, d.relationship, d.pkh_yearly, d.
 FROM decisions d{join}
 WHERE d.snapshot_key = $1 AND d.rule_set_key = $2 AND d.nik = ANY($3::int8[])
 """
-# The person's own columns, only when the client may see them (identity, attributes, health).
-_PERSON = """, p.name, p.sex, p.birth_date, p.marital_status, p.school_status, p.school_level,
-       p.working, p.disability, p.chronic_illness, p.pregnant"""
 _PERSON_JOIN = " JOIN people p ON p.snapshot_key = d.snapshot_key AND p.nik = d.nik"
 STORED_BY_NIK = _STORED.format(person="", join="")
-STORED_BY_NIK_WITH_PERSON = _STORED.format(person=_PERSON, join=_PERSON_JOIN)
+
+
+def _null(column: str) -> str:
+    return f"coalesce({column}::text, 'null')"
+
+
+def _school_level(names: dict[int, str]) -> str:
+    cases = " ".join(f"""WHEN {code} THEN '"{name}"'""" for code, name in sorted(names.items()))
+    return f"CASE p.school_level {cases} ELSE 'null' END"
+
+
+# The person's own field groups, rendered by PostgreSQL as JSON members (",name":{...}) in the
+# shape of app.services.eligibility.person_results: the work lands on the database's core, and
+# Python copies one text per row instead of decoding ten columns. tests/services/
+# test_materialize.py holds the two renderings equal for every combination of groups.
+def _person_pieces(school_levels: dict[int, str]) -> dict[str, tuple[str, tuple[str, ...]]]:
+    return {
+        "identity": (
+            ',"identity":{"name":%s,"sex":%s,"birth_date":"%s"}',
+            ("to_json(p.name)", "p.sex", "to_char(p.birth_date, 'YYYY-MM-DD')"),
+        ),
+        "attributes": (
+            ',"attributes":{"marital_status":%s,"school_status":%s,"school_level":%s,"working":%s}',
+            (
+                _null("p.marital_status"),
+                _null("p.school_status"),
+                _school_level(school_levels),
+                _null("p.working"),
+            ),
+        ),
+        "health": (
+            ',"health":{"disability":%s,"chronic_illness":%s,"pregnant":%s}',
+            (_null("p.disability"), _null("p.chronic_illness"), _null("p.pregnant")),
+        ),
+    }
+
+
+PERSON_GROUPS = ("identity", "attributes", "health")
+
+
+@functools.cache
+def stored_query(groups: frozenset[str], school_levels: tuple[tuple[int, str], ...]) -> str:
+    """The stored-decisions query; with the person's granted groups as one JSON text column."""
+    pieces = _person_pieces(dict(school_levels))
+    wanted = [pieces[g] for g in PERSON_GROUPS if g in groups]
+    if not wanted:
+        return STORED_BY_NIK
+    template = "".join(t for t, _ in wanted)
+    args = ", ".join(a for _, args in wanted for a in args)
+    return _STORED.format(person=f",\n       format('{template}', {args})", join=_PERSON_JOIN)
 
 
 async def materialized_key(conn: Conn, snapshot_key: int, rule_set_id: str) -> int | None:
@@ -78,10 +125,9 @@ async def materialized_key(conn: Conn, snapshot_key: int, rule_set_id: str) -> i
 
 
 async def stored_by_nik(
-    conn: Conn, snapshot_key: int, rule_set_key: int, niks: list[int], person: bool
+    conn: Conn, snapshot_key: int, rule_set_key: int, niks: list[int], query: str
 ) -> list[asyncpg.Record]:
-    """Stored decisions (and the person's columns if asked) for NIKs: one statement."""
-    query = STORED_BY_NIK_WITH_PERSON if person else STORED_BY_NIK
+    """Stored decisions (and the person's fragment if the query asks it) for NIKs: one statement."""
     rows: list[asyncpg.Record] = await (await driver(conn)).fetch(
         query, snapshot_key, rule_set_key, niks
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,7 @@ log = logging.getLogger("tepat.bulk")
 
 OPERATION = "bulk.eligibility"
 CHUNK = 1000  # NIKs per SQL statement and per audit record
+AHEAD = 8  # chunks answered concurrently ahead of the one being sent
 MAX_LINE = 1024  # bytes; a longer line is answered with an error and never buffered whole
 _ECHO_MAX = 32  # longer values are not echoed (masked) in error lines
 
@@ -170,8 +172,10 @@ class Job:
         chunk: int = CHUNK,
         pace: Pace | None = None,
         reads: Reads | None = None,
+        ahead: int = AHEAD,
     ) -> None:
         self.engine = engine
+        self.ahead = max(1, ahead)
         self.reads = reads
         self.audit = audit
         self.caller = caller
@@ -206,13 +210,13 @@ class Job:
             yield error_line("internal", "the job stopped; quote the request id when reporting it")
 
     async def _chunks(self, body: AsyncIterable[bytes]) -> AsyncGenerator[bytes, None]:
-        # One chunk of look-ahead: chunk n+1 is looked up and audited while chunk n is being
-        # sent, so the database, the audit commit and the socket overlap instead of taking
-        # turns. Memory stays bounded (two chunks), and the body is still read only as fast
-        # as answers are taken.
+        # Look-ahead: up to `ahead` chunks are looked up and audited while earlier ones are
+        # being sent, so the database, the audit commit and the socket overlap instead of taking
+        # turns. Answers still leave in input order, memory stays bounded (`ahead` + 1 chunks),
+        # and the body is read only as fast as answers are taken.
         splitter = LineSplitter()
         pending: list[Item] = []
-        ahead: asyncio.Task[bytes] | None = None
+        running: deque[asyncio.Task[bytes]] = deque()
         try:
             async for data in body:
                 for number, raw in splitter.feed(data):
@@ -222,9 +226,9 @@ class Job:
                         continue
                     pending.append(item)
                     if len(pending) >= self.chunk:
-                        if ahead is not None:
-                            yield await ahead
-                        ahead = asyncio.create_task(self.answer(pending))
+                        if len(running) >= self.ahead:
+                            yield await running.popleft()
+                        running.append(asyncio.create_task(self.answer(pending)))
                         pending = []
             for number, raw in splitter.end():
                 item = parse_line(number, raw)
@@ -232,19 +236,22 @@ class Job:
                     self.counts.blank += 1
                 else:
                     pending.append(item)
-            if ahead is not None:
-                yield await ahead
-                ahead = None
             if pending:
-                yield await self.answer(pending)
+                running.append(asyncio.create_task(self.answer(pending)))
+            while running:
+                yield await running.popleft()
             yield self.summary()
         finally:
-            if ahead is not None and not ahead.done():
-                ahead.cancel()  # the client went away: an answer nobody will read
+            for task in running:
+                task.cancel()  # the client went away, or a chunk failed: answers nobody reads
 
     async def answer(self, items: Sequence[Item]) -> bytes:
         """One chunk: one SQL statement, one audit record (durable before the bytes are returned)."""
         niks = [i.nik for i in items if i.nik is not None]
+        # Named before the first await: chunks run concurrently, the summary lists them in order.
+        audit_id = new_audit_id()
+        if niks:  # a chunk of only malformed lines discloses nothing: no record
+            self.counts.audit_ids.append(audit_id)
         rendered = eligibility.Rendered([], 0)
         if niks:
             if self.pace is not None:
@@ -269,12 +276,10 @@ class Job:
 
         subjects = [nik_subject(n) for n in niks]
         subjects += [nik_subject(n) for n in rendered.disclosed]
-        if niks:  # a chunk of only malformed lines discloses nothing
-            audit_id = new_audit_id()
+        if niks:
             await record_access(
                 self.audit, self.caller, audit_id, OPERATION, self.pinned, subjects, found, data
             )
-            self.counts.audit_ids.append(audit_id)
         c = self.counts
         c.lines += len(items)
         c.found += found

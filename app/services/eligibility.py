@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from cachetools import LRUCache, TTLCache
+from cachetools import TTLCache
 
 from app.eligibility import Family, FamilyEvaluation, Member, Program, RuleSet, evaluate_family
 from app.identifiers import as_str
@@ -326,18 +326,11 @@ def stored_decisions(
 # distinct values (flags, an amount, a level), so each distinct list is serialised once and
 # shared. What is rendered must equal orjson.dumps of the engine's answer: the test above.
 
-_BOOL = {True: b"true", False: b"false", None: b"null"}
 _NOT_FOUND = b'{"nik":"%b","found":false}'
 _HEAD = b'{"nik":"%b","found":true'
 _DECILE = b',"decile":%b'  # null: a family BPS has not ranked
 _FAMILY = b',"family":{"no_kk":"%016d","relationship":%d,"kode_wilayah":"%010d"}'
-_IDENTITY = b',"identity":{"name":%b,"sex":%d,"birth_date":"%b"}'
-_ATTRIBUTES = (
-    b',"attributes":{"marital_status":%b,"school_status":%b,"school_level":%b,"working":%b}'
-)
-_HEALTH = b',"health":{"disability":%b,"chronic_illness":%b,"pregnant":%b}'
 _DECISIONS = b',"decisions":%b'
-_SCHOOL_LEVELS_JSON = {k: orjson.dumps(v) for k, v in SCHOOL_LEVEL_NAMES.items()}
 
 
 def _int(value: int | None) -> bytes:
@@ -345,43 +338,47 @@ def _int(value: int | None) -> bytes:
 
 
 class _DecisionCache:
-    """Rendered decision lists by (rule set, programs, the stored row's decision columns)."""
+    """Rendered decision lists by (rule set, programs, the stored row's decision columns).
+
+    A plain dict (the distinct keys are few: flags, a level, an amount), emptied if it ever
+    outgrows `maxsize`; a miss renders through `stored_decisions`, the shared definition.
+    """
 
     def __init__(self, maxsize: int = 65_536) -> None:
-        self._rendered: LRUCache[tuple[Any, ...], bytes] = LRUCache(maxsize=maxsize)
+        self.maxsize = maxsize
+        self._rendered: dict[tuple[Any, ...], bytes] = {}
 
     def get(self, row: Any, rule_set: RuleSet, programs: tuple[Program, ...]) -> bytes:
         # Positions 5-14 of a stored row: amounts, levels, eligibility and recipient flags.
-        key = (rule_set.checksum, programs, row[5], row[6], row[7], row[8], row[9],
-               row[10], row[11], row[12], row[13], row[14])  # fmt: skip
-        try:
-            return self._rendered[key]
-        except KeyError:
+        key = (rule_set.checksum, programs, row[5:15])
+        found = self._rendered.get(key)
+        if found is None:
+            if len(self._rendered) >= self.maxsize:
+                self._rendered.clear()
             found = self._rendered[key] = orjson.dumps(stored_decisions(row, rule_set, programs))
-            return found
+        return found
 
 
 _decision_cache = _DecisionCache()
 
 
 def render_stored(
-    niks: Sequence[str], rows: Sequence[Any], rule_set: RuleSet, view: View
+    niks: Sequence[str], keys: Sequence[int], rows: Sequence[Any], rule_set: RuleSet, view: View
 ) -> Rendered:
-    """One rendered result per asked NIK, in order, from stored rows (any order)."""
+    """One rendered result per asked NIK (`keys`: the same as int8), in order, from stored rows
+    (any order) of `decisions_repo.stored_query(view.groups, ...)`."""
     groups = view.groups
     g_decile, g_member = "decile" in groups, "membership" in groups
-    g_identity, g_attrs, g_health = "identity" in groups, "attributes" in groups, "health" in groups
+    g_person = not groups.isdisjoint(decisions_repo.PERSON_GROUPS)
     g_decision = "decision" in groups
     programs = view.programs
     by_nik = {r[0]: r for r in rows}
     decisions = _decision_cache.get
-    dumps = orjson.dumps
-    levels = _SCHOOL_LEVELS_JSON
     parts: list[bytes] = []
     found = 0
-    for nik in niks:
+    for nik, key in zip(niks, keys, strict=True):
         nik_b = nik.encode()
-        r = by_nik.get(int(nik))
+        r = by_nik.get(key)
         if r is None:
             parts.append(_NOT_FOUND % nik_b)
             continue
@@ -391,22 +388,16 @@ def render_stored(
             out.append(_DECILE % _int(r[3]))
         if g_member:
             out.append(_FAMILY % (r[1], r[4], r[2]))
-        if g_identity:
-            out.append(_IDENTITY % (dumps(r[15]), r[16], r[17].isoformat().encode()))
-        if g_attrs:
-            level = r[20]
-            out.append(
-                _ATTRIBUTES
-                % (_int(r[18]), _int(r[19]), levels.get(level, b"null") if level else b"null",
-                   _BOOL[r[21]])
-            )  # fmt: skip
-        if g_health:
-            out.append(_HEALTH % (_int(r[22]), _BOOL[r[23]], _BOOL[r[24]]))
+        if g_person:
+            out.append(r[15].encode())  # identity, attributes, health: rendered by PostgreSQL
         if g_decision:
             out.append(_DECISIONS % decisions(r, rule_set, programs))
         out.append(b"}")
         parts.append(b"".join(out))
     return Rendered(parts, found)
+
+
+_LEVELS = tuple(sorted(SCHOOL_LEVEL_NAMES.items()))
 
 
 async def _people_stored(
@@ -417,11 +408,10 @@ async def _people_stored(
     niks: Sequence[str],
     view: View,
 ) -> Rendered:
-    groups = view.groups
-    person = "identity" in groups or "attributes" in groups or "health" in groups
     asked = [int(n) for n in niks]
-    rows = await decisions_repo.stored_by_nik(conn, snapshot.key, rule_set_key, asked, person)
-    return render_stored(niks, rows, rule_set, view)
+    query = decisions_repo.stored_query(view.groups, _LEVELS)
+    rows = await decisions_repo.stored_by_nik(conn, snapshot.key, rule_set_key, asked, query)
+    return render_stored(niks, asked, rows, rule_set, view)
 
 
 async def families_live(
