@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     rate_limit_burst: int = Field(100_000, ge=1)
     # SIGTERM: how long in-flight requests (bulk streams too) may run before they are cancelled.
     shutdown_timeout: float = Field(30.0, gt=0)
+    # Plain people lookups skip the framework's dependency and body machinery (app.api.fast);
+    # off: every request goes through the route (same answers, slower).
+    fast_lookup: bool = True
     # --- end overload and shutdown ---
 
     # The role the API's connections run as (created by the migrations): it may read the

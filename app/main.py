@@ -11,6 +11,7 @@ from fastapi_offline import FastAPIOffline
 from app import __version__, db, embedded, logs
 from app.api import limits, problems
 from app.api.deps import AppState
+from app.api.fast import FastLookup, FastStats
 from app.api.middleware import RequestContext
 from app.api.routes import bulk, lookup, meta
 from app.config import Settings, get_settings
@@ -74,6 +75,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(lookup.router, prefix="/v1")
     mount_graphql(app, settings)
     app.include_router(bulk.router, prefix="/v1")
+    app.state.fast_lookup = FastStats()
+    if settings.fast_lookup:
+        app.add_middleware(FastLookup, stats=app.state.fast_lookup)  # innermost: see app.api.fast
     limits.install(app, settings)  # rate limit, shedding, deadline: inside RequestContext
     app.add_middleware(
         RequestContext, max_body=settings.max_body_bytes, unlimited_paths=("/v1/bulk/",)
