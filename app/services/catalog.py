@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -26,6 +26,7 @@ from app import db
 from app.config import Settings
 from app.db import read_connection
 from app.services import rule_sets
+from app.services.coalesce import Coalescer
 from app.services.pinning import Pinned, pin
 
 log = logging.getLogger("tepat.catalog")
@@ -124,6 +125,13 @@ class Reads:
     pool: asyncpg.Pool
     catalog: Catalog
     acquire_timeout: float
+    coalescer: Coalescer = field(init=False)
+
+    def __post_init__(self) -> None:
+        # Half the pool at most for merged small lookups; the rest stays for large ones.
+        self.coalescer = Coalescer(
+            self.connection, max_running=max(1, self.pool.get_max_size() // 2)
+        )
 
     async def pin(self, snapshot_id: str | None, rule_set_id: str | None) -> Pinned:
         return await self.catalog.pin(self.engine, snapshot_id, rule_set_id)

@@ -6,7 +6,7 @@ the engine's inputs and shapes its outputs for the faces, leaving out what a cli
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +20,7 @@ from app.repositories import decisions as decisions_repo
 from app.repositories import registry
 from app.repositories.registry import Conn, FamilyMembers, FamilyRow, PersonRow
 from app.schemas.snapshots import Snapshot
+from app.services.catalog import Reads
 
 FIELD_GROUPS = ("decision", "decile", "membership", "identity", "attributes", "health")
 ALL_GROUPS = frozenset(FIELD_GROUPS)
@@ -363,16 +364,19 @@ _decision_cache = _DecisionCache()
 
 
 def render_stored(
-    niks: Sequence[str], keys: Sequence[int], rows: Sequence[Any], rule_set: RuleSet, view: View
+    niks: Sequence[str],
+    keys: Sequence[int],
+    by_nik: Mapping[int, Any],
+    rule_set: RuleSet,
+    view: View,
 ) -> Rendered:
-    """One rendered result per asked NIK (`keys`: the same as int8), in order, from stored rows
-    (any order) of `decisions_repo.stored_query(view.groups, ...)`."""
+    """One rendered result per asked NIK (`keys`: the same as int8), in order, from the rows of
+    `decisions_repo.stored_query(view.groups, ...)` by NIK (more rows than asked are fine)."""
     groups = view.groups
     g_decile, g_member = "decile" in groups, "membership" in groups
     g_person = not groups.isdisjoint(decisions_repo.PERSON_GROUPS)
     g_decision = "decision" in groups
     programs = view.programs
-    by_nik = {r[0]: r for r in rows}
     decisions = _decision_cache.get
     parts: list[bytes] = []
     found = 0
@@ -411,7 +415,32 @@ async def _people_stored(
     asked = [int(n) for n in niks]
     query = decisions_repo.stored_query(view.groups, _LEVELS)
     rows = await decisions_repo.stored_by_nik(conn, snapshot.key, rule_set_key, asked, query)
-    return render_stored(niks, asked, rows, rule_set, view)
+    return render_stored(niks, asked, {r[0]: r for r in rows}, rule_set, view)
+
+
+COALESCE_MAX = 16  # NIKs; a larger lookup is a statement of its own
+
+
+async def people_read(
+    reads: Reads, snapshot: Snapshot, rule_set: RuleSet, niks: Sequence[str], view: View
+) -> Rendered:
+    """`people` for the API faces. A small plain lookup on stored decisions shares its statement
+    with the lookups that arrive with it (app.services.coalesce); others get a connection."""
+    rule_set_key = _stored_keys.get((snapshot.key, rule_set.id))
+    if rule_set_key is not None and not view.explain and len(niks) <= COALESCE_MAX:
+        asked = [int(n) for n in niks]
+        query = decisions_repo.stored_query(view.groups, _LEVELS)
+        rows = await reads.coalescer.rows(query, (snapshot.key, rule_set_key), asked)
+        return render_stored(niks, asked, rows, rule_set, view)
+    async with reads.connection() as conn:
+        return await people(conn, snapshot, rule_set, niks, view)
+
+
+async def families_read(
+    reads: Reads, snapshot: Snapshot, rule_set: RuleSet, no_kks: Sequence[str], view: View
+) -> Rendered:
+    async with reads.connection() as conn:
+        return await families(conn, snapshot, rule_set, no_kks, view)
 
 
 async def families_live(

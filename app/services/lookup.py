@@ -14,7 +14,6 @@ import orjson
 
 from app.auth.principal import Principal
 from app.eligibility import Program, RuleSet
-from app.repositories.registry import Conn
 from app.schemas.lookup import FamiliesLookup, PeopleLookup
 from app.schemas.snapshots import Snapshot
 from app.services import eligibility
@@ -42,7 +41,7 @@ def view_for(caller: Caller, programs: Sequence[str] | None, explain: bool) -> e
 
 
 Fetch = Callable[
-    [Conn, Snapshot, RuleSet, Sequence[str], eligibility.View], Awaitable[eligibility.Rendered]
+    [Reads, Snapshot, RuleSet, Sequence[str], eligibility.View], Awaitable[eligibility.Rendered]
 ]
 
 
@@ -58,8 +57,7 @@ async def _answer(
 ) -> bytes:
     view = view_for(caller, request.programs, request.explain)
     pinned = await reads.pin(request.snapshot, request.rule_set)
-    async with reads.connection() as conn:  # one statement: no transaction needed
-        rendered = await fetch(conn, pinned.snapshot, pinned.rule_set, asked, view)
+    rendered = await fetch(reads, pinned.snapshot, pinned.rule_set, asked, view)  # one statement
     audit_id = new_audit_id()
     body = b'{"meta":%b,"results":[%b]}' % (
         orjson.dumps(pinned.meta(caller.request_id, audit_id)),
@@ -112,7 +110,7 @@ async def people_lookup(
         request.niks,
         [nik_subject(n) for n in request.niks],
         request,
-        eligibility.people,
+        eligibility.people_read,
     )
 
 
@@ -127,5 +125,5 @@ async def families_lookup(
         request.no_kks,
         [no_kk_subject(k) for k in request.no_kks],
         request,
-        eligibility.families,
+        eligibility.families_read,
     )
