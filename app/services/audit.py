@@ -25,7 +25,7 @@ import logging
 import os
 import struct
 import time
-import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
@@ -60,7 +60,8 @@ def new_audit_id() -> str:
     rand = int.from_bytes(os.urandom(10), "big")
     value = (ms & (2**48 - 1)) << 80 | 0x7 << 76 | (rand >> 68 & 0xFFF) << 64
     value |= 0b10 << 62 | rand & (2**62 - 1)
-    return str(uuid.UUID(int=value))
+    h = f"{value:032x}"  # str(uuid.UUID(int=value)), without building the object
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def nik_subject(nik: str) -> str:
@@ -220,10 +221,16 @@ class WriterStats:
     failed_batches: int = 0
     failed_records: int = 0
     largest_batch: int = 0
-    batch_sizes: list[int] = field(default_factory=list, repr=False)
+    # The latest batch sizes only: a process lives for months.
+    batch_sizes: deque[int] = field(default_factory=lambda: deque(maxlen=10_000), repr=False)
 
 
 _STOP = object()
+
+
+def _expire(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_exception(AuditUnavailable("the access could not be recorded in time"))
 
 
 def _consume(future: asyncio.Future[None]) -> None:
@@ -290,12 +297,14 @@ class AuditWriter:
         except asyncio.QueueFull:
             # Backpressure: fail fast (503) instead of letting requests pile up behind the log.
             raise AuditUnavailable("the audit log is saturated; retry later") from None
+        # No shield needed: the record is in the queue and gets written whatever happens to
+        # this caller; a cancelled caller only cancels its own future, which the writer skips.
+        # The timer fails the future if the record is not durable in time (a stuck database).
+        handle = asyncio.get_running_loop().call_later(self._timeout, _expire, future)
         try:
-            async with asyncio.timeout(self._timeout):
-                # shield: a caller that gives up must not cancel the record of an access.
-                await asyncio.shield(future)
-        except TimeoutError:
-            raise AuditUnavailable("the access could not be recorded in time") from None
+            await future
+        finally:
+            handle.cancel()
 
     async def _run(self) -> None:
         stopping = False
