@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
+from starlette.types import ASGIApp
 
 from app import __version__, db, embedded, logs
 from app.api import limits, problems
@@ -34,6 +35,29 @@ registry): the decile, family membership and program decisions for **PKH**, **BP
   Every data answer writes an audit record first; its id is `meta.audit_id`.
 * **Errors** are RFC 9457 `application/problem+json` with a stable `code`.
 """
+
+
+def _outer_layers(app: FastAPI, settings: Settings) -> None:
+    """Our own layers in front of the framework's whole stack, outermost first: the request
+    context (request id, body limit, access log), shedding and the deadline, the fast people
+    lookup (app.api.fast). Plain lookups then never pass through the framework's error,
+    telemetry and body-limit wrappers; everything else still does, inside these layers. Pure
+    ASGI all of them, so nothing an exception handler answers escapes the access log.
+    """
+    build = app.build_middleware_stack
+
+    def build_with_outer_layers() -> ASGIApp:
+        stack = build()
+        if settings.fast_lookup:
+            stack = FastLookup(stack, stats=app.state.fast_lookup)
+        stack = limits.Overload(
+            stack, max_concurrency=settings.max_concurrency, deadline=settings.request_deadline
+        )
+        return RequestContext(
+            stack, max_body=settings.max_body_bytes, unlimited_paths=("/v1/bulk/",)
+        )
+
+    setattr(app, "build_middleware_stack", build_with_outer_layers)  # noqa: B010 (a method)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -75,11 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(lookup.router, prefix="/v1")
     mount_graphql(app, settings)
     app.include_router(bulk.router, prefix="/v1")
+    limits.install(app, settings)
     app.state.fast_lookup = FastStats()
-    if settings.fast_lookup:
-        app.add_middleware(FastLookup, stats=app.state.fast_lookup)  # innermost: see app.api.fast
-    limits.install(app, settings)  # rate limit, shedding, deadline: inside RequestContext
-    app.add_middleware(
-        RequestContext, max_body=settings.max_body_bytes, unlimited_paths=("/v1/bulk/",)
-    )
+    _outer_layers(app, settings)
     return app

@@ -265,18 +265,9 @@ class Overload:
 
 
 def install(app: Starlette, settings: Settings) -> None:
-    """The rate limiter (app.state.rate_limiter) and the Overload middleware.
-
-    Call before adding the request-context middleware, so that one stays outermost and logs
-    (and stamps the request id on) the answers given here.
-    """
+    """The rate limiter (app.state.rate_limiter); app.main puts Overload in front of the app."""
     app.state.rate_limiter = RateLimiter(
         settings.rate_limit_niks_per_second, settings.rate_limit_burst
-    )
-    app.add_middleware(
-        Overload,
-        max_concurrency=settings.max_concurrency,
-        deadline=settings.request_deadline,
     )
 
 
