@@ -56,11 +56,10 @@ _STORED = """
 SELECT d.nik, d.no_kk, d.region_code, d.decile, d.relationship, d.pkh_yearly, d.sr_level,
        d.sr_priority, d.pkh_eligible, d.bpnt_eligible, d.pbi_eligible, d.sr_eligible,
        d.pkh_recipient, d.bpnt_recipient, d.pbi_recipient{person}
-FROM decisions d{join}
+FROM decisions d
 WHERE d.snapshot_key = $1 AND d.rule_set_key = $2 AND d.nik = ANY($3::int8[])
 """
-_PERSON_JOIN = " JOIN people p ON p.snapshot_key = d.snapshot_key AND p.nik = d.nik"
-STORED_BY_NIK = _STORED.format(person="", join="")
+STORED_BY_NIK = _STORED.format(person="")
 
 
 def _null(column: str) -> str:
@@ -69,10 +68,10 @@ def _null(column: str) -> str:
 
 def _school_level(names: dict[int, str]) -> str:
     cases = " ".join(f"""WHEN {code} THEN '"{name}"'""" for code, name in sorted(names.items()))
-    return f"CASE p.school_level {cases} ELSE 'null' END"
+    return f"CASE d.school_level {cases} ELSE 'null' END"
 
 
-# The person's own field groups, rendered by PostgreSQL as JSON members (",name":{...}) in the
+# The person's own field groups (stored beside the decisions), rendered by PostgreSQL as JSON members (",name":{...}) in the
 # shape of app.services.eligibility.person_results: the work lands on the database's core, and
 # Python copies one text per row instead of decoding ten columns. tests/services/
 # test_materialize.py holds the two renderings equal for every combination of groups.
@@ -80,20 +79,20 @@ def _person_pieces(school_levels: dict[int, str]) -> dict[str, tuple[str, tuple[
     return {
         "identity": (
             ',"identity":{"name":%s,"sex":%s,"birth_date":"%s"}',
-            ("to_json(p.name)", "p.sex", "to_char(p.birth_date, 'YYYY-MM-DD')"),
+            ("to_json(d.name)", "d.sex", "to_char(d.birth_date, 'YYYY-MM-DD')"),
         ),
         "attributes": (
             ',"attributes":{"marital_status":%s,"school_status":%s,"school_level":%s,"working":%s}',
             (
-                _null("p.marital_status"),
-                _null("p.school_status"),
+                _null("d.marital_status"),
+                _null("d.school_status"),
                 _school_level(school_levels),
-                _null("p.working"),
+                _null("d.working"),
             ),
         ),
         "health": (
             ',"health":{"disability":%s,"chronic_illness":%s,"pregnant":%s}',
-            (_null("p.disability"), _null("p.chronic_illness"), _null("p.pregnant")),
+            (_null("d.disability"), _null("d.chronic_illness"), _null("d.pregnant")),
         ),
     }
 
@@ -110,7 +109,7 @@ def stored_query(groups: frozenset[str], school_levels: tuple[tuple[int, str], .
         return STORED_BY_NIK
     template = "".join(t for t, _ in wanted)
     args = ", ".join(a for _, args in wanted for a in args)
-    return _STORED.format(person=f",\n       format('{template}', {args})", join=_PERSON_JOIN)
+    return _STORED.format(person=f",\n       format('{template}', {args})")
 
 
 async def materialized_key(conn: Conn, snapshot_key: int, rule_set_id: str) -> int | None:

@@ -36,6 +36,8 @@ COLUMNS = (
     "snapshot_key", "rule_set_key", "nik", "no_kk", "region_code", "pkh_yearly", "decile",
     "relationship", "sr_level", "sr_priority", "head", "pkh_eligible", "bpnt_eligible",
     "pbi_eligible", "sr_eligible", "pkh_recipient", "bpnt_recipient", "pbi_recipient",
+    "sex", "marital_status", "school_status", "school_level", "disability", "pregnant",
+    "chronic_illness", "working", "birth_date", "name",
 )  # fmt: skip
 _LEVEL = {"SD": "1", "SMP": "2", "SMA": "3"}
 NULL = "\\N"
@@ -53,6 +55,18 @@ class Materialized:
 
 def _b(value: bool | None) -> str:
     return NULL if value is None else ("t" if value else "f")
+
+
+def _i(value: int | None) -> str:
+    return NULL if value is None else str(value)
+
+
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def copy_text(value: str) -> str:
+    """`value` as one field of COPY's text format (backslash, tab and line breaks escaped)."""
+    return value.translate(_COPY_ESCAPES)
 
 
 def rows_of(
@@ -76,7 +90,10 @@ def rows_of(
             f"{_LEVEL.get(sr.level or '', NULL)}\t"
             f"{NULL if sr.priority is None else sr.priority}\t{_b(m.nik == head_nik)}\t"
             f"{_b(pkh.eligible)}\t{_b(bpnt.eligible)}\t{_b(pbi.eligible)}\t{_b(sr.eligible)}\t"
-            f"{_b(f.pkh_recipient)}\t{_b(f.bpnt_recipient)}\t{_b(m.pbi_recipient)}\n"
+            f"{_b(f.pkh_recipient)}\t{_b(f.bpnt_recipient)}\t{_b(m.pbi_recipient)}\t"
+            f"{m.sex}\t{_i(m.marital_status)}\t{_i(m.school_status)}\t{_i(m.school_level)}\t"
+            f"{_i(m.disability)}\t{_b(m.pregnant)}\t{_b(m.chronic_illness)}\t{_b(m.working)}\t"
+            f"{m.birth_date.isoformat()}\t{copy_text(m.name)}\n"
         )
     return lines
 
