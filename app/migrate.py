@@ -7,7 +7,8 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -31,8 +32,16 @@ async def run(engine: AsyncEngine, direction: str = "upgrade", revision: str = "
         else:
             command.downgrade(cfg, revision)
 
-    async with engine.begin() as conn:
-        await conn.run_sync(_go)
+    # Schema changes may rewrite or backfill whole tables: the per-statement limits of the
+    # service's engine (server statement_timeout, client command_timeout) are for requests, so
+    # migrations run on a connection of their own without them.
+    own = create_async_engine(engine.url, poolclass=NullPool, connect_args={"timeout": 30})
+    try:
+        async with own.begin() as conn:
+            await conn.exec_driver_sql("SET LOCAL statement_timeout = 0")
+            await conn.run_sync(_go)
+    finally:
+        await own.dispose()
 
 
 async def current(engine: AsyncEngine) -> str | None:

@@ -1,4 +1,5 @@
-"""SQL over audit_log and audit_head: the group-commit append (asyncpg), the walk and the trail."""
+"""SQL over audit_log and audit_head: the group-commit append (asyncpg), the walk, the trail and
+its subject index."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.models import api_clients, audit_head, audit_log
+from app.models import audit_head, audit_log
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,21 +130,75 @@ async def get_by_seq(conn: AsyncConnection, seq: int) -> AuditRecord | None:
     return _record(dict(row)) if row else None
 
 
+def subject_key(subject_hash: bytes) -> int:
+    """The audit_subjects key of a subject hash: its first 8 bytes as a signed bigint."""
+    return int.from_bytes(subject_hash[:8], "big", signed=True)
+
+
+# The records naming a subject: from the index up to `indexed_upto`, by scanning the records
+# after it (seq range on the primary key), each confirmed against the full hash. One statement:
+# one snapshot, so a concurrent `audit index` can neither hide nor double a record.
+_TRAIL = """
+WITH hits AS (
+    SELECT seq FROM audit_subjects WHERE subject = :key
+    UNION
+    SELECT seq FROM audit_log
+    WHERE seq > (SELECT indexed_upto FROM audit_index WHERE id = 1)
+)
+SELECT a.at, a.id AS audit_id, a.client_id, c.name AS client_name, a.purpose, a.operation,
+       a.snapshot_id, a.rule_set_id
+FROM hits JOIN audit_log a ON a.seq = hits.seq
+LEFT JOIN api_clients c ON c.id = a.client_id
+WHERE a.subject_hashes @> ARRAY[CAST(:hash AS bytea)]
+ORDER BY a.seq
+"""
+
+
 async def trail(conn: AsyncConnection, subject_hash: bytes) -> list[TrailRow]:
-    """Every record whose subjects include this keyed hash (GIN index), oldest first."""
-    q = (
-        select(
-            audit_log.c.at,
-            audit_log.c.id.label("audit_id"),
-            audit_log.c.client_id,
-            api_clients.c.name.label("client_name"),
-            audit_log.c.purpose,
-            audit_log.c.operation,
-            audit_log.c.snapshot_id,
-            audit_log.c.rule_set_id,
-        )
-        .select_from(audit_log.outerjoin(api_clients, api_clients.c.id == audit_log.c.client_id))
-        .where(audit_log.c.subject_hashes.contains([subject_hash]))
-        .order_by(audit_log.c.seq)
+    """Every record whose subjects include this keyed hash, oldest first."""
+    rows = await conn.execute(
+        text(_TRAIL), {"key": subject_key(subject_hash), "hash": subject_hash}
     )
-    return [TrailRow(**row) for row in (await conn.execute(q)).mappings()]
+    return [TrailRow(**row) for row in rows.mappings()]
+
+
+# One step of indexing: the next `limit` records after `indexed_upto`, in one transaction with
+# the row lock on audit_index (two indexers take turns). The key expression is subject_key's.
+_INDEX_STEP = """
+WITH state AS (SELECT indexed_upto FROM audit_index WHERE id = 1 FOR UPDATE),
+chunk AS (
+    SELECT a.seq, a.subject_hashes FROM audit_log a, state
+    WHERE a.seq > state.indexed_upto ORDER BY a.seq LIMIT $1
+),
+added AS (
+    INSERT INTO audit_subjects (subject, seq)
+    SELECT DISTINCT ('x' || encode(substr(h, 1, 8), 'hex'))::bit(64)::bigint, c.seq
+    FROM chunk c, unnest(c.subject_hashes) h
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+)
+UPDATE audit_index SET indexed_upto = coalesce((SELECT max(seq) FROM chunk), indexed_upto)
+WHERE id = 1
+RETURNING indexed_upto, (SELECT count(*) FROM chunk), (SELECT count(*) FROM added)
+"""
+
+
+async def index_step(raw: asyncpg.Connection, limit: int) -> tuple[int, int, int]:
+    """(indexed_upto, records indexed, entries added) after indexing up to `limit` records."""
+    async with raw.transaction():
+        row = await raw.fetchrow(_INDEX_STEP, limit)
+    assert row is not None
+    return int(row[0]), int(row[1]), int(row[2])
+
+
+async def index_lag(conn: AsyncConnection) -> tuple[int, int]:
+    """(indexed_upto, the chain's last seq)."""
+    row = (
+        await conn.execute(
+            text(
+                "SELECT (SELECT indexed_upto FROM audit_index WHERE id = 1), "
+                "(SELECT seq FROM audit_head WHERE id = 1)"
+            )
+        )
+    ).one()
+    return int(row[0]), int(row[1])

@@ -26,7 +26,7 @@ import os
 import struct
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -533,6 +533,36 @@ async def trail(conn: AsyncConnection, hmac_key: bytes, subject: str) -> list[Tr
         )
         for r in rows
     ]
+
+
+@dataclass(frozen=True, slots=True)
+class Indexed:
+    records: int  # records indexed by this run
+    entries: int  # (subject, record) entries added
+    indexed_upto: int  # every record up to this seq is indexed
+    head: int  # the chain's last seq when the run ended
+
+
+async def index_subjects(
+    engine: AsyncEngine, *, batch: int = 2_000, progress: Callable[[int], None] | None = None
+) -> Indexed:
+    """Index every record not yet in audit_subjects (`tepat audit index`), `batch` records a
+    transaction; safe to run while the service writes and beside another indexer."""
+    if batch < 1:
+        raise ValueError("batch must be at least 1")
+    records = entries = 0
+    async with engine.connect() as conn:
+        raw = (await conn.get_raw_connection()).driver_connection
+        assert isinstance(raw, asyncpg.Connection)
+        while True:
+            _, done, added = await repo.index_step(raw, batch)
+            records, entries = records + done, entries + added
+            if progress is not None and done:
+                progress(done)
+            if done < batch:
+                break
+        upto, head = await repo.index_lag(conn)
+    return Indexed(records, entries, upto, head)
 
 
 @contextlib.asynccontextmanager

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app import migrate
 from app.models import metadata
 
-MINE = {"api_clients", "audit_log", "audit_head"}
+MINE = {"api_clients", "audit_log", "audit_head", "audit_subjects", "audit_index"}
 
 
 async def _tables(engine: AsyncEngine) -> set[str]:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import uuid
 
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.repositories import audit as repo
 from app.services import audit
 
 from .conftest import HMAC_KEY, make_entry, random_nik
@@ -46,14 +48,99 @@ async def test_trail_finds_exactly_the_records_naming_the_subject(
     assert (first.snapshot_id, first.rule_set_id) == ("2026-01-23", "2026.1")
 
 
-async def test_trail_uses_the_gin_index(engine: AsyncEngine) -> None:
+async def test_trail_is_complete_before_and_after_indexing(
+    engine: AsyncEngine, make_client_row: str
+) -> None:
+    nik = random_nik()
+    subject = audit.nik_subject(nik)
+    first = [make_entry(make_client_row, [subject, audit.nik_subject(random_nik())]) for _ in "ab"]
+    later = make_entry(make_client_row, [audit.nik_subject(random_nik()), subject])
+    async with audit.running(audit.AuditWriter(engine, HMAC_KEY)) as w:
+        for entry in first:
+            await w.record(entry)
+        async with engine.connect() as conn:  # nothing indexed yet: found by the tail scan
+            assert [t.audit_id for t in await audit.trail(conn, HMAC_KEY, subject)] == [
+                e.id for e in first
+            ]
+        done = await audit.index_subjects(engine, batch=1)
+        assert done.records >= 2 and done.indexed_upto == done.head
+        await w.record(later)  # after the index: found by the tail scan, the rest by the index
+    async with engine.connect() as conn:
+        trail = await audit.trail(conn, HMAC_KEY, subject)
+        key = repo.subject_key(audit.subject_hash(HMAC_KEY, subject))
+        indexed = await conn.execute(
+            text("SELECT count(*) FROM audit_subjects WHERE subject = :k"), {"k": key}
+        )
+    assert [t.audit_id for t in trail] == [first[0].id, first[1].id, later.id]
+    assert indexed.scalar() == 2  # the two indexed records, one entry each
+
+    again = await audit.index_subjects(engine)
+    assert again.records >= 1  # `later`
+    assert (await audit.index_subjects(engine)).records == 0  # nothing left: idempotent
+    async with engine.connect() as conn:
+        assert [t.audit_id for t in await audit.trail(conn, HMAC_KEY, subject)] == [
+            e.id for e in (*first, later)
+        ]
+
+
+async def test_an_index_entry_is_confirmed_against_the_full_hash(
+    engine: AsyncEngine, make_client_row: str
+) -> None:
+    """Index keys are 8-byte prefixes: a record whose key matches but whose hash does not (a
+    prefix collision, forged here) is not in the trail."""
+    subject = audit.nik_subject(random_nik())
+    other = make_entry(make_client_row, [audit.nik_subject(random_nik())])
+    async with audit.running(audit.AuditWriter(engine, HMAC_KEY)) as w:
+        await w.record(other)
+    await audit.index_subjects(engine)
+    key = repo.subject_key(audit.subject_hash(HMAC_KEY, subject))
+    async with engine.begin() as conn:
+        seq = (
+            await conn.execute(text("SELECT seq FROM audit_log WHERE id = :i"), {"i": other.id})
+        ).scalar_one()
+        await conn.execute(
+            text("INSERT INTO audit_subjects (subject, seq) VALUES (:k, :s)"), {"k": key, "s": seq}
+        )
+    async with engine.connect() as conn:
+        assert await audit.trail(conn, HMAC_KEY, subject) == []
+
+
+def test_subject_key_is_the_sql_key() -> None:
+    """The Python key and the SQL key of the indexer agree (sign included)."""
+    assert repo.subject_key(bytes.fromhex("8000000000000001") + bytes(24)) == -(2**63) + 1
+    assert repo.subject_key(bytes.fromhex("7fffffffffffffff") + bytes(24)) == 2**63 - 1
+
+
+async def test_subject_key_matches_the_indexer_expression(engine: AsyncEngine) -> None:
+    hashes = [
+        bytes.fromhex(h) + bytes(24)
+        for h in ("8000000000000001", "ffffffffffffffff", "00000000000000ff")
+    ]
+    async with engine.connect() as conn:
+        keys = (
+            (
+                await conn.execute(
+                    text(
+                        "SELECT ('x' || encode(substr(h, 1, 8), 'hex'))::bit(64)::bigint "
+                        "FROM unnest(CAST(:hs AS bytea[])) WITH ORDINALITY u(h, i) ORDER BY i"
+                    ),
+                    {"hs": hashes},
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert keys == [repo.subject_key(h) for h in hashes]
+
+
+async def test_trail_reads_the_index_and_only_the_unindexed_tail(engine: AsyncEngine) -> None:
     async with engine.connect() as conn:
         await conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
         plan = "\n".join(
             r[0]
-            for r in await conn.exec_driver_sql(
-                "EXPLAIN SELECT id FROM audit_log WHERE subject_hashes @> ARRAY[$1::bytea]",
-                (uuid.uuid4().bytes,),
+            for r in await conn.execute(
+                text("EXPLAIN " + repo._TRAIL), {"key": 1, "hash": uuid.uuid4().bytes}
             )
         )
-    assert "ix_audit_log_subject_hashes" in plan
+    assert "pk_audit_subjects" in plan
+    assert "Index Cond: (seq > $" in plan  # the tail: a range of the primary key
