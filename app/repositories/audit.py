@@ -97,6 +97,64 @@ async def set_head(raw: asyncpg.Connection, seq: int, hash_: bytes) -> None:
     await raw.execute("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1", seq, hash_)
 
 
+# A whole batch in ONE statement (one round trip, its own implicit transaction): the head moves
+# from the seq the writer chained from to the batch's last record, and the records go in, only
+# if the head is still where the writer last left it (compare-and-set: another process that
+# appended meanwhile makes it insert nothing, and the writer chains again under the lock). A
+# record's subject hashes travel concatenated (all 32 bytes) and are split back into the array.
+_APPEND_IF_HEAD = f"""
+WITH moved AS (
+    UPDATE audit_head SET seq = $2, hash = $3 WHERE id = 1 AND seq = $1 RETURNING 1
+)
+INSERT INTO audit_log ({", ".join(_FIELDS)})
+SELECT u.seq, u.id, u.at, u.client_id, u.purpose, u.operation, u.snapshot_id, u.rule_set_id,
+       ARRAY(SELECT substr(u.subjects, 32 * i + 1, 32)
+             FROM generate_series(0, length(u.subjects) / 32 - 1) AS i ORDER BY i),
+       u.subject_count, u.found_count, u.response_digest, u.request_id, u.prev_hash, u.hash
+FROM unnest($4::int8[], $5::text[], $6::timestamptz[], $7::text[], $8::text[], $9::text[],
+            $10::text[], $11::text[], $12::bytea[], $13::int4[], $14::int4[], $15::bytea[],
+            $16::text[], $17::bytea[], $18::bytea[])
+     AS u(seq, id, at, client_id, purpose, operation, snapshot_id, rule_set_id, subjects,
+          subject_count, found_count, response_digest, request_id, prev_hash, hash)
+WHERE EXISTS (SELECT FROM moved)
+"""
+
+
+async def append_if_head(
+    raw: asyncpg.Connection, expected_seq: int, records: Sequence[AuditRecord]
+) -> bool:
+    """Insert chained `records` and move the head, in one statement, if the head is still at
+    `expected_seq`; False (nothing written) if another writer moved it."""
+    if any(len(h) != 32 for r in records for h in r.subject_hashes):
+        raise ValueError("subject hashes must be 32 bytes")
+    last = records[-1]
+    status: str = await raw.execute(
+        _APPEND_IF_HEAD,
+        expected_seq,
+        last.seq,
+        last.hash,
+        [r.seq for r in records],
+        [r.id for r in records],
+        [r.at for r in records],
+        [r.client_id for r in records],
+        [r.purpose for r in records],
+        [r.operation for r in records],
+        [r.snapshot_id for r in records],
+        [r.rule_set_id for r in records],
+        [b"".join(r.subject_hashes) for r in records],
+        [r.subject_count for r in records],
+        [r.found_count for r in records],
+        [r.response_digest for r in records],
+        [r.request_id for r in records],
+        [r.prev_hash for r in records],
+        [r.hash for r in records],
+    )
+    inserted = int(status.rsplit(" ", 1)[-1])
+    if inserted not in (0, len(records)):  # one statement: all or nothing
+        raise RuntimeError(f"audit append wrote {inserted} of {len(records)} records")
+    return inserted == len(records)
+
+
 # --- reading: verify and trail -----------------------------------------------------------------
 
 

@@ -27,7 +27,7 @@ import struct
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Literal
 
 import asyncpg
@@ -101,19 +101,20 @@ def _bytes(value: bytes) -> bytes:
     return struct.pack(">I", len(value)) + value
 
 
-def canonical_bytes(r: AuditRecord) -> bytes:
+def canonical_bytes(r: AuditRecord, seq: int | None = None) -> bytes:
     """Every field but prev_hash and hash, in one fixed, unambiguous encoding.
 
     In order: HASH_TAG; seq as u64; id as str; at as i64 microseconds since 1970-01-01 UTC;
     client_id, purpose, operation as str; snapshot_id, rule_set_id as nullable str; the number of
     subject hashes as u32, then each as bytes; subject_count and found_count as i64;
     response_digest as bytes; request_id as str. All integers big-endian; str is u32 length +
-    UTF-8 (length 0xFFFFFFFF for NULL); bytes is u32 length + the bytes.
+    UTF-8 (length 0xFFFFFFFF for NULL); bytes is u32 length + the bytes. `seq` overrides the
+    record's own (the writer hashes a record before placing it).
     """
     micros = (r.at - _EPOCH) // dt.timedelta(microseconds=1)
     parts = [
         HASH_TAG,
-        struct.pack(">Q", r.seq),
+        struct.pack(">Q", r.seq if seq is None else seq),
         _str(r.id),
         struct.pack(">q", micros),
         _str(r.client_id),
@@ -195,14 +196,26 @@ async def append(raw: asyncpg.Connection, records: Sequence[AuditRecord]) -> lis
     Locks audit_head first, so concurrent appenders (other processes) wait and chain after us.
     """
     seq, prev = await repo.lock_head(raw)
+    chained = chain(seq, prev, records)
+    if chained:
+        await repo.insert_many(raw, chained)
+        await repo.set_head(raw, chained[-1].seq, chained[-1].hash)
+    return chained
+
+
+def chain(seq: int, prev: bytes, records: Sequence[AuditRecord]) -> list[AuditRecord]:
+    """`records` placed after the chain's tip (seq, hash): numbered, linked and hashed."""
     chained = []
     for r in records:
         seq += 1
-        placed = replace(r, seq=seq, prev_hash=prev)
-        prev = record_hash(prev, placed)
-        chained.append(replace(placed, hash=prev))
-    await repo.insert_many(raw, chained)
-    await repo.set_head(raw, seq, prev)
+        h = hashlib.sha256(prev + canonical_bytes(r, seq)).digest()
+        placed = AuditRecord(
+            seq, r.id, r.at, r.client_id, r.purpose, r.operation, r.snapshot_id,
+            r.rule_set_id, r.subject_hashes, r.subject_count, r.found_count,
+            r.response_digest, r.request_id, prev, h,
+        )  # fmt: skip
+        chained.append(placed)
+        prev = h
     return chained
 
 
@@ -221,6 +234,7 @@ class WriterStats:
     failed_batches: int = 0
     failed_records: int = 0
     largest_batch: int = 0
+    locked_batches: int = 0  # written under audit_head's row lock (first, or after another process)
     # The latest batch sizes only: a process lives for months.
     batch_sizes: deque[int] = field(default_factory=lambda: deque(maxlen=10_000), repr=False)
 
@@ -270,6 +284,7 @@ class AuditWriter:
         self._queue: asyncio.Queue[_Pending | object] = asyncio.Queue(maxsize=queue_size)
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._head: tuple[int, bytes] | None = None  # the tip this writer last wrote
         self.stats = WriterStats()
 
     async def start(self) -> None:
@@ -341,12 +356,24 @@ class AuditWriter:
         return False
 
     async def _flush(self, batch: list[_Pending]) -> None:
+        records = [p.record for p in batch]
         try:
             async with asyncio.timeout(self._timeout), self._engine.connect() as conn:
                 raw = (await conn.get_raw_connection()).driver_connection
-                async with raw.transaction():  # type: ignore[union-attr]
-                    await append(raw, [p.record for p in batch])
+                assert isinstance(raw, asyncpg.Connection)
+                # Usually one statement against the tip this writer left; if another process
+                # appended since (or the tip is unknown), chain under the head's row lock.
+                head = self._head
+                written = head is not None and await repo.append_if_head(
+                    raw, head[0], chained := chain(*head, records)
+                )
+                if not written:
+                    async with raw.transaction():
+                        chained = await append(raw, records)
+                    self.stats.locked_batches += 1
+                self._head = (chained[-1].seq, chained[-1].hash)
         except Exception as e:  # any failure: this batch's callers get 503, the writer lives on
+            self._head = None  # unknown: read it under the lock next time
             self.stats.failed_batches += 1
             self.stats.failed_records += len(batch)
             log.warning("audit batch of %d not written: %s", len(batch), type(e).__name__)

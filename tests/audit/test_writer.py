@@ -41,9 +41,14 @@ async def _rows(raw: asyncpg.Connection, client_id: str) -> list[asyncpg.Record]
     return rows
 
 
+@pytest.mark.parametrize("path", ["locked", "one statement"])
 async def test_record_is_committed_with_keyed_hashes_and_digest(
-    writer: audit.AuditWriter, raw: asyncpg.Connection
+    writer: audit.AuditWriter, raw: asyncpg.Connection, path: str
 ) -> None:
+    # A writer's first batch reads the chain's tip under its row lock; later ones are a single
+    # compare-and-set statement. Both must store the same thing.
+    if path == "one statement":
+        await writer.record(make_entry())
     nik, no_kk = random_nik(), random_nik()
     body = b'{"results": [{"nik": "masked"}]}'
     entry = make_entry(
@@ -77,6 +82,7 @@ async def test_record_is_committed_with_keyed_hashes_and_digest(
     text = str(dict(row))
     assert nik not in text
     assert no_kk not in text
+    assert writer.stats.locked_batches == 1
 
 
 async def test_group_commit_writes_many_records_in_few_transactions(
@@ -126,6 +132,44 @@ async def test_chain_stays_valid_across_writers(engine: AsyncEngine) -> None:
         await conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         result = await audit.verify_chain(conn)
     assert result.ok, result
+
+
+async def test_a_writer_whose_tip_moved_chains_again_under_the_lock(
+    engine: AsyncEngine, raw: asyncpg.Connection
+) -> None:
+    """Another process appending moves the head: the writer's one-statement append must write
+    nothing, and the batch goes in under the lock, after the other's records."""
+    client_id = f"test-{uuid.uuid4().hex[:10]}"
+    a = audit.AuditWriter(engine, HMAC_KEY)
+    b = audit.AuditWriter(engine, HMAC_KEY)
+    async with audit.running(a), audit.running(b):
+        await a.record(make_entry(client_id))  # a: locked (first), knows the tip
+        await a.record(make_entry(client_id))  # a: one statement
+        await b.record(make_entry(client_id))  # b moves the head behind a's back
+        await a.record(make_entry(client_id))  # a: compare-and-set fails, then locked
+        assert (a.stats.batches, a.stats.locked_batches) == (3, 2)
+    rows = await _rows(raw, client_id)
+    assert len(rows) == 4
+    seqs = sorted(r["seq"] for r in rows)
+    assert len(set(seqs)) == 4
+    async with engine.connect() as conn:
+        await conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        result = await audit.verify_chain(conn)
+    assert result.ok, result
+
+
+async def test_one_statement_append_refuses_a_moved_head(raw: asyncpg.Connection) -> None:
+    from app.repositories import audit as repo
+
+    seq, tip = await repo.lock_head(raw)  # outside a transaction: just reads it
+    records = audit.chain(
+        seq + 1,
+        bytes(32),
+        [audit.unchained_record(make_entry(), HMAC_KEY, dt.datetime.now(dt.UTC))],
+    )
+    assert not await repo.append_if_head(raw, seq + 1, records)  # the head is at seq, not seq+1
+    assert await repo.lock_head(raw) == (seq, tip)
+    assert await raw.fetchval("SELECT count(*) FROM audit_log WHERE id = $1", records[0].id) == 0
 
 
 async def test_database_unreachable_raises_audit_unavailable(settings: Settings) -> None:
