@@ -50,16 +50,27 @@ async def targeting_counts(
     return [dict(r) for r in rows.mappings()]
 
 
-# Column positions are relied upon by app.services.eligibility.render_stored (0-14 always, 15 the
-# person's fragment when asked): change them together.
+# A stored answer as PostgreSQL renders it, three columns a row (app.services.eligibility.
+# render_stored reads them by position):
+#   0 nik   int8, to match the asked NIKs;
+#   1 head  bytea, the result object up to its decisions, unclosed: {"nik":"...","found":true
+#           then the view's decile, family and the person's own groups, in the shape of
+#           app.services.eligibility.person_results;
+#   2 dkey  text, the decision columns as a row literal (t/f, numbers, empty for NULL): the key
+#           the worker's rendered-decisions memo is looked up by (decision_row parses it back).
+# The worker copies two values a person instead of decoding sixteen columns and formatting
+# them; the formatting runs on the database's core. tests/services/test_materialize.py holds
+# this rendering equal to the engine's for every combination of groups.
 _STORED = """
-SELECT d.nik, d.no_kk, d.region_code, d.decile, d.relationship, d.pkh_yearly, d.sr_level,
-       d.sr_priority, d.pkh_eligible, d.bpnt_eligible, d.pbi_eligible, d.sr_eligible,
-       d.pkh_recipient, d.bpnt_recipient, d.pbi_recipient{person}
+SELECT d.nik, convert_to(format('{template}', {args}), 'UTF8'), {dkey}
 FROM decisions d
 WHERE d.snapshot_key = $1 AND d.rule_set_key = $2 AND d.nik = ANY($3::int8[])
 """
-STORED_BY_NIK = _STORED.format(person="")
+DECISION_COLUMNS = (
+    "pkh_yearly", "sr_level", "sr_priority", "pkh_eligible", "bpnt_eligible", "pbi_eligible",
+    "sr_eligible", "pkh_recipient", "bpnt_recipient", "pbi_recipient",
+)  # fmt: skip
+_DKEY = f"ROW({', '.join('d.' + c for c in DECISION_COLUMNS)})::text"
 
 
 def _null(column: str) -> str:
@@ -71,12 +82,18 @@ def _school_level(names: dict[int, str]) -> str:
     return f"CASE d.school_level {cases} ELSE 'null' END"
 
 
-# The person's own field groups (stored beside the decisions), rendered by PostgreSQL as JSON members (",name":{...}) in the
-# shape of app.services.eligibility.person_results: the work lands on the database's core, and
-# Python copies one text per row instead of decoding ten columns. tests/services/
-# test_materialize.py holds the two renderings equal for every combination of groups.
-def _person_pieces(school_levels: dict[int, str]) -> dict[str, tuple[str, tuple[str, ...]]]:
+def _pieces(school_levels: dict[int, str]) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """Each field group as a format() template and its arguments, in answer order."""
     return {
+        "decile": (',"decile":%s', (_null("d.decile"),)),
+        "membership": (
+            ',"family":{"no_kk":"%s","relationship":%s,"kode_wilayah":"%s"}',
+            (
+                "lpad(d.no_kk::text, 16, '0')",
+                "d.relationship",
+                "lpad(d.region_code::text, 10, '0')",
+            ),
+        ),
         "identity": (
             ',"identity":{"name":%s,"sex":%s,"birth_date":"%s"}',
             ("to_json(d.name)", "d.sex", "to_char(d.birth_date, 'YYYY-MM-DD')"),
@@ -98,18 +115,32 @@ def _person_pieces(school_levels: dict[int, str]) -> dict[str, tuple[str, tuple[
 
 
 PERSON_GROUPS = ("identity", "attributes", "health")
+_ORDER = ("decile", "membership", *PERSON_GROUPS)
 
 
 @functools.cache
 def stored_query(groups: frozenset[str], school_levels: tuple[tuple[int, str], ...]) -> str:
-    """The stored-decisions query; with the person's granted groups as one JSON text column."""
-    pieces = _person_pieces(dict(school_levels))
-    wanted = [pieces[g] for g in PERSON_GROUPS if g in groups]
-    if not wanted:
-        return STORED_BY_NIK
-    template = "".join(t for t, _ in wanted)
-    args = ", ".join(a for _, args in wanted for a in args)
-    return _STORED.format(person=f",\n       format('{template}', {args})")
+    """The stored-answers query for a view's granted field groups."""
+    pieces = _pieces(dict(school_levels))
+    wanted = [pieces[g] for g in _ORDER if g in groups]
+    template = '{"nik":"%s","found":true' + "".join(t for t, _ in wanted)
+    args = ", ".join(["lpad(d.nik::text, 16, '0')", *(a for _, args in wanted for a in args)])
+    dkey = _DKEY if "decision" in groups else "NULL::text"
+    return _STORED.format(template=template, args=args, dkey=dkey)
+
+
+def decision_row(dkey: str) -> dict[str, int | bool | None]:
+    """The decision columns back from a row's `dkey` (a memo miss only)."""
+    values = dkey[1:-1].split(",")
+    out: dict[str, int | bool | None] = {}
+    for name, v in zip(DECISION_COLUMNS, values, strict=True):
+        if v == "":
+            out[name] = None
+        elif v in ("t", "f"):
+            out[name] = v == "t"
+        else:
+            out[name] = int(v)
+    return out
 
 
 async def materialized_key(conn: Conn, snapshot_key: int, rule_set_id: str) -> int | None:

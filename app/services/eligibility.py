@@ -328,18 +328,12 @@ def stored_decisions(
 # shared. What is rendered must equal orjson.dumps of the engine's answer: the test above.
 
 _NOT_FOUND = b'{"nik":"%b","found":false}'
-_HEAD = b'{"nik":"%b","found":true'
-_DECILE = b',"decile":%b'  # null: a family BPS has not ranked
-_FAMILY = b',"family":{"no_kk":"%016d","relationship":%d,"kode_wilayah":"%010d"}'
-_DECISIONS = b',"decisions":%b'
-
-
-def _int(value: int | None) -> bytes:
-    return b"null" if value is None else b"%d" % value
+_CLOSE = b"}"
+_WITH_DECISIONS = b'%b,"decisions":%b}'
 
 
 class _DecisionCache:
-    """Rendered decision lists by (rule set, programs, the stored row's decision columns).
+    """Rendered decision lists by (rule set, programs, the stored row's decision key).
 
     A plain dict (the distinct keys are few: flags, a level, an amount), emptied if it ever
     outgrows `maxsize`; a miss renders through `stored_decisions`, the shared definition.
@@ -349,13 +343,13 @@ class _DecisionCache:
         self.maxsize = maxsize
         self._rendered: dict[tuple[Any, ...], bytes] = {}
 
-    def get(self, row: Any, rule_set: RuleSet, programs: tuple[Program, ...]) -> bytes:
-        # Positions 5-14 of a stored row: amounts, levels, eligibility and recipient flags.
-        key = (rule_set.checksum, programs, row[5:15])
+    def get(self, dkey: str, rule_set: RuleSet, programs: tuple[Program, ...]) -> bytes:
+        key = (rule_set.checksum, programs, dkey)
         found = self._rendered.get(key)
         if found is None:
             if len(self._rendered) >= self.maxsize:
                 self._rendered.clear()
+            row = decisions_repo.decision_row(dkey)
             found = self._rendered[key] = orjson.dumps(stored_decisions(row, rule_set, programs))
         return found
 
@@ -372,32 +366,21 @@ def render_stored(
 ) -> Rendered:
     """One rendered result per asked NIK (`keys`: the same as int8), in order, from the rows of
     `decisions_repo.stored_query(view.groups, ...)` by NIK (more rows than asked are fine)."""
-    groups = view.groups
-    g_decile, g_member = "decile" in groups, "membership" in groups
-    g_person = not groups.isdisjoint(decisions_repo.PERSON_GROUPS)
-    g_decision = "decision" in groups
     programs = view.programs
     decisions = _decision_cache.get
+    with_decisions = "decision" in view.groups
     parts: list[bytes] = []
     found = 0
     for nik, key in zip(niks, keys, strict=True):
-        nik_b = nik.encode()
         r = by_nik.get(key)
         if r is None:
-            parts.append(_NOT_FOUND % nik_b)
-            continue
-        found += 1
-        out = [_HEAD % nik_b]
-        if g_decile:
-            out.append(_DECILE % _int(r[3]))
-        if g_member:
-            out.append(_FAMILY % (r[1], r[4], r[2]))
-        if g_person:
-            out.append(r[15].encode())  # identity, attributes, health: rendered by PostgreSQL
-        if g_decision:
-            out.append(_DECISIONS % decisions(r, rule_set, programs))
-        out.append(b"}")
-        parts.append(b"".join(out))
+            parts.append(_NOT_FOUND % nik.encode())
+        elif with_decisions:
+            found += 1
+            parts.append(_WITH_DECISIONS % (r[1], decisions(r[2], rule_set, programs)))
+        else:
+            found += 1
+            parts.append(r[1] + _CLOSE)
     return Rendered(parts, found)
 
 
