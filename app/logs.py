@@ -5,6 +5,7 @@ Never log a request body, a query string or an API key: identifiers travel only 
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import re
@@ -30,14 +31,19 @@ def _scrub_event(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
 
 
 class _Access:
-    """The access log: one line a request, written straight to stderr.
+    """The access log: one line a request, written to stderr.
 
     It is the hottest log line by far: going through stdlib logging and structlog cost ~9 % of
     a single lookup's CPU, so it is rendered here once (orjson, or a compact text line).
+    Inside an event loop the lines of one loop turn go out in one write at the end of the turn
+    (under load, many requests finish in a turn; one syscall each cost ~3 % of a lookup).
     """
 
     enabled = True
     json = False
+
+    def __init__(self) -> None:
+        self._pending: list[bytes] = []
 
     def write(self, event: dict[str, Any]) -> None:
         if not self.enabled:
@@ -49,10 +55,26 @@ class _Access:
             text = " ".join(f"{k}={v}" for k, v in event.items() if k not in ("event", "timestamp"))
             line = f"{event['timestamp']} [info     ] {event.get('event', '')} {text}\n".encode()
         try:
-            sys.stderr.buffer.write(line)
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._emit(line)
+            return
+        if not self._pending:
+            loop.call_soon(self.flush)
+        self._pending.append(line)
+
+    def flush(self) -> None:
+        if self._pending:
+            lines, self._pending = b"".join(self._pending), []
+            self._emit(lines)
+
+    @staticmethod
+    def _emit(data: bytes) -> None:
+        try:
+            sys.stderr.buffer.write(data)
             sys.stderr.flush()
         except (AttributeError, ValueError, OSError):  # a replaced or closed stderr (tests)
-            sys.stderr.write(line.decode())
+            sys.stderr.write(data.decode())
 
 
 def _now() -> str:

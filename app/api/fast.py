@@ -25,7 +25,7 @@ from app.api import limits
 from app.api.deps import AppState
 from app.auth.principal import PROGRAMS
 from app.identifiers import is_nik
-from app.schemas.lookup import MAX_BATCH, PeopleLookup
+from app.schemas.lookup import MAX_BATCH
 from app.services import lookup
 
 PATH = "/v1/people/lookup"
@@ -45,7 +45,18 @@ class FastStats:
     handed_over: int = 0
 
 
-def parse(body: bytes) -> PeopleLookup | None:
+@dataclass(frozen=True, slots=True)
+class Plain:
+    """A lookup body `parse` accepted whole: what PeopleLookup would hold, without building it."""
+
+    niks: list[str]
+    snapshot: str | None
+    rule_set: str | None
+    programs: list[str] | None
+    explain: bool
+
+
+def parse(body: bytes) -> Plain | None:
     """The request if the body is plainly valid (the model would accept it as is), else None."""
     try:
         doc = orjson.loads(body)
@@ -75,9 +86,7 @@ def parse(body: bytes) -> PeopleLookup | None:
     explain = doc.get("explain", False)
     if type(explain) is not bool:
         return None
-    return PeopleLookup.model_construct(
-        niks=niks, snapshot=snapshot, rule_set=rule_set, programs=programs, explain=explain
-    )
+    return Plain(niks, snapshot, rule_set, programs, explain)
 
 
 def _json_content(value: bytes | None) -> bool:
@@ -143,7 +152,7 @@ class FastLookup:
     async def _answer(
         self,
         scope: Scope,
-        request: PeopleLookup,
+        request: Plain,
         authorization: bytes | None,
         purpose: bytes | None,
     ) -> bytes:

@@ -39,8 +39,13 @@ class RequestContext:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = dict(scope.get("headers") or [])
-        given = headers.get(b"x-request-id", b"").decode("latin-1")
+        given = ""
+        declared: bytes | None = None
+        for name, value in scope.get("headers") or ():  # the last of each, as dict() would
+            if name == b"x-request-id":
+                given = value.decode("latin-1")
+            elif name == b"content-length":
+                declared = value
         rid = given if given and _RID.match(given) else f"{_RID_PREFIX}{next(_RID_COUNTER):010x}"
         scope.setdefault("state", {})["request_id"] = rid
         started = time.perf_counter()
@@ -48,12 +53,15 @@ class RequestContext:
         path: str = scope.get("path", "")
         limited = not path.startswith(self.unlimited)
 
-        if limited:
-            declared = headers.get(b"content-length")
-            if declared is not None and declared.isdigit() and int(declared) > self.max_body:
-                await self._too_large(send, rid)
-                self._log(scope, 413, started, rid)
-                return
+        if (
+            limited
+            and declared is not None
+            and declared.isdigit()
+            and int(declared) > self.max_body
+        ):
+            await self._too_large(send, rid)
+            self._log(scope, 413, started, rid)
+            return
 
         received = 0
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import orjson
 
 from app.auth.principal import Principal
 from app.eligibility import Program, RuleSet
-from app.schemas.lookup import FamiliesLookup, PeopleLookup
+from app.schemas.lookup import FamiliesLookup
 from app.schemas.snapshots import Snapshot
 from app.services import eligibility
 from app.services.audit import AuditEntry, AuditWriter, new_audit_id, nik_subject, no_kk_subject
@@ -31,13 +32,49 @@ class Caller:
     request_id: str
 
 
+_views: dict[tuple[Any, ...], eligibility.View] = {}
+
+
 def view_for(caller: Caller, programs: Sequence[str] | None, explain: bool) -> eligibility.View:
-    granted = caller.principal.allowed_programs(programs)
-    return eligibility.View(
-        programs=tuple(Program(p) for p in granted),
-        groups=frozenset(caller.principal.field_groups),
-        explain=explain,
+    """What the caller sees: its granted programs (or those it names) and field groups."""
+    principal = caller.principal
+    # A view depends only on these; clients are few, so the views are (a bounded memo).
+    key = (
+        principal.programs,
+        principal.field_groups,
+        None if programs is None else tuple(programs),
+        explain,
     )
+    view = _views.get(key)
+    if view is None:
+        granted = principal.allowed_programs(programs)  # raises for unknown or refused ones
+        view = eligibility.View(
+            programs=tuple(Program(p) for p in granted),
+            groups=frozenset(principal.field_groups),
+            explain=explain,
+        )
+        if len(_views) >= 4096:
+            _views.clear()
+        _views[key] = view
+    return view
+
+
+class Asked(Protocol):
+    """What a lookup names besides its identifiers (PeopleLookup, FamiliesLookup, app.api.fast)."""
+
+    @property
+    def snapshot(self) -> str | None: ...
+    @property
+    def rule_set(self) -> str | None: ...
+    @property
+    def programs(self) -> Sequence[str] | None: ...
+    @property
+    def explain(self) -> bool: ...
+
+
+class PeopleAsked(Asked, Protocol):
+    @property
+    def niks(self) -> Sequence[str]: ...
 
 
 Fetch = Callable[
@@ -52,7 +89,7 @@ async def _answer(
     operation: str,
     asked: Sequence[str],
     subjects: list[str],
-    request: PeopleLookup | FamiliesLookup,
+    request: Asked,
     fetch: Fetch,
 ) -> bytes:
     view = view_for(caller, request.programs, request.explain)
@@ -100,7 +137,7 @@ async def record_access(
 
 
 async def people_lookup(
-    reads: Reads, audit: AuditWriter, caller: Caller, request: PeopleLookup
+    reads: Reads, audit: AuditWriter, caller: Caller, request: PeopleAsked
 ) -> bytes:
     return await _answer(
         reads,
