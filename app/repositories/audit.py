@@ -98,39 +98,39 @@ async def set_head(raw: asyncpg.Connection, seq: int, hash_: bytes) -> None:
 
 
 # A whole batch in ONE statement (one round trip, its own implicit transaction): the head moves
-# from the seq the writer chained from to the batch's last record, and the records go in, only
-# if the head is still where the writer last left it (compare-and-set: another process that
+# from the record the batch was chained to (seq and hash) to the batch's last record, and the
+# records go in, only if the head is still that record (compare-and-set: another process that
 # appended meanwhile makes it insert nothing, and the writer chains again under the lock). A
 # record's subject hashes travel concatenated (all 32 bytes) and are split back into the array.
 _APPEND_IF_HEAD = f"""
 WITH moved AS (
-    UPDATE audit_head SET seq = $2, hash = $3 WHERE id = 1 AND seq = $1 RETURNING 1
+    UPDATE audit_head SET seq = $3, hash = $4 WHERE id = 1 AND seq = $1 AND hash = $2
+    RETURNING 1
 )
 INSERT INTO audit_log ({", ".join(_FIELDS)})
 SELECT u.seq, u.id, u.at, u.client_id, u.purpose, u.operation, u.snapshot_id, u.rule_set_id,
        ARRAY(SELECT substr(u.subjects, 32 * i + 1, 32)
              FROM generate_series(0, length(u.subjects) / 32 - 1) AS i ORDER BY i),
        u.subject_count, u.found_count, u.response_digest, u.request_id, u.prev_hash, u.hash
-FROM unnest($4::int8[], $5::text[], $6::timestamptz[], $7::text[], $8::text[], $9::text[],
-            $10::text[], $11::text[], $12::bytea[], $13::int4[], $14::int4[], $15::bytea[],
-            $16::text[], $17::bytea[], $18::bytea[])
+FROM unnest($5::int8[], $6::text[], $7::timestamptz[], $8::text[], $9::text[], $10::text[],
+            $11::text[], $12::text[], $13::bytea[], $14::int4[], $15::int4[], $16::bytea[],
+            $17::text[], $18::bytea[], $19::bytea[])
      AS u(seq, id, at, client_id, purpose, operation, snapshot_id, rule_set_id, subjects,
           subject_count, found_count, response_digest, request_id, prev_hash, hash)
 WHERE EXISTS (SELECT FROM moved)
 """
 
 
-async def append_if_head(
-    raw: asyncpg.Connection, expected_seq: int, records: Sequence[AuditRecord]
-) -> bool:
-    """Insert chained `records` and move the head, in one statement, if the head is still at
-    `expected_seq`; False (nothing written) if another writer moved it."""
+async def append_if_head(raw: asyncpg.Connection, records: Sequence[AuditRecord]) -> bool:
+    """Insert chained `records` and move the head, in one statement, if the head is still the
+    record the first one links to (its seq and hash); False (nothing written) if it is not."""
     if any(len(h) != 32 for r in records for h in r.subject_hashes):
         raise ValueError("subject hashes must be 32 bytes")
-    last = records[-1]
+    first, last = records[0], records[-1]
     status: str = await raw.execute(
         _APPEND_IF_HEAD,
-        expected_seq,
+        first.seq - 1,
+        first.prev_hash,
         last.seq,
         last.hash,
         [r.seq for r in records],

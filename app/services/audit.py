@@ -365,7 +365,7 @@ class AuditWriter:
                 # appended since (or the tip is unknown), chain under the head's row lock.
                 head = self._head
                 written = head is not None and await repo.append_if_head(
-                    raw, head[0], chained := chain(*head, records)
+                    raw, chained := chain(*head, records)
                 )
                 if not written:
                     async with raw.transaction():

@@ -167,7 +167,10 @@ async def test_one_statement_append_refuses_a_moved_head(raw: asyncpg.Connection
         bytes(32),
         [audit.unchained_record(make_entry(), HMAC_KEY, dt.datetime.now(dt.UTC))],
     )
-    assert not await repo.append_if_head(raw, seq + 1, records)  # the head is at seq, not seq+1
+    assert not await repo.append_if_head(raw, records)  # the head is at seq, not seq + 1
+    # The right seq but another hash: refused too.
+    wrong = audit.chain(seq, bytes(32) if tip != bytes(32) else b"\x01" * 32, records)
+    assert not await repo.append_if_head(raw, wrong)
     assert await repo.lock_head(raw) == (seq, tip)
     assert await raw.fetchval("SELECT count(*) FROM audit_log WHERE id = $1", records[0].id) == 0
 
