@@ -1,4 +1,4 @@
-"""`tepat audit verify|trail`, run as a separate process like an operator would."""
+"""`tepat audit verify|index|trail`, run as a separate process like an operator would."""
 
 from __future__ import annotations
 
@@ -38,6 +38,25 @@ async def test_trail_lists_the_accesses(recorded: tuple[str, audit.AuditEntry]) 
     assert nik not in table.stdout
     family = await asyncio.to_thread(tepat, "audit", "trail", "--no-kk", nik, "--json")
     assert json.loads(family.stdout) == []
+
+
+async def test_index_catches_up_and_the_trail_still_answers(
+    recorded: tuple[str, audit.AuditEntry],
+) -> None:
+    nik, entry = recorded
+    done = await asyncio.to_thread(tepat, "audit", "index", "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["records"] >= 1 and result["entries"] >= 1
+    assert result["indexed_upto"] >= 1
+    again = await asyncio.to_thread(tepat, "audit", "index", "--json")
+    assert (
+        json.loads(again.stdout)["records"] == 0
+        or json.loads(again.stdout)["indexed_upto"] > (result["indexed_upto"])
+    )  # only what other tests wrote since
+    found = await asyncio.to_thread(tepat, "audit", "trail", "--nik", nik, "--json")
+    assert [e["audit_id"] for e in json.loads(found.stdout)] == [entry.id]
+    assert nik not in done.stdout + done.stderr
 
 
 async def test_trail_refuses_a_bad_nik_without_echoing_it() -> None:
