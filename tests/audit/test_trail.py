@@ -143,4 +143,4 @@ async def test_trail_reads_the_index_and_only_the_unindexed_tail(engine: AsyncEn
             )
         )
     assert "pk_audit_subjects" in plan
-    assert "Index Cond: (seq > $" in plan  # the tail: a range of the primary key
+    assert "Index Cond: (seq > " in plan  # the tail: a range of the primary key (any version)
