@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     # Plain people lookups skip the framework's dependency and body machinery (app.api.fast);
     # off: every request goes through the route (same answers, slower).
     fast_lookup: bool = True
+    # Recurring GraphQL `person` documents answered from the REST lookup (app.graphql.fast);
+    # off: Strawberry executes every document (same answers, slower).
+    fast_graphql: bool = True
     # --- end overload and shutdown ---
 
     # The role the API's connections run as (created by the migrations): it may read the

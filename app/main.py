@@ -16,6 +16,7 @@ from app.api.fast import FastLookup, FastStats
 from app.api.middleware import RequestContext
 from app.api.routes import bulk, lookup, meta
 from app.config import Settings, get_settings
+from app.graphql.fast import FastGraphQL
 from app.graphql.router import mount as mount_graphql
 from app.services.audit import AuditWriter
 from app.services.catalog import close_reads, open_reads
@@ -50,6 +51,13 @@ def _outer_layers(app: FastAPI, settings: Settings) -> None:
         stack = build()
         if settings.fast_lookup:
             stack = FastLookup(stack, stats=app.state.fast_lookup)
+        if settings.fast_graphql:
+            stack = FastGraphQL(
+                stack,
+                stats=app.state.fast_graphql,
+                schema=app.state.graphql_schema,
+                production=settings.is_production,
+            )
         stack = limits.Overload(
             stack, max_concurrency=settings.max_concurrency, deadline=settings.request_deadline
         )
@@ -97,9 +105,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(meta.health)
     app.include_router(meta.router, prefix="/v1")
     app.include_router(lookup.router, prefix="/v1")
-    mount_graphql(app, settings)
+    app.state.graphql_schema = mount_graphql(app, settings)
     app.include_router(bulk.router, prefix="/v1")
     limits.install(app, settings)
     app.state.fast_lookup = FastStats()
+    app.state.fast_graphql = FastStats()
     _outer_layers(app, settings)
     return app

@@ -31,7 +31,7 @@ from app.services import lookup
 PATH = "/v1/people/lookup"
 _FIELDS = frozenset({"niks", "snapshot", "rule_set", "programs", "explain"})
 # Stricter than the model's patterns (ASCII digits only): what fails here goes to the route.
-_SNAPSHOT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}(-r[1-9][0-9]*)?")
+SNAPSHOT_ID = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}(-r[1-9][0-9]*)?")
 _RULE_SET = re.compile(r"[a-z0-9][a-z0-9-]{2,63}")
 _PROGRAMS = frozenset(PROGRAMS)
 _JSON_HEADERS = [(b"content-type", b"application/json")]
@@ -71,7 +71,7 @@ def parse(body: bytes) -> Plain | None:
         if type(nik) is not str or not is_nik(nik):
             return None
     snapshot = doc.get("snapshot")
-    if snapshot is not None and (type(snapshot) is not str or not _SNAPSHOT.fullmatch(snapshot)):
+    if snapshot is not None and (type(snapshot) is not str or not SNAPSHOT_ID.fullmatch(snapshot)):
         return None
     rule_set = doc.get("rule_set")
     if rule_set is not None and (type(rule_set) is not str or not _RULE_SET.fullmatch(rule_set)):
@@ -99,23 +99,54 @@ def _json_content(value: bytes | None) -> bool:
     )
 
 
-class FastLookup:
+@dataclass(slots=True)
+class Head:
+    """The request headers a fast path reads: the first of each, as Starlette's headers.get."""
+
+    authorization: bytes | None = None
+    purpose: bytes | None = None
+    content_type: bytes | None = None
+
+    @classmethod
+    def scan(cls, headers: list[tuple[bytes, bytes]]) -> Head:
+        head = cls()
+        for name, value in headers:
+            if name == b"authorization":
+                head.authorization = head.authorization or value
+            elif name == b"x-purpose":
+                head.purpose = head.purpose or value
+            elif name == b"content-type":
+                head.content_type = head.content_type or value
+        return head
+
+    def authorization_text(self) -> str | None:
+        return None if self.authorization is None else self.authorization.decode("latin-1")
+
+    def purpose_text(self) -> str | None:
+        return None if self.purpose is None else self.purpose.decode("latin-1")
+
+
+class FastPath:
+    """A pure-ASGI layer that answers POSTs to one path itself when it can, else hands over.
+
+    `answer` returns the JSON body of a 200, or None to hand the request (its body replayed) to
+    the app behind; an exception it raises is rendered by the app's own exception handlers.
+    """
+
+    path = ""
+
     def __init__(self, app: ASGIApp, *, stats: FastStats) -> None:
         self.app = app
         self.stats = stats
 
+    async def answer(self, scope: Scope, body: bytes, head: Head) -> bytes | None:
+        raise NotImplementedError
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST":
+        if scope["type"] != "http" or scope["path"] != self.path or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        authorization = purpose = content_type = None
-        for name, value in scope["headers"]:  # the first of each, as Starlette's headers.get
-            if name == b"authorization":
-                authorization = authorization or value
-            elif name == b"x-purpose":
-                purpose = purpose or value
-            elif name == b"content-type":
-                content_type = content_type or value
+        head = Head.scan(scope["headers"])
         chunks: list[bytes] = []
         while True:
             message = await receive()
@@ -125,21 +156,23 @@ class FastLookup:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
-        request = parse(body) if _json_content(content_type) else None
-        if request is None:
-            self.stats.handed_over += 1
-            await self.app(scope, _replay(body, receive), send)
-            return
-        self.stats.served += 1
         try:
-            data = await self._answer(scope, request, authorization, purpose)
+            data = (
+                await self.answer(scope, body, head) if _json_content(head.content_type) else None
+            )
         except Exception as e:
+            self.stats.served += 1
             handler = _handler_for(scope["app"], e)
             if handler is None:
                 raise
             response = await handler(Request(scope), e)
             await response(scope, receive, send)
             return
+        if data is None:
+            self.stats.handed_over += 1
+            await self.app(scope, _replay(body, receive), send)
+            return
+        self.stats.served += 1
         await send(
             {
                 "type": "http.response.start",
@@ -149,28 +182,32 @@ class FastLookup:
         )
         await send({"type": "http.response.body", "body": data})
 
-    async def _answer(
-        self,
-        scope: Scope,
-        request: Plain,
-        authorization: bytes | None,
-        purpose: bytes | None,
-    ) -> bytes:
+
+async def authenticate(scope: Scope, head: Head) -> lookup.Caller:
+    """app.api.deps.caller's steps: the key, then (with the client id noted for the access log,
+    refused or not) the purpose."""
+    state: AppState = scope["app"].state.tepat
+    principal = await state.authenticator.authenticate(head.authorization_text())
+    scope_state: dict[str, Any] = scope.setdefault("state", {})
+    scope_state["client_id"] = principal.client_id
+    purpose = principal.require_purpose(head.purpose_text())
+    rid = scope_state.get("request_id")
+    return lookup.Caller(principal, purpose, rid if isinstance(rid, str) else "-")
+
+
+class FastLookup(FastPath):
+    path = PATH
+
+    async def answer(self, scope: Scope, body: bytes, head: Head) -> bytes | None:
+        request = parse(body)
+        if request is None:
+            return None
         # The route's steps, in its order (app.api.deps.caller, then the route body).
-        state: AppState = scope["app"].state.tepat
-        principal = await state.authenticator.authenticate(
-            authorization.decode("latin-1") if authorization is not None else None
-        )
-        scope_state: dict[str, Any] = scope.setdefault("state", {})
-        scope_state["client_id"] = principal.client_id
-        stated = principal.require_purpose(
-            purpose.decode("latin-1") if purpose is not None else None
-        )
-        rid = scope_state.get("request_id")
-        caller = lookup.Caller(principal, stated, rid if isinstance(rid, str) else "-")
+        caller = await authenticate(scope, head)
         limiter = limits.limiter_of(scope["app"])
         if limiter is not None:
-            limiter.charge(principal.client_id, len(request.niks))  # 429 before any SQL
+            limiter.charge(caller.principal.client_id, len(request.niks))  # 429 before any SQL
+        state: AppState = scope["app"].state.tepat
         return await lookup.people_lookup(state.reads, state.audit, caller, request)
 
 

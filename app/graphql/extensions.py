@@ -30,7 +30,7 @@ CACHE_SIZE = 256
 
 # The rules are classes made once: ValidationCache keys on the rule tuple, so a new class per
 # request (what QueryDepthLimiter/MaxAliasesLimiter build in __init__) would never hit.
-_LIMIT_RULES: list[type[ASTValidationRule]] = [
+LIMIT_RULES: list[type[ASTValidationRule]] = [
     depth_rule(MAX_DEPTH, None, None),
     aliases_rule(MAX_ALIASES),
 ]
@@ -40,7 +40,7 @@ class Limits(AddValidationRules):
     """Depth and alias limits as validation rules: a document over them never executes."""
 
     def __init__(self) -> None:
-        super().__init__(_LIMIT_RULES)
+        super().__init__(LIMIT_RULES)
 
 
 class NoIntrospection(AddValidationRules):

@@ -6,7 +6,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import strawberry
 from fastapi import FastAPI, Request
+from graphql import GraphQLSchema
 from starlette.responses import HTMLResponse, Response
 from starlette.staticfiles import StaticFiles
 from strawberry.fastapi import GraphQLRouter
@@ -82,9 +84,13 @@ class TepatGraphQLRouter(GraphQLRouter[GraphContext, None]):
         return response
 
 
-def mount(app: FastAPI, settings: Settings) -> None:
+def mount(app: FastAPI, settings: Settings) -> GraphQLSchema:
     """/graphql, and in dev and demo the IDE's assets (in production both IDE and
-    introspection are off)."""
-    app.include_router(TepatGraphQLRouter(settings))
+    introspection are off). Returns the executable schema (app.graphql.fast compiles against it)."""
+    router = TepatGraphQLRouter(settings)
+    app.include_router(router)
     if not settings.is_production:
         app.mount(STATIC, StaticFiles(directory=_STATIC_DIR), name="graphql-static")
+    schema = router.schema
+    assert isinstance(schema, strawberry.Schema)
+    return schema._schema

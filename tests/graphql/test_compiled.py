@@ -1,0 +1,295 @@
+"""Compiled `person` documents (app.graphql.fast) answer and audit exactly as Strawberry does.
+
+Each request goes to two apps on the same database: the default one (compiled path on) and one
+with `fast_graphql` off (Strawberry executes every document). Status, content type and body must
+match apart from the per-request ids, and so must the two audit records (operation, subjects,
+found count, digest of `data`). Stats tell which path answered, so a compiled path that quietly
+handed everything over would fail here. Both the stored decisions of a materialised release and
+the engine's live evaluation (a release not materialised) are compared, person by person.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app import db
+from app.api.fast import FastStats
+from app.config import Settings
+from app.graphql.compiled import compile_document
+from app.graphql.extensions import LIMIT_RULES, MAX_TOKENS
+from app.ingest.importer import import_release
+from app.main import create_app
+from app.services import materialize, pinning, rule_sets
+from app.synth.generate import generate_release
+from bench.suite import GRAPHQL_PERSON
+from tests.helpers import drop_release
+from tests.support import RELEASE, MakeClient, auth
+
+STORED = "2025-09-30"  # older than RELEASE: never the current snapshot of other tests
+ABSENT = "3201014501990007"
+JSON = {"Content-Type": "application/json"}
+
+SMALL = """query Small($nik: String!) { person(nik: $nik) { nik decile identity { name } } }"""
+ALIASED = """query Aliased($who: String!, $at: String) {
+  p: person(nik: $who, snapshot: $at) {
+    __typename n: nik found relationship
+    family { __typename noKk found decile kodeWilayah }
+    e: eligibility { __typename program eligible b: benefit { yearlyRupiah monthlyRupiah }
+      components { nik taken } }
+    health { pregnant } } }"""
+
+
+@pytest.fixture(scope="module")
+async def stored(
+    engine: AsyncEngine, settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Path]:
+    """A small release with its decisions stored (the path most lookups take)."""
+    folder = tmp_path_factory.mktemp("compiled") / STORED
+    generate_release(folder, people=1500, seed=43, release=STORED)
+    async with engine.begin() as conn:
+        await rule_sets.ensure_shipped(conn)
+    raw = await db.connect_raw(settings)
+    try:
+        await drop_release(raw, STORED)
+        assert (await import_release(raw, folder)).published
+    finally:
+        await raw.close()
+    async with engine.connect() as conn:
+        pinned = await pinning.pin(conn, STORED, None)
+    reader, writer = await db.connect_raw(settings), await db.connect_raw(settings)
+    try:
+        await materialize.materialize(reader, writer, pinned.snapshot, pinned.rule_set)
+    finally:
+        await reader.close()
+        await writer.close()
+    yield folder
+    raw = await db.connect_raw(settings)
+    try:
+        await drop_release(raw, STORED)
+    finally:
+        await raw.close()
+
+
+@pytest.fixture
+async def strawberry_only(settings: Settings, published: Path) -> AsyncIterator[httpx.AsyncClient]:
+    application = create_app(settings.model_copy(update={"fast_graphql": False}))
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://tepat.test") as c:
+            yield c
+
+
+def _niks(folder: Path, n: int) -> list[str]:
+    with (folder / "anggota.csv").open() as f:
+        return [r["nik"] for _, r in zip(range(n), csv.DictReader(f), strict=False)]
+
+
+def _ids_out(value: Any) -> Any:
+    """The body without per-request ids (request and audit ids, in meta and in errors)."""
+    if isinstance(value, dict):
+        return {k: _ids_out(v) for k, v in value.items() if k not in ("request_id", "audit_id")}
+    if isinstance(value, list):
+        return [_ids_out(v) for v in value]
+    return value
+
+
+async def _audit(engine: AsyncEngine, audit_id: str) -> dict[str, Any]:
+    async with engine.connect() as conn:
+        row = (
+            await conn.execute(
+                text(
+                    "SELECT client_id, purpose, operation, snapshot_id, rule_set_id,"
+                    " subject_hashes, subject_count, found_count, response_digest"
+                    " FROM audit_log WHERE id = :id"
+                ),
+                {"id": audit_id},
+            )
+        ).one()
+    return dict(row._mapping)
+
+
+class Both:
+    """Sends one request to both apps; compares answers and audit records; says who answered."""
+
+    def __init__(
+        self, app: FastAPI, fast: httpx.AsyncClient, slow: httpx.AsyncClient, engine: AsyncEngine
+    ) -> None:
+        self.stats: FastStats = app.state.fast_graphql
+        self.fast, self.slow, self.engine = fast, slow, engine
+
+    async def send(self, content: bytes, headers: dict[str, str]) -> tuple[str, httpx.Response]:
+        before = (self.stats.served, self.stats.handed_over)
+        fast = await self.fast.post("/graphql", content=content, headers=headers)
+        slow = await self.slow.post("/graphql", content=content, headers=headers)
+        assert fast.status_code == slow.status_code, (fast.text, slow.text)
+        assert fast.headers.get("content-type") == slow.headers.get("content-type")
+        if "json" not in fast.headers.get("content-type", ""):
+            assert fast.text == slow.text  # Strawberry's plain-text 400s
+            meta: list[dict[str, Any]] = [{}, {}]
+        else:
+            assert _ids_out(fast.json()) == _ids_out(slow.json())
+            meta = [r.json().get("extensions", {}).get("meta", {}) for r in (fast, slow)]
+        if "audit_id" in meta[0]:
+            records = [await _audit(self.engine, m["audit_id"]) for m in meta]
+            assert records[0] == records[1]
+        else:
+            assert "audit_id" not in meta[1]
+        served = self.stats.served - before[0]
+        assert served + self.stats.handed_over - before[1] == 1
+        return ("compiled" if served else "strawberry"), fast
+
+    async def query(
+        self, query: str, variables: dict[str, Any], headers: dict[str, str], **extra: Any
+    ) -> tuple[str, httpx.Response]:
+        body = orjson.dumps({"query": query, "variables": variables, **extra})
+        return await self.send(body, {**headers, **JSON})
+
+
+@pytest.fixture
+def both(
+    app: FastAPI, http: httpx.AsyncClient, strawberry_only: httpx.AsyncClient, engine: AsyncEngine
+) -> Both:
+    return Both(app, http, strawberry_only, engine)
+
+
+async def test_person_documents_compile_and_answer_as_strawberry_on_stored_decisions(
+    both: Both, stored: Path, full_key: str, make_client: MakeClient
+) -> None:
+    narrow = await make_client(programs=["PBI_JK", "SEKOLAH_RAKYAT"], fields=["decision"])
+    headers = auth(full_key)
+    niks = [*_niks(stored, 250), ABSENT]
+    for nik in niks:
+        took, response = await both.query(GRAPHQL_PERSON, {"nik": nik, "snapshot": STORED}, headers)
+        assert (took, response.status_code) == ("compiled", 200)
+        person = response.json()["data"]["person"]
+        assert person["nik"] == nik and person["found"] is (nik != ABSENT)
+        assert response.json()["extensions"]["meta"]["snapshot"]["id"] == STORED
+    for nik in niks[:60]:
+        took, response = await both.query(ALIASED, {"who": nik, "at": STORED}, headers)
+        assert took == "compiled"
+        assert response.json()["data"]["p"]["__typename"] == "Person"
+    # A client granted two programs and decisions only: its answer carries just those.
+    query = """query($nik: String!, $s: String) {
+      person(nik: $nik, snapshot: $s) { nik eligibility { program eligible } } }"""
+    for nik in niks[:40]:
+        took, response = await both.query(query, {"nik": nik, "s": STORED}, auth(narrow))
+        assert took == "compiled"
+        decisions = response.json()["data"]["person"]["eligibility"] or []
+        assert {d["program"] for d in decisions} <= {"PBI_JK", "SEKOLAH_RAKYAT"}
+
+
+async def test_person_documents_answer_as_strawberry_on_live_evaluation(
+    both: Both, published: Path, full_key: str
+) -> None:
+    """The API release has no stored decisions: the engine evaluates, on both paths."""
+    headers = auth(full_key)
+    niks = [*_niks(published, 120), ABSENT]
+    for nik in niks:
+        for query, variables in (
+            (GRAPHQL_PERSON, {"nik": nik}),
+            (SMALL, {"nik": nik}),
+            (ALIASED, {"who": nik, "at": RELEASE}),
+        ):
+            took, response = await both.query(query, variables, headers)
+            assert (took, response.status_code) == ("compiled", 200), response.text
+    # A literal NIK and an operation named in the request compile too.
+    literal = f'{{ person(nik: "{niks[0]}") {{ nik found decile }} }}'
+    assert (await both.query(literal, {}, headers))[0] == "compiled"
+    assert (await both.query(SMALL, {"nik": niks[1]}, headers, operationName="Small"))[
+        0
+    ] == "compiled"
+
+
+async def test_everything_else_goes_to_strawberry_with_the_same_answer(
+    both: Both, published: Path, full_key: str, make_client: MakeClient
+) -> None:
+    nik = _niks(published, 1)[0]
+    headers = auth(full_key)
+    no_identity = await make_client(fields=["decision", "decile"])
+    handed = [
+        # documents outside the compiled shape
+        ("{ snapshots { id } }", {}, headers),
+        ("query($n: String!) { person(nik: $n) { ...F } } fragment F on Person { nik }",
+         {"n": nik}, headers),
+        ("query($n: String!) { person(nik: $n) { nik @include(if: true) } }", {"n": nik}, headers),
+        ("query($n: String!) { person(nik: $n) { eligibility(explain: true) { program } } }",
+         {"n": nik}, headers),
+        ("query($n: String!) { person(nik: $n) { family { members { nik } } } }",
+         {"n": nik}, headers),
+        ("query($n: String!) { a: person(nik: $n) { nik } b: person(nik: $n) { nik } }",
+         {"n": nik}, headers),
+        # invalid documents and variables
+        ("query($n: String!) { person(nik: $n) { nope } }", {"n": nik}, headers),
+        (SMALL, {}, headers),
+        (SMALL, {"nik": 3201010101900001}, headers),
+        (SMALL, {"nik": "32010101019000"}, headers),
+        (SMALL, {"nik": "3201019999900001"}, headers),
+        (GRAPHQL_PERSON, {"nik": nik, "snapshot": "1999-01-01"}, headers),
+        (GRAPHQL_PERSON, {"nik": nik, "snapshot": "not-a-date"}, headers),
+        # refusals: key, purpose, field groups
+        (SMALL, {"nik": nik}, {"Authorization": "Bearer tepat_nonsense"}),
+        (SMALL, {"nik": nik}, {}),
+        (SMALL, {"nik": nik}, auth(full_key, purpose=None)),
+        (SMALL, {"nik": nik}, auth(full_key, purpose="marketing")),
+        (SMALL, {"nik": nik}, auth(no_identity)),
+    ]  # fmt: skip
+    for query, variables, h in handed:
+        took, response = await both.query(query, variables, h)
+        assert took == "strawberry", (query, variables, response.text)
+    took, response = await both.query(SMALL, {"nik": nik}, auth(no_identity))
+    assert response.status_code == 403
+    took, response = await both.query(SMALL, {"nik": nik}, headers, operationName="Other")
+    assert (took, response.status_code) == ("strawberry", 400)
+    # Not plain JSON, or a streamed answer asked for: Strawberry's transports.
+    body = orjson.dumps({"query": SMALL, "variables": {"nik": nik}})
+    assert (await both.send(body, {**headers, "Content-Type": "text/plain"}))[0] == "strawberry"
+    assert (await both.send(body, {**headers, **JSON, "Accept": "multipart/mixed"}))[0] == (
+        "strawberry"
+    )
+    assert (await both.send(b"{not json", {**headers, **JSON}))[0] == "strawberry"
+
+
+async def test_over_the_rate_limit_is_strawberry_429(
+    settings: Settings, published: Path, make_client: MakeClient
+) -> None:
+    """No token is taken by the compiled path when it hands over: the refusal is Strawberry's."""
+    limited = settings.model_copy(update={"rate_limit_niks_per_second": 1.0, "rate_limit_burst": 2})
+    application = create_app(limited)
+    key = await make_client()
+    nik = _niks(published, 1)[0]
+    body = orjson.dumps({"query": SMALL, "variables": {"nik": nik}})
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://tepat.test") as c:
+            statuses = [
+                (await c.post("/graphql", content=body, headers={**auth(key), **JSON})).status_code
+                for _ in range(3)
+            ]
+        stats: FastStats = application.state.fast_graphql
+    assert statuses == [200, 200, 429]
+    assert (stats.served, stats.handed_over) == (2, 1)
+
+
+def test_compiled_shapes(app: FastAPI) -> None:
+    schema = app.state.graphql_schema
+    rules = tuple(LIMIT_RULES)
+    plan = compile_document(schema, GRAPHQL_PERSON, None, rules, MAX_TOKENS)
+    assert plan is not None and plan.eligibility
+    assert set(plan.needs.groups) == {
+        "decile", "membership", "identity", "attributes", "health", "decision"
+    }  # fmt: skip
+    small = compile_document(schema, SMALL, "Small", rules, MAX_TOKENS)
+    assert small is not None and not small.eligibility
+    assert compile_document(schema, SMALL, "Other", rules, MAX_TOKENS) is None
+    deep = '{ person(nik: "1") { ' + " ".join(f"a{i}: nik" for i in range(11)) + " } }"
+    assert compile_document(schema, deep, None, rules, MAX_TOKENS) is None  # aliases limit
