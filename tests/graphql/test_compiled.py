@@ -216,7 +216,7 @@ async def test_everything_else_goes_to_strawberry_with_the_same_answer(
     nik = _niks(published, 1)[0]
     headers = auth(full_key)
     no_identity = await make_client(fields=["decision", "decile"])
-    handed = [
+    handed: list[tuple[str, dict[str, Any], dict[str, str]]] = [
         # documents outside the compiled shape
         ("{ snapshots { id } }", {}, headers),
         ("query($n: String!) { person(nik: $n) { ...F } } fragment F on Person { nik }",
