@@ -20,7 +20,6 @@ import contextlib
 import datetime as dt
 import functools
 import hashlib
-import hmac
 import logging
 import os
 import struct
@@ -28,7 +27,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import asyncpg
 from pydantic import BaseModel
@@ -74,16 +73,29 @@ def no_kk_subject(no_kk: str) -> str:
 
 def subject_hash(key: bytes, subject: str) -> bytes:
     """HMAC-SHA256 of a subject (`nik:...` or `kk:...`): only the key holder can test a guess."""
-    h = _keyed(key).copy()
+    inner, outer = _keyed(key)
+    h = inner.copy()
     h.update(subject.encode("utf-8"))
-    return h.digest()
+    o = outer.copy()
+    o.update(h.digest())
+    digest: bytes = o.digest()
+    return digest
 
 
 @functools.lru_cache(maxsize=8)
-def _keyed(key: bytes) -> hmac.HMAC:
-    # The key's inner and outer pads hashed once; each subject then costs a copy and two short
-    # hashes (a bulk chunk hashes 1,000 NIKs: ~1 us each instead of ~1.6).
-    return hmac.new(key, digestmod=hashlib.sha256)
+def _keyed(key: bytes) -> tuple[Any, Any]:
+    """HMAC-SHA256 (RFC 2104) with the key's inner and outer pads hashed once: each subject then
+    costs two copies and two short hashes, in C (a bulk chunk hashes 1,000 NIKs: ~0.5 us each,
+    against ~0.85 through hmac.HMAC.copy). tests/audit checks it equals hmac.new."""
+    if len(key) > _BLOCK:
+        key = hashlib.sha256(key).digest()
+    key = key.ljust(_BLOCK, b"\0")
+    inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
+    outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
+    return inner, outer
+
+
+_BLOCK = 64  # SHA-256's block size
 
 
 def response_digest(body: bytes) -> bytes:
@@ -99,6 +111,17 @@ def _str(value: str | None) -> bytes:
 
 def _bytes(value: bytes) -> bytes:
     return struct.pack(">I", len(value)) + value
+
+
+_LEN32 = struct.pack(">I", 32)
+
+
+def _hashes(hashes: Sequence[bytes]) -> bytes:
+    """Each hash as bytes (u32 length + the bytes), concatenated; in one join when all are 32
+    bytes long, as every hash the writer makes is (a stored record may not be: verify)."""
+    if set(map(len, hashes)) <= {32}:
+        return _LEN32 + _LEN32.join(hashes) if hashes else b""
+    return b"".join(_bytes(h) for h in hashes)
 
 
 def canonical_bytes(r: AuditRecord, seq: int | None = None) -> bytes:
@@ -123,7 +146,7 @@ def canonical_bytes(r: AuditRecord, seq: int | None = None) -> bytes:
         _str(r.snapshot_id),
         _str(r.rule_set_id),
         struct.pack(">I", len(r.subject_hashes)),
-        *(_bytes(h) for h in r.subject_hashes),
+        _hashes(r.subject_hashes),
         struct.pack(">qq", r.subject_count, r.found_count),
         _bytes(r.response_digest),
         _str(r.request_id),
@@ -164,13 +187,15 @@ def unchained_record(entry: AuditEntry, hmac_key: bytes, at: dt.datetime) -> Aud
     if entry.found < 0:
         raise ValueError("found must not be negative")
     hashes: dict[bytes, None] = {}  # distinct, in request order
-    keyed = _keyed(hmac_key)
+    inner, outer = _keyed(hmac_key)
     for subject in entry.subjects:
         if not subject.startswith(_SUBJECT_KINDS):
             raise ValueError("audit subjects must be nik_subject(...) or no_kk_subject(...)")
-        h = keyed.copy()
+        h = inner.copy()
         h.update(subject.encode())
-        hashes[h.digest()] = None
+        o = outer.copy()
+        o.update(h.digest())
+        hashes[o.digest()] = None
     return AuditRecord(
         seq=0,
         id=entry.id,

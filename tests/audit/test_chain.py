@@ -151,3 +151,39 @@ async def test_first_bad_record_wins(conn: AsyncConnection) -> None:
     await conn.execute(text("DELETE FROM audit_log WHERE seq = 9"))
     result = await audit.verify_chain(conn)
     assert (result.problem, result.seq, result.audit_id) == ("altered", 3, records[2].id)
+
+
+def test_subject_hash_is_hmac_sha256_for_any_key_length() -> None:
+    """The precomputed-pad HMAC equals the standard library's for short, block-size and long keys."""
+    import hashlib
+    import hmac
+
+    for key in (b"k", b"x" * 63, b"y" * 64, b"z" * 65, bytes(range(256)) * 2):
+        for subject in ("nik:3201010101900001", "kk:3201010101900002", "nik:"):
+            expected = hmac.new(key, subject.encode(), hashlib.sha256).digest()
+            assert audit.subject_hash(key, subject) == expected
+        entry = make_entry()
+        record = audit.unchained_record(entry, key, audit._EPOCH)
+        assert (
+            record.subject_hashes[0]
+            == hmac.new(key, entry.subjects[0].encode(), hashlib.sha256).digest()
+        )
+
+
+def test_canonical_encoding_of_hashes_of_any_length() -> None:
+    """Hashes are u32 length + bytes each, whether all are 32 bytes (one join) or not (a stored
+    record altered to odd lengths must still encode unambiguously)."""
+    import struct
+
+    record = audit.unchained_record(make_entry(), HMAC_KEY, audit._EPOCH)
+
+    def spelled(hashes: tuple[bytes, ...]) -> bytes:
+        return b"".join(struct.pack(">I", len(h)) + h for h in hashes)
+
+    for hashes in ((bytes(32), bytes([1]) * 32), (bytes(31), bytes(33)), (), (bytes(32),)):
+        changed = dataclasses.replace(record, subject_hashes=hashes)
+        encoded = audit.canonical_bytes(changed)
+        assert struct.pack(">I", len(hashes)) + spelled(hashes) in encoded
+    odd = dataclasses.replace(record, subject_hashes=(bytes(31), bytes(33)))
+    even = dataclasses.replace(record, subject_hashes=(bytes(32), bytes(32)))
+    assert audit.record_hash(audit.GENESIS, odd) != audit.record_hash(audit.GENESIS, even)
