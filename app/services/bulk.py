@@ -140,6 +140,29 @@ def parse_line(number: int, raw: bytes | None) -> Item | None:
     return Item(number, value)
 
 
+def parse_lines(lines: Sequence[tuple[int, bytes | None]]) -> list[Item | None]:
+    """`parse_line` over a block of lines; the usual lines (`{"nik":"..."}` as JSON encoders
+    write it, with or without the space, and bare NIKs) are recognised without a call each."""
+    out: list[Item | None] = []
+    append = out.append
+    for number, raw in lines:
+        if raw is not None:
+            size = len(raw)
+            if size == 27 and raw[:9] == b'{"nik": "' and raw[25:] == b'"}':
+                value = raw[9:25].decode("latin-1")
+            elif size == 26 and raw[:8] == b'{"nik":"' and raw[24:] == b'"}':
+                value = raw[8:24].decode("latin-1")
+            elif size == 16:
+                value = raw.decode("latin-1")
+            else:
+                value = ""
+            if value and is_nik(value):
+                append(Item(number, value))
+                continue
+        append(parse_line(number, raw))
+    return out
+
+
 @dataclass(slots=True)
 class Counts:
     lines: int = 0
@@ -219,8 +242,7 @@ class Job:
         running: deque[asyncio.Task[bytes]] = deque()
         try:
             async for data in body:
-                for number, raw in splitter.feed(data):
-                    item = parse_line(number, raw)
+                for item in parse_lines(splitter.feed(data)):
                     if item is None:
                         self.counts.blank += 1
                         continue

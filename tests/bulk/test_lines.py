@@ -86,3 +86,27 @@ def test_rejected_lines_name_the_problem_and_mask_the_value(
 def test_blank_lines_are_none() -> None:
     assert parse_line(1, b"") is None
     assert parse_line(1, b" \t\r") is None
+
+
+_SHAPES = [
+    b'{"nik": "%s"}', b'{"nik":"%s"}', b"%s", b'"%s"', b' {"nik": "%s"} ', b'{"nik": "%s"}\r',
+    b'{"nik": "%s", "x": 1}', b'{"nak": "%s"}', b'{"nik": "%s"', b'{"nik": %s}', b"[%s]",
+]  # fmt: skip
+_VALUES = [
+    NIK, "3201019999900001", "3201014501900000", "320101450190000a", "32010145019000011",
+    "320101450190000", "٣٢٠١٠١٤٥٠١٩٠٠٠٠١", "3201012902000001", "3201012901000001", "",
+]  # fmt: skip
+
+
+def test_the_block_parser_answers_every_line_as_parse_line() -> None:
+    """parse_lines recognises the usual lines without a call each: the same Items, errors and
+    blanks as parse_line, for the usual shapes and their near misses."""
+    from app.services.bulk import parse_lines
+
+    lines: list[tuple[int, bytes | None]] = [(1, None), (2, b""), (3, b"   ")]
+    for shape in _SHAPES:
+        for value in _VALUES:
+            lines.append((len(lines) + 1, shape % value.encode()))
+    expected = [parse_line(number, raw) for number, raw in lines]
+    assert parse_lines(lines) == expected
+    assert sum(1 for item in expected if item is not None and item.nik is not None) >= 6
