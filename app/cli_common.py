@@ -8,7 +8,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from app import embedded
+from app import embedded, resilience
 from app.config import Settings, get_settings
 from app.console import err
 from app.errors import TepatError
@@ -25,6 +25,14 @@ def run(fn: Callable[[Settings], Coroutine[Any, Any, T]]) -> T:
         return asyncio.run(fn(settings))
     except TepatError as e:
         err.print(f"[red]error:[/red] {e.detail}")
+        raise typer.Exit(1) from None
+    except Exception as e:
+        if not resilience.is_unmigrated(e):
+            raise
+        err.print(
+            "[red]error:[/red] the database's schema is behind this version of tepat "
+            "(a table or column is missing): run `tepat db upgrade`"
+        )
         raise typer.Exit(1) from None
     finally:
         embedded.stop()

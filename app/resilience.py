@@ -57,6 +57,14 @@ def _chain(exc: BaseException) -> list[BaseException]:
     return seen
 
 
+def is_unmigrated(exc: BaseException) -> bool:
+    """A table or column the code expects is missing: the schema is behind the code."""
+    return any(
+        isinstance(e, asyncpg.UndefinedTableError | asyncpg.UndefinedColumnError)
+        for e in _chain(exc)
+    )
+
+
 def is_unavailable(exc: BaseException) -> bool:
     """True when `exc` (or what caused it) means the database cannot serve now."""
     for e in _chain(exc):

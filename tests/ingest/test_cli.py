@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.synth.corrupt import corrupt_release
 
@@ -100,3 +101,12 @@ def test_generate_import_list_show_verify_retire(
                 await raw.close()
 
         asyncio.run(cleanup())
+
+
+async def test_a_database_never_migrated_is_named_not_a_traceback(scratch: AsyncEngine) -> None:
+    """The CLI against an empty database says to run `tepat db upgrade` (exit 1), no traceback."""
+    url = scratch.url.render_as_string(hide_password=False)
+    out = tepat("snapshot", "list", database_url=url)
+    assert out.returncode == 1, out.stderr
+    assert "tepat db upgrade" in out.stderr
+    assert "Traceback" not in out.stderr + out.stdout
