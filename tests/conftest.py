@@ -23,11 +23,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app import db, embedded, migrate
 from app.config import Settings
-from app.ingest.importer import import_release
 from app.main import create_app
-from app.services import clients, rule_sets
-from app.synth.generate import generate_release
-from tests.helpers import drop_release
+from app.services import clients
+from tests.helpers import imported_release
 from tests.support import ALL_GROUPS, ALL_PROGRAMS, PURPOSE, RELEASE, MakeClient
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -144,25 +142,9 @@ async def published(
     engine: AsyncEngine, settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Path]:
     """Release 2026-01-23 (4,000 people), imported once for the session, with the rule sets."""
-    from app import db
-
     folder = tmp_path_factory.mktemp("api") / RELEASE
-    generate_release(folder, people=4000, seed=21, release=RELEASE)
-    async with engine.begin() as conn:
-        await rule_sets.ensure_shipped(conn)
-    raw = await db.connect_raw(settings)
-    try:
-        await drop_release(raw, RELEASE)
-        result = await import_release(raw, folder)
-        assert result.published, result.report.to_dict()
-    finally:
-        await raw.close()
-    yield folder
-    raw = await db.connect_raw(settings)
-    try:
-        await drop_release(raw, RELEASE)
-    finally:
-        await raw.close()
+    async with imported_release(settings, engine, folder, RELEASE, people=4000, seed=21):
+        yield folder
 
 
 @pytest.fixture(scope="session")

@@ -27,12 +27,10 @@ from app.api.fast import FastStats
 from app.config import Settings
 from app.graphql.compiled import compile_document
 from app.graphql.extensions import LIMIT_RULES, MAX_TOKENS
-from app.ingest.importer import import_release
 from app.main import create_app
-from app.services import materialize, pinning, rule_sets
-from app.synth.generate import generate_release
+from app.services import materialize, pinning
 from bench.suite import GRAPHQL_PERSON
-from tests.helpers import drop_release
+from tests.helpers import imported_release
 from tests.support import RELEASE, MakeClient, auth
 
 STORED = "2025-09-30"  # older than RELEASE: never the current snapshot of other tests
@@ -55,29 +53,16 @@ async def stored(
 ) -> AsyncIterator[Path]:
     """A small release with its decisions stored (the path most lookups take)."""
     folder = tmp_path_factory.mktemp("compiled") / STORED
-    generate_release(folder, people=1500, seed=43, release=STORED)
-    async with engine.begin() as conn:
-        await rule_sets.ensure_shipped(conn)
-    raw = await db.connect_raw(settings)
-    try:
-        await drop_release(raw, STORED)
-        assert (await import_release(raw, folder)).published
-    finally:
-        await raw.close()
-    async with engine.connect() as conn:
-        pinned = await pinning.pin(conn, STORED, None)
-    reader, writer = await db.connect_raw(settings), await db.connect_raw(settings)
-    try:
-        await materialize.materialize(reader, writer, pinned.snapshot, pinned.rule_set)
-    finally:
-        await reader.close()
-        await writer.close()
-    yield folder
-    raw = await db.connect_raw(settings)
-    try:
-        await drop_release(raw, STORED)
-    finally:
-        await raw.close()
+    async with imported_release(settings, engine, folder, STORED, people=1500, seed=43):
+        async with engine.connect() as conn:
+            pinned = await pinning.pin(conn, STORED, None)
+        reader, writer = await db.connect_raw(settings), await db.connect_raw(settings)
+        try:
+            await materialize.materialize(reader, writer, pinned.snapshot, pinned.rule_set)
+        finally:
+            await reader.close()
+            await writer.close()
+        yield folder
 
 
 @pytest.fixture

@@ -23,11 +23,9 @@ from app.eligibility import (
     shipped_rule_sets,
 )
 from app.errors import SnapshotStateError
-from app.ingest.importer import import_release
-from app.services import eligibility, materialize, pinning, report, rule_sets
-from app.synth.generate import generate_release
+from app.services import eligibility, materialize, pinning, report
 from tests.api.test_lookup import _engine_family
-from tests.helpers import drop_release
+from tests.helpers import imported_release
 
 RELEASE = "2025-12-31"
 PEOPLE = 50_000
@@ -40,21 +38,8 @@ async def release(
     engine: AsyncEngine, settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Path]:
     folder = tmp_path_factory.mktemp("mat") / RELEASE
-    generate_release(folder, people=PEOPLE, seed=31, release=RELEASE)
-    async with engine.begin() as conn:
-        await rule_sets.ensure_shipped(conn)
-    raw = await db.connect_raw(settings)
-    try:
-        await drop_release(raw, RELEASE)
-        assert (await import_release(raw, folder)).published
-    finally:
-        await raw.close()
-    yield folder
-    raw = await db.connect_raw(settings)
-    try:
-        await drop_release(raw, RELEASE)
-    finally:
-        await raw.close()
+    async with imported_release(settings, engine, folder, RELEASE, people=PEOPLE, seed=31):
+        yield folder
 
 
 async def _materialize(settings: Settings, engine: AsyncEngine) -> materialize.Materialized:
