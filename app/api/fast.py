@@ -106,6 +106,8 @@ class Head:
     authorization: bytes | None = None
     purpose: bytes | None = None
     content_type: bytes | None = None
+    # Any Accept header asks for multipart or event-stream answers (Strawberry's transports).
+    accepts_stream: bool = False
 
     @classmethod
     def scan(cls, headers: list[tuple[bytes, bytes]]) -> Head:
@@ -117,6 +119,8 @@ class Head:
                 head.purpose = head.purpose or value
             elif name == b"content-type":
                 head.content_type = head.content_type or value
+            elif name == b"accept" and (b"multipart" in value or b"event-stream" in value):
+                head.accepts_stream = True
         return head
 
     def authorization_text(self) -> str | None:

@@ -52,7 +52,7 @@ class FastGraphQL(FastPath):
         self._plain: dict[frozenset[str], eligibility.View] = {}
 
     async def answer(self, scope: Scope, body: bytes, head: Head) -> bytes | None:
-        if not _plain_json(head.content_type) or _streaming(scope):
+        if not _plain_json(head.content_type) or head.accepts_stream:
             return None
         request = _request(body)
         if request is None:
@@ -113,14 +113,6 @@ class FastGraphQL(FastPath):
 def _plain_json(value: bytes | None) -> bool:
     """`application/json` itself (Strawberry's test is a substring one; this is stricter)."""
     return value is not None and value.split(b";", 1)[0].strip().lower() == b"application/json"
-
-
-def _streaming(scope: Scope) -> bool:
-    """A client asking for multipart or event-stream answers: Strawberry's transports."""
-    for name, value in scope["headers"]:
-        if name == b"accept" and (b"multipart" in value or b"event-stream" in value):
-            return True
-    return False
 
 
 def _request(body: bytes) -> tuple[str, dict[str, Any], str | None] | None:
