@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +24,7 @@ log = logging.getLogger("tepat.bulk")
 
 OPERATION = "bulk.eligibility"
 CHUNK = 1000  # NIKs per SQL statement and per audit record
-AHEAD = 8  # chunks answered concurrently ahead of the one being sent
+AHEAD = 8  # chunks answered concurrently (and as many answered, waiting to be sent)
 MAX_LINE = 1024  # bytes; a longer line is answered with an error and never buffered whole
 _ECHO_MAX = 32  # longer values are not echoed (masked) in error lines
 
@@ -182,6 +181,13 @@ def error_line(code: str, message: str) -> bytes:
     return _line({"error": {"code": code, "message": message}})
 
 
+@dataclass(frozen=True, slots=True)
+class _End:
+    """The reader's last word: the body is read (error None) or could not be (the error)."""
+
+    error: Exception | None = None
+
+
 class Job:
     """One bulk request, pinned to one snapshot and rule set for all its lines."""
 
@@ -233,13 +239,49 @@ class Job:
             yield error_line("internal", "the job stopped; quote the request id when reporting it")
 
     async def _chunks(self, body: AsyncIterable[bytes]) -> AsyncGenerator[bytes, None]:
-        # Look-ahead: up to `ahead` chunks are looked up and audited while earlier ones are
-        # being sent, so the database, the audit commit and the socket overlap instead of taking
-        # turns. Answers still leave in input order, memory stays bounded (`ahead` + 1 chunks),
-        # and the body is read only as fast as answers are taken.
+        # Two tasks: this generator sends answers in input order; a reader task reads the body,
+        # parses it and starts a chunk's lookup as soon as one of the `ahead` running ones
+        # finishes, whichever it is. So a slow chunk at the head delays the sending, not the
+        # database's next statements. Memory stays bounded: at most `ahead` chunks running and
+        # `ahead` more answered and waiting their turn; when the client reads slowly the queue
+        # fills, the reader stops and the body is read no faster than answers are taken.
+        running = asyncio.Semaphore(self.ahead)
+        order: asyncio.Queue[asyncio.Task[bytes] | _End] = asyncio.Queue(self.ahead)
+        reader = asyncio.create_task(self._read(body, running, order))
+        try:
+            while not isinstance(step := await order.get(), _End):
+                yield await step
+            if step.error is not None:
+                raise step.error
+            yield self.summary()
+        finally:
+            # The client went away, or a chunk failed: stop reading, drop answers nobody reads.
+            reader.cancel()
+            while not order.empty():
+                left = order.get_nowait()
+                if isinstance(left, asyncio.Task) and not left.cancel() and not left.cancelled():
+                    left.exception()  # finished already: its error (if any) is not news
+
+    async def _read(
+        self,
+        body: AsyncIterable[bytes],
+        running: asyncio.Semaphore,
+        order: asyncio.Queue[asyncio.Task[bytes] | _End],
+    ) -> None:
+        """Body to chunks: each chunk's answer starts when a slot is free, queued in order."""
+
+        async def start(items: list[Item]) -> None:
+            await running.acquire()
+            task = asyncio.create_task(self.answer(items))
+            task.add_done_callback(lambda _: running.release())
+            try:
+                await order.put(task)
+            except asyncio.CancelledError:
+                task.cancel()  # the job is over: nobody will send this chunk
+                raise
+
         splitter = LineSplitter()
         pending: list[Item] = []
-        running: deque[asyncio.Task[bytes]] = deque()
         try:
             async for data in body:
                 for item in parse_lines(splitter.feed(data)):
@@ -248,9 +290,7 @@ class Job:
                         continue
                     pending.append(item)
                     if len(pending) >= self.chunk:
-                        if len(running) >= self.ahead:
-                            yield await running.popleft()
-                        running.append(asyncio.create_task(self.answer(pending)))
+                        await start(pending)
                         pending = []
             for number, raw in splitter.end():
                 item = parse_line(number, raw)
@@ -259,13 +299,11 @@ class Job:
                 else:
                     pending.append(item)
             if pending:
-                running.append(asyncio.create_task(self.answer(pending)))
-            while running:
-                yield await running.popleft()
-            yield self.summary()
-        finally:
-            for task in running:
-                task.cancel()  # the client went away, or a chunk failed: answers nobody reads
+                await start(pending)
+        except Exception as e:  # the body could not be read: the sender raises it in its turn
+            await order.put(_End(e))
+            return
+        await order.put(_End())
 
     async def answer(self, items: Sequence[Item]) -> bytes:
         """One chunk: one SQL statement, one audit record (durable before the bytes are returned)."""
