@@ -9,6 +9,7 @@ import asyncpg
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from app.models.tables import CodeField
 from app.repositories.registry import Conn, driver
 
 Level = Literal["national", "province", "regency"]
@@ -50,85 +51,63 @@ async def targeting_counts(
     return [dict(r) for r in rows.mappings()]
 
 
-# A stored answer as PostgreSQL renders it, three columns a row (app.services.eligibility.
+# A stored answer as PostgreSQL renders it, four columns a row (app.services.eligibility.
 # render_stored reads them by position):
-#   0 nik   int8, to match the asked NIKs;
-#   1 head  bytea, the result object up to its decisions, unclosed: {"nik":"...","found":true
-#           then the view's decile, family and the person's own groups, in the shape of
-#           app.services.eligibility.person_results;
-#   2 dkey  text, the decision columns as a row literal (t/f, numbers, empty for NULL): the key
-#           the worker's rendered-decisions memo is looked up by (decision_row parses it back).
-# The worker copies two values a person instead of decoding sixteen columns and formatting
-# them; the formatting runs on the database's core. tests/services/test_materialize.py holds
-# this rendering equal to the engine's for every combination of groups.
+#   0 nik            int8, to match the asked NIKs;
+#   1 head           bytea, the result object up to its decisions, unclosed:
+#                    {"nik":"...","found":true then the view's decile, family and identity, in
+#                    the shape of app.services.eligibility.person_results;
+#   2 decision_code  int8 (NULL when the view has no decisions) and
+#   3 person_code    int4 (NULL when it has neither attributes nor health): the packed columns
+#                    (app.models.tables.DECISION_CODE, PERSON_CODE) the worker renders from a
+#                    memo of the few distinct codes (`decode` unpacks a code on a miss).
+# The worker copies a few values a person instead of decoding twenty columns and formatting
+# them; the formatting of the high-cardinality fields runs on the database's core.
+# tests/services/test_materialize.py holds this rendering equal to the engine's for every
+# combination of groups.
 _STORED = """
-SELECT d.nik, convert_to({head}, 'UTF8'), {dkey}
+SELECT d.nik, convert_to({head}, 'UTF8'), {decision_code}, {person_code}
 FROM decisions d
 WHERE d.snapshot_key = $1 AND d.rule_set_key = $2 AND d.nik = ANY($3::int8[])
 """
-DECISION_COLUMNS = (
-    "pkh_yearly", "sr_level", "sr_priority", "pkh_eligible", "bpnt_eligible", "pbi_eligible",
-    "sr_eligible", "pkh_recipient", "bpnt_recipient", "pbi_recipient",
-)  # fmt: skip
-# The row literal ROW(...)::text would print, (t,,3,...), spelled with concat (cheaper): NULL is
-# empty, booleans t/f, numbers plain.
-_DKEY = "concat('(', " + ", ',', ".join("d." + c for c in DECISION_COLUMNS) + ", ')')"
 
 
 def _null(column: str) -> str:
     return f"coalesce({column}::text, 'null')"
 
 
-def _school_level(names: dict[int, str]) -> str:
-    cases = " ".join(f"""WHEN {code} THEN '"{name}"'""" for code, name in sorted(names.items()))
-    return f"CASE d.school_level {cases} ELSE 'null' END"
-
-
-def _pieces(school_levels: dict[int, str]) -> dict[str, tuple[str, tuple[str, ...]]]:
-    """Each field group as a template (a %s for each argument) and its arguments, in answer order."""
-    return {
-        "decile": (',"decile":%s', (_null("d.decile"),)),
-        "membership": (
-            ',"family":{"no_kk":"%s","relationship":%s,"kode_wilayah":"%s"}',
-            (
-                "lpad(d.no_kk::text, 16, '0')",
-                "d.relationship",
-                "lpad(d.region_code::text, 10, '0')",
-            ),
+# Each field group the database renders, as a template (a %s for each argument) and its
+# arguments, in answer order. Attributes and health come from person_code, decisions from
+# decision_code.
+_PIECES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "decile": (',"decile":%s', (_null("d.decile"),)),
+    "membership": (
+        ',"family":{"no_kk":"%s","relationship":%s,"kode_wilayah":"%s"}',
+        (
+            "lpad(d.no_kk::text, 16, '0')",
+            "d.relationship",
+            "lpad(d.region_code::text, 10, '0')",
         ),
-        "identity": (
-            ',"identity":{"name":%s,"sex":%s,"birth_date":"%s"}',
-            ("to_json(d.name)", "d.sex", "to_char(d.birth_date, 'YYYY-MM-DD')"),
-        ),
-        "attributes": (
-            ',"attributes":{"marital_status":%s,"school_status":%s,"school_level":%s,"working":%s}',
-            (
-                _null("d.marital_status"),
-                _null("d.school_status"),
-                _school_level(school_levels),
-                _null("d.working"),
-            ),
-        ),
-        "health": (
-            ',"health":{"disability":%s,"chronic_illness":%s,"pregnant":%s}',
-            (_null("d.disability"), _null("d.chronic_illness"), _null("d.pregnant")),
-        ),
-    }
-
-
-PERSON_GROUPS = ("identity", "attributes", "health")
-_ORDER = ("decile", "membership", *PERSON_GROUPS)
+    ),
+    "identity": (
+        ',"identity":{"name":%s,"sex":%s,"birth_date":"%s"}',
+        ("to_json(d.name)", "d.sex", "to_char(d.birth_date, 'YYYY-MM-DD')"),
+    ),
+}
+CODED_GROUPS = ("attributes", "health")  # rendered by the worker after the head, in this order
 
 
 @functools.cache
-def stored_query(groups: frozenset[str], school_levels: tuple[tuple[int, str], ...]) -> str:
+def stored_query(groups: frozenset[str]) -> str:
     """The stored-answers query for a view's granted field groups."""
-    pieces = _pieces(dict(school_levels))
-    wanted = [pieces[g] for g in _ORDER if g in groups]
+    wanted = [_PIECES[g] for g in _PIECES if g in groups]
     template = '{"nik":"%s","found":true' + "".join(t for t, _ in wanted)
     args = ["lpad(d.nik::text, 16, '0')", *(a for _, args in wanted for a in args)]
-    dkey = _DKEY if "decision" in groups else "NULL::text"
-    return _STORED.format(head=_concat(template, args), dkey=dkey)
+    return _STORED.format(
+        head=_concat(template, args),
+        decision_code="d.decision_code" if "decision" in groups else "NULL::int8",
+        person_code="d.person_code" if groups.intersection(CODED_GROUPS) else "NULL::int4",
+    )
 
 
 def _concat(template: str, args: list[str]) -> str:
@@ -149,17 +128,13 @@ def _concat(template: str, args: list[str]) -> str:
     return f"concat({', '.join(parts)})"
 
 
-def decision_row(dkey: str) -> dict[str, int | bool | None]:
-    """The decision columns back from a row's `dkey` (a memo miss only)."""
-    values = dkey[1:-1].split(",")
+def decode(code: int, fields: tuple[CodeField, ...]) -> dict[str, int | bool | None]:
+    """The columns packed in a person_code or decision_code (app.models.tables.PERSON_CODE)."""
     out: dict[str, int | bool | None] = {}
-    for name, v in zip(DECISION_COLUMNS, values, strict=True):
-        if v == "":
-            out[name] = None
-        elif v in ("t", "f"):
-            out[name] = v == "t"
-        else:
-            out[name] = int(v)
+    for name, bits, kind in fields:
+        digit = code & ((1 << bits) - 1) if bits else code
+        code >>= bits
+        out[name] = None if digit == 0 else (digit == 2 if kind is bool else digit - 1)
     return out
 
 

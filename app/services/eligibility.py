@@ -6,7 +6,7 @@ the engine's inputs and shapes its outputs for the faces, leaving out what a cli
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +16,7 @@ from cachetools import TTLCache
 from app.eligibility import Family, FamilyEvaluation, Member, Program, RuleSet, evaluate_family
 from app.identifiers import as_str
 from app.ingest.columns import SCHOOL_LEVEL_NAMES
+from app.models.tables import DECISION_CODE, PERSON_CODE
 from app.repositories import decisions as decisions_repo
 from app.repositories import registry
 from app.repositories.registry import Conn, FamilyMembers, FamilyRow, PersonRow
@@ -95,18 +96,24 @@ def _person_fields(p: PersonRow, view: View, out: dict[str, Any]) -> None:
     groups = view.groups
     if "identity" in groups:
         out["identity"] = {"name": p.name, "sex": p.sex, "birth_date": p.birth_date.isoformat()}
+    _coded_fields(p.__getattribute__, groups, out)
+
+
+def _coded_fields(get: Callable[[str], Any], groups: frozenset[str], out: dict[str, Any]) -> None:
+    """A person's attributes and health, from a row or from a decoded person_code (`get`)."""
     if "attributes" in groups:
+        level = get("school_level")
         out["attributes"] = {
-            "marital_status": p.marital_status,
-            "school_status": p.school_status,
-            "school_level": SCHOOL_LEVEL_NAMES.get(p.school_level) if p.school_level else None,
-            "working": p.working,
+            "marital_status": get("marital_status"),
+            "school_status": get("school_status"),
+            "school_level": SCHOOL_LEVEL_NAMES.get(level) if level else None,
+            "working": get("working"),
         }
     if "health" in groups:
         out["health"] = {
-            "disability": p.disability,
-            "chronic_illness": p.chronic_illness,
-            "pregnant": p.pregnant,
+            "disability": get("disability"),
+            "chronic_illness": get("chronic_illness"),
+            "pregnant": get("pregnant"),
         }
 
 
@@ -328,33 +335,57 @@ def stored_decisions(
 # shared. What is rendered must equal orjson.dumps of the engine's answer: the test above.
 
 _NOT_FOUND = b'{"nik":"%b","found":false}'
-_CLOSE = b"}"
-_WITH_DECISIONS = b'%b,"decisions":%b}'
 
 
-class _DecisionCache:
-    """Rendered decision lists by (rule set, programs, the stored row's decision key).
+class _Memo(dict[int, bytes]):
+    """Rendered fragments by code for one shape (rule set and programs, or field groups): a
+    plain dict, so a hit is one subscript; a miss renders through `render` (the shared
+    definition) and the memo is emptied if it ever outgrows `maxsize`."""
 
-    A plain dict (the distinct keys are few: flags, a level, an amount), emptied if it ever
-    outgrows `maxsize`; a miss renders through `stored_decisions`, the shared definition.
-    """
-
-    def __init__(self, maxsize: int = 65_536) -> None:
+    def __init__(self, render: Callable[[int], bytes], maxsize: int) -> None:
+        super().__init__()
+        self.render = render
         self.maxsize = maxsize
-        self._rendered: dict[tuple[Any, ...], bytes] = {}
 
-    def get(self, dkey: str, rule_set: RuleSet, programs: tuple[Program, ...]) -> bytes:
-        key = (rule_set.checksum, programs, dkey)
-        found = self._rendered.get(key)
-        if found is None:
-            if len(self._rendered) >= self.maxsize:
-                self._rendered.clear()
-            row = decisions_repo.decision_row(dkey)
-            found = self._rendered[key] = orjson.dumps(stored_decisions(row, rule_set, programs))
+    def __missing__(self, code: int) -> bytes:
+        if len(self) >= self.maxsize:
+            self.clear()
+        found = self[code] = self.render(code)
         return found
 
 
-_decision_cache = _DecisionCache()
+_MEMO_SIZE = 65_536  # codes a shape; the distinct ones are few (flags, levels, an amount)
+_memos: dict[tuple[Any, ...], _Memo] = {}
+
+
+def _memo(shape: tuple[Any, ...], render: Callable[[int], bytes]) -> _Memo:
+    memo = _memos.get(shape)
+    if memo is None:
+        if len(_memos) >= 1024:  # shapes: rule sets x program lists x field groups
+            _memos.clear()
+        memo = _memos[shape] = _Memo(render, _MEMO_SIZE)
+    return memo
+
+
+def _decisions_memo(rule_set: RuleSet, programs: tuple[Program, ...]) -> _Memo:
+    """`,"decisions":[...]` by decision_code, as `stored_decisions` renders it."""
+
+    def render(code: int) -> bytes:
+        row = decisions_repo.decode(code, DECISION_CODE)
+        return b',"decisions":' + orjson.dumps(stored_decisions(row, rule_set, programs))
+
+    return _memo(("decisions", rule_set.checksum, programs), render)
+
+
+def _person_memo(groups: frozenset[str]) -> _Memo:
+    """`,"attributes":{...},"health":{...}` (those granted) by person_code."""
+
+    def render(code: int) -> bytes:
+        out: dict[str, Any] = {}
+        _coded_fields(decisions_repo.decode(code, PERSON_CODE).__getitem__, groups, out)
+        return b"," + orjson.dumps(out)[1:-1]
+
+    return _memo(("person", groups.intersection(decisions_repo.CODED_GROUPS)), render)
 
 
 def render_stored(
@@ -365,26 +396,29 @@ def render_stored(
     view: View,
 ) -> Rendered:
     """One rendered result per asked NIK (`keys`: the same as int8), in order, from the rows of
-    `decisions_repo.stored_query(view.groups, ...)` by NIK (more rows than asked are fine)."""
-    programs = view.programs
-    decisions = _decision_cache.get
-    with_decisions = "decision" in view.groups
+    `decisions_repo.stored_query(view.groups)` by NIK (more rows than asked are fine)."""
+    groups = view.groups
+    person = _person_memo(groups) if groups.intersection(decisions_repo.CODED_GROUPS) else None
+    decisions = _decisions_memo(rule_set, view.programs) if "decision" in groups else None
     parts: list[bytes] = []
+    append = parts.append
     found = 0
     for nik, key in zip(niks, keys, strict=True):
         r = by_nik.get(key)
         if r is None:
-            parts.append(_NOT_FOUND % nik.encode())
-        elif with_decisions:
-            found += 1
-            parts.append(_WITH_DECISIONS % (r[1], decisions(r[2], rule_set, programs)))
+            append(_NOT_FOUND % nik.encode())
+            continue
+        found += 1
+        if person is None:
+            if decisions is None:
+                append(r[1] + b"}")
+            else:
+                append(b"%b%b}" % (r[1], decisions[r[2]]))
+        elif decisions is None:
+            append(b"%b%b}" % (r[1], person[r[3]]))
         else:
-            found += 1
-            parts.append(r[1] + _CLOSE)
+            append(b"%b%b%b}" % (r[1], person[r[3]], decisions[r[2]]))
     return Rendered(parts, found)
-
-
-_LEVELS = tuple(sorted(SCHOOL_LEVEL_NAMES.items()))
 
 
 async def _people_stored(
@@ -396,7 +430,7 @@ async def _people_stored(
     view: View,
 ) -> Rendered:
     asked = [int(n) for n in niks]
-    query = decisions_repo.stored_query(view.groups, _LEVELS)
+    query = decisions_repo.stored_query(view.groups)
     rows = await decisions_repo.stored_by_nik(conn, snapshot.key, rule_set_key, asked, query)
     return render_stored(niks, asked, {r[0]: r for r in rows}, rule_set, view)
 
@@ -412,7 +446,7 @@ async def people_read(
     rule_set_key = _stored_keys.get((snapshot.key, rule_set.id))
     if rule_set_key is not None and not view.explain and len(niks) <= COALESCE_MAX:
         asked = [int(n) for n in niks]
-        query = decisions_repo.stored_query(view.groups, _LEVELS)
+        query = decisions_repo.stored_query(view.groups)
         rows = await reads.coalescer.rows(query, (snapshot.key, rule_set_key), asked)
         return render_stored(niks, asked, rows, rule_set, view)
     async with reads.connection() as conn:

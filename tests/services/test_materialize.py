@@ -23,6 +23,8 @@ from app.eligibility import (
     shipped_rule_sets,
 )
 from app.errors import SnapshotStateError
+from app.models.tables import DECISION_CODE, PERSON_CODE
+from app.repositories import decisions as decisions_repo
 from app.services import eligibility, materialize, pinning, report
 from tests.api.test_lookup import _engine_family
 from tests.helpers import imported_release
@@ -104,6 +106,37 @@ async def test_stored_decisions_equal_the_engine_for_every_person(
             assert not fast.disclosed
             checked += fast.found
     assert checked == PEOPLE
+
+
+async def test_codes_decode_to_the_stored_columns_for_every_person(
+    engine: AsyncEngine, settings: Settings, release: Path
+) -> None:
+    """person_code and decision_code (computed by the database) unpack, by the worker's
+    decoder, to exactly the columns they were computed from, on every stored row."""
+    await _materialize(settings, engine)
+    person = [name for name, _, _ in PERSON_CODE]
+    decision = [name for name, _, _ in DECISION_CODE]
+    async with engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                text(
+                    f"SELECT person_code, decision_code, {', '.join(person + decision)} "
+                    "FROM decisions d JOIN snapshots s ON s.key = d.snapshot_key WHERE s.id = :id"
+                ),
+                {"id": RELEASE},
+            )
+        ).mappings()
+        checked = 0
+        seen: set[tuple[object, ...]] = set()
+        for r in rows:
+            assert decisions_repo.decode(r["person_code"], PERSON_CODE) == {n: r[n] for n in person}
+            assert decisions_repo.decode(r["decision_code"], DECISION_CODE) == {
+                n: r[n] for n in decision
+            }
+            seen.add(tuple(r[n] for n in person))
+            checked += 1
+    assert checked == PEOPLE
+    assert len(seen) > 100  # the generator's release exercises NULLs and every code, not one
 
 
 @pytest.mark.parametrize(
