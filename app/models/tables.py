@@ -192,9 +192,11 @@ decisions = Table(
     Column(
         "decision_code", BigInteger, Computed(code_sql(DECISION_CODE, "bigint"), persisted=True)
     ),
-    # Not unique (a partitioned unique index must carry the partition key: 8 more bytes a row);
-    # one materialisation per (snapshot, rule set) is enforced by the materializer's lock.
-    Index("ix_decisions_lookup", "nik", "rule_set_key"),
+    # On the NIK alone (16-byte entries; with rule_set_key 24): a snapshot's other materialised
+    # rule sets, if any, are filtered on the row the lookup reads anyway. Not unique (a
+    # partitioned unique index must carry the partition key: 8 more bytes a row); one
+    # materialisation per (snapshot, rule set) is enforced by the materializer's lock.
+    Index("ix_decisions_nik", "nik"),
     postgresql_partition_by="LIST (snapshot_key)",
 )
 
