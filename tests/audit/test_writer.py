@@ -203,6 +203,31 @@ async def test_a_failed_batch_fails_its_callers_and_the_next_batch_succeeds(
     assert len(await _rows(raw, second.client_id)) == 1
 
 
+async def test_the_writer_keeps_its_connection_and_replaces_one_the_server_closed(
+    writer: audit.AuditWriter, raw: asyncpg.Connection
+) -> None:
+    async def writer_pid(entry: audit.AuditEntry) -> int:
+        kept = writer._conn  # white box: the connection the writer keeps
+        assert kept is not None, f"no connection kept after {entry.id}"
+        driver = (await kept.get_raw_connection()).driver_connection
+        assert isinstance(driver, asyncpg.Connection)
+        pid: int = driver.get_server_pid()
+        return pid
+
+    first = make_entry()
+    await writer.record(first)
+    pid = await writer_pid(first)
+    second = make_entry()
+    await writer.record(second)
+    assert await writer_pid(second) == pid  # one connection, kept between batches
+    await raw.execute("SELECT pg_terminate_backend($1)", pid)
+    await asyncio.sleep(0.2)  # the writer's loop reads the server's goodbye
+    third = make_entry()
+    await writer.record(third)  # written on a new connection, not failed
+    assert await writer_pid(third) != pid
+    assert len(await _rows(raw, third.client_id)) == 1
+
+
 async def test_stalled_writes_time_out_then_recover(
     engine: AsyncEngine, raw: asyncpg.Connection
 ) -> None:
