@@ -90,8 +90,10 @@ _PIECES: dict[str, tuple[str, tuple[str, ...]]] = {
         ),
     ),
     "identity": (
-        ',"identity":{"name":%s,"sex":%s,"birth_date":"%s"}',
-        ("to_json(d.name)", "d.sex", "to_char(d.birth_date, 'YYYY-MM-DD')"),
+        ',"identity":{"name":%s,"sex":%s,"birth_date":%s}',
+        # to_json of a date is ISO 8601 whatever the session's DateStyle, and cheaper than
+        # to_char (bench/: ~0.4 ms of database CPU less for 1,000 NIKs).
+        ("to_json(d.name)", "d.sex", "to_json(d.birth_date)"),
     ),
 }
 CODED_GROUPS = ("attributes", "health")  # rendered by the worker after the head, in this order

@@ -139,6 +139,31 @@ async def test_codes_decode_to_the_stored_columns_for_every_person(
     assert len(seen) > 100  # the generator's release exercises NULLs and every code, not one
 
 
+async def test_stored_answers_do_not_depend_on_the_sessions_datestyle(
+    engine: AsyncEngine, settings: Settings, release: Path
+) -> None:
+    await _materialize(settings, engine)
+    view = eligibility.View(PROGRAM_ORDER, frozenset({"identity"}))
+    async with engine.connect() as conn:
+        pinned = await pinning.pin(conn, RELEASE, None)
+        niks = [
+            f"{n:016d}"
+            for n in await conn.scalars(
+                text(
+                    "SELECT p.nik FROM people p JOIN snapshots s ON s.key = p.snapshot_key "
+                    "WHERE s.id = :id ORDER BY p.nik LIMIT 50"
+                ),
+                {"id": RELEASE},
+            )
+        ]
+        live, _ = await eligibility.people_live(conn, pinned.snapshot, pinned.rule_set, niks, view)
+        await conn.exec_driver_sql("SET DateStyle = 'German, DMY'")  # dd.mm.yyyy as text
+        fast = await eligibility.people(conn, pinned.snapshot, pinned.rule_set, niks, view)
+        await conn.exec_driver_sql("RESET DateStyle")
+    assert [orjson.loads(p) for p in fast.parts] == live
+    assert live[0]["identity"]["birth_date"][4] == "-"
+
+
 @pytest.mark.parametrize(
     ("groups", "programs"),
     [
