@@ -340,30 +340,39 @@ _NOT_FOUND = b'{"nik":"%b","found":false}'
 class _Memo(dict[int, bytes]):
     """Rendered fragments by code for one shape (rule set and programs, or field groups): a
     plain dict, so a hit is one subscript; a miss renders through `render` (the shared
-    definition) and the memo is emptied if it ever outgrows `maxsize`."""
+    definition). All memos share one budget of `_MEMO_ENTRIES`: past it they are all emptied."""
 
-    def __init__(self, render: Callable[[int], bytes], maxsize: int) -> None:
+    def __init__(self, render: Callable[[int], bytes]) -> None:
         super().__init__()
         self.render = render
-        self.maxsize = maxsize
 
     def __missing__(self, code: int) -> bytes:
-        if len(self) >= self.maxsize:
-            self.clear()
+        global _entries
+        if _entries >= _MEMO_ENTRIES:
+            for memo in _memos.values():
+                memo.clear()
+            _entries = 0
         found = self[code] = self.render(code)
+        _entries += 1
         return found
 
 
-_MEMO_SIZE = 65_536  # codes a shape; the distinct ones are few (flags, levels, an amount)
+# The distinct codes are few (flags, levels, an amount; a few thousand at national scale), the
+# shapes too (rule sets x program lists x field groups); the budget bounds memory whatever
+# the data (~65 k fragments of a few hundred bytes).
+_MEMO_ENTRIES = 65_536
+_entries = 0
 _memos: dict[tuple[Any, ...], _Memo] = {}
 
 
 def _memo(shape: tuple[Any, ...], render: Callable[[int], bytes]) -> _Memo:
+    global _entries
     memo = _memos.get(shape)
     if memo is None:
-        if len(_memos) >= 1024:  # shapes: rule sets x program lists x field groups
+        if len(_memos) >= 1024:
             _memos.clear()
-        memo = _memos[shape] = _Memo(render, _MEMO_SIZE)
+            _entries = 0
+        memo = _memos[shape] = _Memo(render)
     return memo
 
 
