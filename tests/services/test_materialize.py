@@ -11,7 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app import db
 from app.config import Settings
@@ -53,6 +53,18 @@ async def _materialize(settings: Settings, engine: AsyncEngine) -> materialize.M
     finally:
         await reader.close()
         await writer.close()
+
+
+async def _first_niks(conn: AsyncConnection, n: int) -> list[str]:
+    """The release's first n NIKs in NIK order."""
+    found = await conn.scalars(
+        text(
+            "SELECT p.nik FROM people p JOIN snapshots s ON s.key = p.snapshot_key "
+            "WHERE s.id = :id ORDER BY p.nik LIMIT :n"
+        ),
+        {"id": RELEASE, "n": n},
+    )
+    return [f"{nik:016d}" for nik in found]
 
 
 async def test_report_refuses_before_decisions_are_stored(
@@ -146,16 +158,7 @@ async def test_stored_answers_do_not_depend_on_the_sessions_datestyle(
     view = eligibility.View(PROGRAM_ORDER, frozenset({"identity"}))
     async with engine.connect() as conn:
         pinned = await pinning.pin(conn, RELEASE, None)
-        niks = [
-            f"{n:016d}"
-            for n in await conn.scalars(
-                text(
-                    "SELECT p.nik FROM people p JOIN snapshots s ON s.key = p.snapshot_key "
-                    "WHERE s.id = :id ORDER BY p.nik LIMIT 50"
-                ),
-                {"id": RELEASE},
-            )
-        ]
+        niks = await _first_niks(conn, 50)
         live, _ = await eligibility.people_live(conn, pinned.snapshot, pinned.rule_set, niks, view)
         await conn.exec_driver_sql("SET DateStyle = 'German, DMY'")  # dd.mm.yyyy as text
         fast = await eligibility.people(conn, pinned.snapshot, pinned.rule_set, niks, view)
@@ -185,16 +188,7 @@ async def test_stored_answers_leave_out_what_the_view_does_not_grant(
     view = eligibility.View(programs, frozenset(groups))
     async with engine.connect() as conn:
         pinned = await pinning.pin(conn, RELEASE, None)
-        niks = [
-            f"{n:016d}"
-            for n in await conn.scalars(
-                text(
-                    "SELECT p.nik FROM people p JOIN snapshots s ON s.key = p.snapshot_key "
-                    "WHERE s.id = :id ORDER BY p.nik LIMIT 2000"
-                ),
-                {"id": RELEASE},
-            )
-        ]
+        niks = await _first_niks(conn, 2000)
         live, _ = await eligibility.people_live(conn, pinned.snapshot, pinned.rule_set, niks, view)
         fast = await eligibility.people(conn, pinned.snapshot, pinned.rule_set, niks, view)
     assert [orjson.loads(p) for p in fast.parts] == live
