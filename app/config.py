@@ -44,6 +44,15 @@ class Settings(BaseSettings):
     # Recurring GraphQL `person` documents answered from the REST lookup (app.graphql.fast);
     # off: Strawberry executes every document (same answers, slower).
     fast_graphql: bool = True
+    # Bulk streams (app/services/streams.py): at once per client, shared by every process of
+    # the deployment (PostgreSQL advisory locks); past it: 429 too_many_streams. 0: no limit.
+    bulk_streams_per_client: int = Field(2, ge=0)
+    # Bulk streams at once per process, counted apart from max_concurrency (so bulk cannot take
+    # the lookups' slots); past it: 503 at once. 0: no limit.
+    max_streams: int = Field(16, ge=0)
+    # Seconds a bulk stream may wait for its next body bytes; past it the stream ends (408
+    # idle_timeout before the answer started, an `idle_timeout` error line after).
+    bulk_idle_timeout: float = Field(30.0, gt=0)
     # --- end overload and shutdown ---
 
     # The role the API's connections run as (created by the migrations): it may read the

@@ -123,6 +123,18 @@ class RateLimited(TepatError):
     status = 429
 
 
+class TooManyStreams(TepatError):
+    code = "too_many_streams"
+    title = "Too many bulk streams at once for this client; retry when one has ended"
+    status = 429
+
+
+class IdleTimeout(TepatError):
+    code = "idle_timeout"
+    title = "The request body stopped arriving"
+    status = 408
+
+
 class Unavailable(TepatError):
     code = "unavailable"
     title = "The service is temporarily unavailable; retry later"
@@ -148,6 +160,8 @@ ALL_ERRORS: tuple[type[TepatError], ...] = (
     PurposeRequired,
     PayloadTooLarge,
     RateLimited,
+    TooManyStreams,
+    IdleTimeout,
     Unavailable,
     AuditUnavailable,
 )

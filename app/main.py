@@ -22,6 +22,7 @@ from app.graphql.router import mount as mount_graphql
 from app.services.audit import AuditWriter
 from app.services.catalog import close_reads, open_reads
 from app.services.clients import Authenticator
+from app.services.streams import StreamSlots
 
 DESCRIPTION = """
 Eligibility lookup over immutable **DTSEN** snapshots (Indonesia's single social-economic
@@ -60,7 +61,10 @@ def _outer_layers(app: FastAPI, settings: Settings) -> None:
                 production=settings.is_production,
             )
         stack = limits.Overload(
-            stack, max_concurrency=settings.max_concurrency, deadline=settings.request_deadline
+            stack,
+            max_concurrency=settings.max_concurrency,
+            deadline=settings.request_deadline,
+            max_streams=settings.max_streams,
         )
         return RequestContext(
             stack, max_body=settings.max_body_bytes, unlimited_paths=("/v1/bulk/",)
@@ -81,6 +85,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await audit.start()
         reads = await open_reads(settings, engine, url)
         app.state.tepat = AppState(settings, engine, Authenticator(engine), audit, reads)
+        app.state.bulk_streams = StreamSlots(
+            settings.bulk_streams_per_client,
+            dsn=db.asyncpg_dsn(url),
+            connect_timeout=settings.db_connect_timeout,
+        )
         # What start-up built lives as long as the process: out of the collector's sight, so
         # the full collections that requests' garbage triggers do not walk it each time.
         gc.freeze()

@@ -175,6 +175,8 @@ async def _reply(scope: Scope, send: Send, error: TepatError) -> None:
 class Overload:
     """Pure ASGI: shed requests past `max_concurrency` at once; answer 503 at `deadline`.
 
+    Bulk streams (`unbounded_prefixes`) have a count of their own, `max_streams`, and no deadline.
+
     Shedding answers at once instead of queueing for the pool: a queue only turns overload into
     time-outs for everyone. The deadline does not wait for the request's clean-up (SQLAlchemy
     finishes a connection's close even when cancelled, and against a frozen server that takes
@@ -189,6 +191,7 @@ class Overload:
         deadline: float,
         unshed: frozenset[str] = UNSHED,
         unbounded_prefixes: tuple[str, ...] = UNBOUNDED_PREFIXES,
+        max_streams: int = 0,
     ) -> None:
         self.app = app
         self.max_concurrency = max_concurrency
@@ -196,6 +199,10 @@ class Overload:
         self.unshed = unshed
         self.unbounded = unbounded_prefixes
         self.in_flight = 0
+        # Streams (the unbounded paths) count apart: a stalled body must not take a lookup's
+        # slot. Per client they are bounded too (app.services.streams).
+        self.max_streams = max_streams
+        self.streams = 0
         self.shed = 0
         self.expired = 0
 
@@ -210,6 +217,9 @@ class Overload:
                 self._bounded(scope, receive, send) if bounded else self.app(scope, receive, send)
             )
             return
+        if path.startswith(self.unbounded):
+            await self._stream(scope, receive, send)
+            return
         if self.in_flight >= self.max_concurrency > 0:
             self.shed += 1
             busy = f"the server is at its limit of {self.max_concurrency} requests at once"
@@ -223,6 +233,18 @@ class Overload:
                 await self.app(scope, receive, send)
         finally:
             self.in_flight -= 1
+
+    async def _stream(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.streams >= self.max_streams > 0:
+            self.shed += 1
+            busy = f"the server is at its limit of {self.max_streams} bulk streams at once"
+            await _reply(scope, send, Unavailable(busy))
+            return
+        self.streams += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.streams -= 1
 
     async def _bounded(self, scope: Scope, receive: Receive, send: Send) -> None:
         task = asyncio.current_task()

@@ -100,7 +100,8 @@ class RequestContext:
                 "event": "request",
                 "method": scope.get("method"),
                 "path": scrub(scope.get("path", "")),  # never the query string
-                "status": status,
+                # 499: the client went away before its answer was complete (app.api.streams).
+                "status": 499 if state.get("client_gone") else status,
                 "ms": round((time.perf_counter() - started) * 1000, 2),
                 "request_id": rid,
                 "client_id": state.get("client_id"),

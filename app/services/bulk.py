@@ -19,6 +19,7 @@ from app.services.audit import AuditWriter, new_audit_id, nik_subject
 from app.services.catalog import Reads
 from app.services.lookup import Caller, record_access, view_for
 from app.services.pinning import Pinned, pin
+from app.services.streams import ClientGone
 
 log = logging.getLogger("tepat.bulk")
 
@@ -227,6 +228,8 @@ class Job:
             async for out in self._chunks(body):
                 yield out
                 started = True
+        except ClientGone:
+            raise  # nobody left to tell; the transport logs it (one info line)
         except TepatError as e:
             if not started:
                 raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncGenerator
 from typing import Annotated
 
@@ -9,10 +10,14 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from app.api import limits
+from app.api import limits, streams
 from app.api.deps import CallerDep, State
 from app.api.openapi import DATA_PROBLEMS
+from app.api.streams import Body
 from app.services import bulk
+from app.services.streams import ClientGone, Slot
+
+log = logging.getLogger("tepat.bulk")
 
 router = APIRouter(tags=["bulk"])
 
@@ -63,31 +68,55 @@ no summary. **A job is complete only if its last line is the summary.**
 
 
 class NdjsonStream(Response):
-    """Streams an async iterator of bytes, and nothing else.
+    """Streams an async iterator of bytes, and nothing else; frees the stream's slot at its end.
 
     Starlette's StreamingResponse listens for a disconnect by calling `receive()` while it
     streams (ASGI spec < 2.4, as uvicorn announces), which would steal the request body this
-    answer is still reading.
+    answer is still reading. A disconnect is seen by the body reader instead (app.api.streams).
     """
 
     media_type = NDJSON
 
-    def __init__(self, first: bytes, rest: AsyncGenerator[bytes, None]) -> None:
+    def __init__(
+        self,
+        first: bytes,
+        rest: AsyncGenerator[bytes, None],
+        body: Body | None = None,
+        slot: Slot | None = None,
+    ) -> None:
         self.first = first
         self.rest = rest
+        self.source = body
+        self.slot = slot
         self.status_code = 200
         self.background = None
-        self.init_headers({"cache-control": "no-store"})
+        # Personal data: never stored by a cache. One job per connection: a stream may end
+        # (idle timeout) before its request body did.
+        self.init_headers({"cache-control": "no-store", "connection": "close"})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-        await send({"type": "http.response.body", "body": self.first, "more_body": True})
+        body = self.source
         try:
-            async for chunk in self.rest:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            await send({"type": "http.response.body", "body": self.first, "more_body": True})
+            try:
+                async for chunk in self.rest:
+                    if body is not None and body.gone:
+                        raise ClientGone
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            finally:
+                await self.rest.aclose()  # a send that failed must not leave the job half-open
+                if body is not None:
+                    body.close()
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except ClientGone:
+            streams.mark_gone(scope)
+            log.info(
+                "bulk stream %s: the client went away", scope.get("state", {}).get("request_id")
+            )
         finally:
-            await self.rest.aclose()  # a send that failed must not leave the job half-open
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+            if self.slot is not None:
+                await self.slot.release()
 
 
 @router.post(
@@ -152,9 +181,24 @@ async def bulk_eligibility(
         # unless the wait would be long (then 429 at the start, an error line later).
         await limits.throttle(request, client_id, n)
 
-    job = await bulk.open_job(state.engine, state.audit, caller, options, pace, reads=state.reads)
-    lines = job.stream(request.stream())
-    # The first chunk is answered (and audited) before the status line goes out, so a job that
-    # fails at once still gets a problem+json answer instead of a 200 with an error line.
-    first = await anext(lines)
-    return NdjsonStream(first, lines)
+    # A slot of the client's (429 too_many_streams past them), held until the stream ends.
+    slot = await streams.slots_of(request.app).acquire(client_id)
+    body = streams.Body(request.receive, state.settings.bulk_idle_timeout)
+    try:
+        job = await bulk.open_job(
+            state.engine, state.audit, caller, options, pace, reads=state.reads
+        )
+        lines = job.stream(body.chunks())
+        # The first chunk is answered (and audited) before the status line goes out, so a job
+        # that fails at once still gets a problem+json answer instead of a 200 with an error line.
+        first = await anext(lines)
+    except ClientGone:
+        body.close()
+        await slot.release()
+        log.info("bulk stream %s: the client went away before the answer", caller.request_id)
+        return streams.GoneResponse()
+    except BaseException:
+        body.close()
+        await slot.release()
+        raise
+    return NdjsonStream(first, lines, body, slot)
