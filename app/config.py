@@ -50,9 +50,13 @@ class Settings(BaseSettings):
     # Bulk streams at once per process, counted apart from max_concurrency (so bulk cannot take
     # the lookups' slots); past it: 503 at once. 0: no limit.
     max_streams: int = Field(16, ge=0)
-    # Seconds a bulk stream may wait for its next body bytes; past it the stream ends (408
-    # idle_timeout before the answer started, an `idle_timeout` error line after).
+    # Seconds a bulk stream may wait for its next body bytes, or for its client to take the
+    # next answer bytes; past it the stream ends (body: 408 idle_timeout before the answer
+    # started, an `idle_timeout` error line after; answer: the connection is closed).
     bulk_idle_timeout: float = Field(30.0, gt=0)
+    # ... and, over each bulk_idle_timeout seconds spent waiting for the body, at least this
+    # many bytes a second on average (a body trickled a byte at a time ends too). 0: no minimum.
+    bulk_min_body_rate: int = Field(256, ge=0)
     # --- end overload and shutdown ---
 
     # The role the API's connections run as (created by the migrations): it may read the

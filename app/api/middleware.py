@@ -100,8 +100,9 @@ class RequestContext:
                 "event": "request",
                 "method": scope.get("method"),
                 "path": scrub(scope.get("path", "")),  # never the query string
-                # 499: the client went away before its answer was complete (app.api.streams).
-                "status": 499 if state.get("client_gone") else status,
+                # A stream's real end once its 200 went out: 499, the client went away; 408, it
+                # stopped reading (app.api.streams).
+                "status": state.get("end_status", status),
                 "ms": round((time.perf_counter() - started) * 1000, 2),
                 "request_id": rid,
                 "client_id": state.get("client_id"),

@@ -18,6 +18,11 @@ PROBLEM_EXAMPLES: dict[int, tuple[str, str, str]] = {
         "No rule set is in force on the snapshot's cut-off date",
         "no rule set is in force on 2024-01-31",
     ),
+    408: (
+        "idle_timeout",
+        "The request body stopped arriving",
+        "no request body bytes arrived for 30 s; the stream is ended",
+    ),
     410: ("snapshot_retired", "The snapshot is retired", "snapshot 2025-09-30 was retired"),
     413: ("payload_too_large", "The request body is too large", "at most 1000000 bytes"),
     422: (

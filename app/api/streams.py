@@ -5,7 +5,8 @@ The body is read straight from ASGI `receive` (not Starlette's `request.stream()
 * a wait of more than `idle` seconds for the next body bytes ends the stream with
   IdleTimeout (408 problem+json before the answer started, an `idle_timeout` error line
   after): one `asyncio.timeout` per receive, i.e. per body piece the server reads (tens of
-  kilobytes), never per line;
+  kilobytes), never per line. A body trickled just under that (a byte every 29 s) ends too:
+  over every `idle` seconds spent waiting for it, it must bring `min_rate` bytes a second;
 * a disconnect is ClientGone (app.services.streams), which the stream ends on quietly: one
   info line, status 499 in the access log, no traceback;
 * once the body is read, a watcher notices a disconnect while the answer is still being
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -29,20 +31,28 @@ from app.services.streams import ClientGone, StreamSlots
 log = logging.getLogger("tepat.bulk")
 
 CLIENT_GONE = 499  # the status the access log shows for a client that went away (nginx's)
+STALLED = 408  # ... and for one that stopped taking the answer
 
 
 class Body:
     """The request body as an async iterator of bytes; `gone` once the client has left."""
 
-    def __init__(self, receive: Receive, idle: float) -> None:
+    def __init__(self, receive: Receive, idle: float, min_rate: float = 0.0) -> None:
         self._receive = receive
         self.idle = idle
+        self.min_rate = min_rate
         self.gone = False
         self._watcher: asyncio.Task[None] | None = None
 
     async def chunks(self) -> AsyncGenerator[bytes, None]:
-        receive, idle = self._receive, self.idle
+        receive, idle, min_rate = self._receive, self.idle, self.min_rate
+        clock = time.perf_counter
+        # The time spent waiting for the client, and the bytes it brought, in windows of
+        # `idle` seconds of waiting: time the job spends on its answers is not the client's.
+        waited = 0.0
+        got = 0
         while True:
+            began = clock()
             try:
                 async with asyncio.timeout(idle):
                     message = await receive()
@@ -54,6 +64,15 @@ class Body:
                 self.gone = True
                 raise ClientGone
             data: bytes = message.get("body", b"")
+            waited += clock() - began
+            got += len(data)
+            if waited >= idle:
+                if got < min_rate * waited:
+                    raise IdleTimeout(
+                        f"the request body arrives slower than {min_rate:g} bytes a second; "
+                        "the stream is ended"
+                    )
+                waited, got = 0.0, 0
             if data:
                 yield data
             if not message.get("more_body", False):
@@ -73,9 +92,10 @@ class Body:
             self._watcher = None
 
 
-def mark_gone(scope: Scope) -> None:
-    """For the access log (app.api.middleware): this request ended with its client gone."""
-    scope.setdefault("state", {})["client_gone"] = True
+def mark_gone(scope: Scope, status: int = CLIENT_GONE) -> None:
+    """For the access log (app.api.middleware): the status this request really ended with,
+    after a 200 went out (the client went away, or stopped reading)."""
+    scope.setdefault("state", {})["end_status"] = status
 
 
 async def answer_gone(scope: Scope, send: Send) -> None:
@@ -110,4 +130,4 @@ def slots_of(app: Any) -> StreamSlots:
     return slots
 
 
-__all__ = ["CLIENT_GONE", "Body", "GoneResponse", "answer_gone", "mark_gone", "slots_of"]
+__all__ = ["CLIENT_GONE", "STALLED", "Body", "GoneResponse", "answer_gone", "mark_gone", "slots_of"]

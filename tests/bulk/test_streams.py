@@ -29,6 +29,7 @@ pytestmark = pytest.mark.slow
 PER_CLIENT = 2
 CONCURRENCY = 4  # requests in flight per process, streams not counted
 STREAMS = 6  # streams per process
+IDLE = 2.0  # the idle timeout of `idle_server` (short, yet long enough for a loaded machine)
 WAIT = 15.0  # the longest any poll below waits for the server
 
 
@@ -55,7 +56,7 @@ def servers(
 def idle_server(
     database_url: str, published: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
-    env = {"TEPAT_BULK_IDLE_TIMEOUT": "0.5"}
+    env = {"TEPAT_BULK_IDLE_TIMEOUT": str(IDLE)}
     with running_server(database_url, tmp_path_factory.mktemp("idle") / "idle.log", env) as s:
         yield s
 
@@ -360,3 +361,57 @@ async def test_a_client_that_leaves_is_one_info_line(
         assert await audit.fetchval(count, "streams-gone-late") >= 1
     finally:
         await audit.close()
+
+
+async def test_a_trickled_body_ends_too(
+    idle_server: Server, make_client: MakeClient, locks: asyncpg.Connection
+) -> None:
+    """A byte every 0.6 IDLE never waits the idle timeout out, but brings far less than the
+    minimum rate (256 bytes a second over each IDLE seconds of waiting): the stream ends."""
+    key = await make_client()
+    base = await held_slots(locks)
+    stream = await open_stream(idle_server, key)
+    trickle = job(1)
+
+    async def drip() -> None:
+        for i in range(len(trickle)):
+            await stream.send(trickle[i : i + 1])
+            await asyncio.sleep(0.6 * IDLE)
+
+    dripping = asyncio.create_task(drip())
+    try:
+        status, headers = await stream.status()
+        problem = orjson.loads(await stream.body(headers))
+    finally:
+        dripping.cancel()
+        stream.close()
+    assert status == 408
+    assert problem["code"] == "idle_timeout"
+    assert "slower than" in problem["detail"]
+    await slots_become(locks, base)
+
+
+async def test_a_client_that_stops_reading_frees_its_slot(
+    idle_server: Server, make_client: MakeClient, locks: asyncpg.Connection
+) -> None:
+    """The whole body sent, the answer never read: once the socket buffers are full the answer
+    cannot move for the idle timeout, and the stream ends with its slot freed."""
+    key = await make_client()
+    base = await held_slots(locks)
+    stream = await open_stream(idle_server, key, "streams-no-reader")
+
+    async def logged() -> bool:
+        return any(
+            e.get("event") == "request" for e in access_lines(idle_server, "streams-no-reader")
+        )
+
+    stream.writer.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(big := job(200_000)), big))
+    try:
+        await until(logged, "the access line")  # written when the stream has ended
+        await slots_become(locks, base)
+    finally:
+        stream.close()
+    events = access_lines(idle_server, "streams-no-reader")
+    assert [e["status"] for e in events if e.get("event") == "request"] == [408], events
+    assert any("took no answer" in str(e.get("event")) for e in events), events
+    assert "Traceback" not in idle_server.log_text()

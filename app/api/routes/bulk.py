@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncGenerator
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from app.api import limits, streams
 from app.api.deps import CallerDep, State
-from app.api.openapi import DATA_PROBLEMS
+from app.api.openapi import DATA_PROBLEMS, problems
 from app.api.streams import Body
 from app.services import bulk
 from app.services.streams import ClientGone, Slot
@@ -64,7 +65,18 @@ Authentication, purpose, programs, snapshot and rule set are checked before stre
 (problem+json as elsewhere). Once the stream has started the status is already 200: if a chunk
 cannot be audited, the stream ends with `{{"error": {{"code": "audit_unavailable", ...}}}}` and
 no summary. **A job is complete only if its last line is the summary.**
+
+Streams are bounded (defaults; the deployment may set others). A client may run 2 streams at
+once, across every server process; one more is refused with 429 `too_many_streams` and
+`Retry-After`. A server process runs at most 16 streams at once, counted apart from other
+requests (bulk jobs never take a lookup's place); past it, 503. If no body bytes arrive for
+30 s the stream ends: 408 `idle_timeout` (problem+json) before the answer started, the error
+line `idle_timeout` after. The answer carries `Cache-Control: no-store` and `Connection: close`.
 """
+
+
+class _Stalled(Exception):
+    """The client took no answer bytes for the idle timeout."""
 
 
 class NdjsonStream(Response):
@@ -96,24 +108,38 @@ class NdjsonStream(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         body = self.source
+        idle = body.idle if body is not None else None
+        rid = scope.get("state", {}).get("request_id")
+
+        async def put(message: Message) -> None:
+            # A client that takes no answer bytes for `idle` seconds holds its stream as surely
+            # as one that sends none: one timer per chunk of 1,000 lines, not per line.
+            try:
+                async with asyncio.timeout(idle):
+                    await send(message)
+            except TimeoutError:
+                raise _Stalled from None
+
         try:
-            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-            await send({"type": "http.response.body", "body": self.first, "more_body": True})
+            await put({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            await put({"type": "http.response.body", "body": self.first, "more_body": True})
             try:
                 async for chunk in self.rest:
                     if body is not None and body.gone:
                         raise ClientGone
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    await put({"type": "http.response.body", "body": chunk, "more_body": True})
             finally:
                 await self.rest.aclose()  # a send that failed must not leave the job half-open
                 if body is not None:
                     body.close()
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            await put({"type": "http.response.body", "body": b"", "more_body": False})
         except ClientGone:
             streams.mark_gone(scope)
-            log.info(
-                "bulk stream %s: the client went away", scope.get("state", {}).get("request_id")
-            )
+            log.info("bulk stream %s: the client went away", rid)
+        except _Stalled:
+            # Nothing more can be sent: the server closes the connection when this returns.
+            streams.mark_gone(scope, streams.STALLED)
+            log.info("bulk stream %s: the client took no answer for %g s; ended", rid, idle)
         finally:
             if self.slot is not None:
                 await self.slot.release()
@@ -133,6 +159,7 @@ class NdjsonStream(Response):
     },
     responses={
         **DATA_PROBLEMS,
+        **problems(408),
         200: {
             "description": "One line per input line, then the summary line",
             "content": {NDJSON: {"schema": {"type": "string"}, "example": _RESPONSE_EXAMPLE}},
@@ -183,7 +210,8 @@ async def bulk_eligibility(
 
     # A slot of the client's (429 too_many_streams past them), held until the stream ends.
     slot = await streams.slots_of(request.app).acquire(client_id)
-    body = streams.Body(request.receive, state.settings.bulk_idle_timeout)
+    settings = state.settings
+    body = streams.Body(request.receive, settings.bulk_idle_timeout, settings.bulk_min_body_rate)
     try:
         job = await bulk.open_job(
             state.engine, state.audit, caller, options, pace, reads=state.reads
