@@ -132,7 +132,10 @@ class StreamSlots:
             return None
         try:
             conn: asyncpg.Connection = await asyncpg.connect(
-                self.dsn, timeout=self.connect_timeout, server_settings=self.server_settings
+                self.dsn,
+                timeout=self.connect_timeout,
+                command_timeout=self.connect_timeout,  # a frozen server cannot hold a request
+                server_settings=self.server_settings,
             )
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as e:
             log.warning("stream slots unavailable (%s); counting in this process", type(e).__name__)
