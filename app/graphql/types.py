@@ -145,8 +145,10 @@ class Criterion:
     shaped: strawberry.Private[dict[str, Any]]
 
     @resolved(
-        "The observed value. Refused (code forbidden) when it comes from a field group the "
-        "client was not granted (the decile, an age, the ASN flag, a school level)."
+        "The observed value. Refused (code forbidden) unless the client holds every field "
+        "group it comes from: decile_in_range decile; not_excluded attributes; age_in_range "
+        "identity; school_level attributes and identity; has_component membership, health, "
+        "identity and attributes."
     )
     def observed(self) -> JSON | None:
         if "observed" not in self.shaped:
@@ -298,7 +300,9 @@ RuleSetArg = Annotated[
 ExplainArg = Annotated[
     bool,
     strawberry.argument(
-        description="Include every criterion and, for PKH, every candidate component."
+        description="Include every criterion and, for PKH, every candidate component the "
+        "client's field groups cover: a component needs the groups of its kind and, naming "
+        "another member than the person asked about, membership (a family's: always)."
     ),
 ]
 

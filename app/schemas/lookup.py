@@ -11,6 +11,19 @@ from pydantic_core import PydanticCustomError
 from app.identifiers import IdentifierError, check_no_kk, is_nik, mask, parse_nik
 
 MAX_BATCH = 1000
+# What `explain` adds and what it leaves out (app.services.disclosure; docs/disclosure.md).
+EXPLAIN = (
+    "Include every criterion (observed, required, passed) and, for PKH, every candidate "
+    "component. A value appears only if the client holds the field group of every field it was "
+    "computed from: a component needs the groups of its kind (HAMIL, DISABILITAS_BERAT: health; "
+    "USIA_DINI, LANSIA: identity; SD, SMP, SMA: attributes and identity) and, when it names "
+    "another member than the person asked about, membership; otherwise it is left out. A "
+    "component's taken and reason need membership, health, identity and attributes. A "
+    "criterion's observed value needs the groups of the field it observes (decile_in_range: "
+    "decile; not_excluded: attributes; age_in_range: identity; school_level: attributes and "
+    "identity; has_component: membership, health, identity and attributes); required and "
+    "passed stay. Sekolah Rakyat priority (the decile) needs decile, with or without explain."
+)
 ProgramName = Literal["PKH", "BPNT", "PBI_JK", "SEKOLAH_RAKYAT"]
 
 
@@ -86,15 +99,7 @@ class _Request(BaseModel):
         description="Only these programs' decisions (each must be granted). Default: all granted.",
         min_length=1,
     )
-    explain: bool = Field(
-        False,
-        description="Include every criterion (observed, required, passed) and, for PKH, every "
-        "candidate component. Only what the client's field groups cover is shown: a component "
-        "needs the groups of its kind (HAMIL, DISABILITAS_BERAT: health; USIA_DINI, LANSIA: "
-        "identity; SD, SMP, SMA: attributes and identity) and, naming another member, "
-        "membership; its taken and reason need membership, health, identity and attributes; "
-        "an observed value needs the groups of the fields it comes from (docs/disclosure.md).",
-    )
+    explain: bool = Field(False, description=EXPLAIN)
 
 
 class PeopleLookup(_Request):

@@ -71,13 +71,17 @@ def expected(
                 if c["nik"] != asker and "membership" not in groups:
                     continue
                 c = dict(c)
-                if not SELECTION <= groups:
+                if not groups >= SELECTION:
                     del c["taken"], c["reason"]
                 shown.append(c)
             d["components"] = shown
         if "criteria" in d:
             d["criteria"] = [
-                {k: v for k, v in c.items() if k != "observed" or OBSERVED_GROUPS[c["id"]] <= groups}
+                {
+                    k: v
+                    for k, v in c.items()
+                    if k != "observed" or OBSERVED_GROUPS[c["id"]] <= groups
+                }
                 for c in d["criteria"]
             ]
         out.append(d)
@@ -459,7 +463,9 @@ async def test_graphql_priority_needs_decile(
 ) -> None:
     query = """query($nik: String!) { person(nik: $nik) {
       eligibility(programs: [SEKOLAH_RAKYAT]) { level priority } } }"""
-    r = await gql(client, query, {"nik": cases.child}, auth(await key_for(make_client, {"decision"})))
+    r = await gql(
+        client, query, {"nik": cases.child}, auth(await key_for(make_client, {"decision"}))
+    )
     _refused(r, {"decile"})
     key = await key_for(make_client, {"decision", "decile"})
     r = await gql(client, query, {"nik": cases.child}, auth(key))
@@ -526,7 +532,10 @@ async def test_compiled_path_answers_and_refuses_as_strawberry(
     allowed = (
         document == "plain"
         or (document == "priority" and "decile" in groups)
-        or (document == "components" and {"membership", "health", "identity", "attributes"} <= groups)
+        or (
+            document == "components"
+            and {"membership", "health", "identity", "attributes"} <= groups
+        )
     )
     if allowed:
         assert fast.status_code == 200 and served == 1  # the compiled path answered it
