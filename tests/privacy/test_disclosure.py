@@ -10,6 +10,7 @@ with a Sekolah Rakyat priority.
 from __future__ import annotations
 
 import csv
+import inspect
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,7 +129,9 @@ async def key_for(make_client: MakeClient, groups: set[str]) -> str:
     """One client per set of groups, granted every program."""
     name = tuple(sorted(groups))
     if name not in _keys:
-        _keys[name] = await make_client(programs=ALL_PROGRAMS, fields=list(name))
+        # Bulk may be a permission of its own (off by default): these clients use bulk too.
+        extra = {"bulk": True} if "bulk" in inspect.signature(make_client).parameters else {}
+        _keys[name] = await make_client(programs=ALL_PROGRAMS, fields=list(name), **extra)
     return _keys[name]
 
 
