@@ -66,17 +66,7 @@ class Disclosure:
     selection: bool  # a component's taken and reason
     observed: frozenset[str]  # criteria whose observed value is shown (others: left out)
     priority: bool
-
-    @property
-    def complete(self) -> bool:
-        """Nothing is left out: the engine's shape as is."""
-        return (
-            self.others
-            and self.selection
-            and self.priority
-            and self.observed == frozenset(CRITERION_GROUPS)
-            and self.kinds == frozenset(COMPONENT_GROUPS)
-        )
+    complete: bool  # nothing is left out: the engine's shape as is
 
 
 _rules: dict[frozenset[str], Disclosure] = {}
@@ -87,13 +77,25 @@ def disclosure(groups: Iterable[str]) -> Disclosure:
     key = groups if isinstance(groups, frozenset) else frozenset(groups)
     rule = _rules.get(key)
     if rule is None:
+        kinds = frozenset(k for k, needs in COMPONENT_GROUPS.items() if needs <= key)
+        observed = frozenset(c for c, needs in CRITERION_GROUPS.items() if needs <= key)
+        others, selection, priority = (
+            OTHER_MEMBER in key,
+            key >= SELECTION_GROUPS,
+            key >= PRIORITY_GROUPS,
+        )
         rule = Disclosure(
             groups=key,
-            kinds=frozenset(k for k, needs in COMPONENT_GROUPS.items() if needs <= key),
-            others=OTHER_MEMBER in key,
-            selection=key >= SELECTION_GROUPS,
-            observed=frozenset(c for c, needs in CRITERION_GROUPS.items() if needs <= key),
-            priority=key >= PRIORITY_GROUPS,
+            kinds=kinds,
+            others=others,
+            selection=selection,
+            observed=observed,
+            priority=priority,
+            complete=others
+            and selection
+            and priority
+            and kinds == frozenset(COMPONENT_GROUPS)
+            and observed == frozenset(CRITERION_GROUPS),
         )
         if len(_rules) >= 1024:
             _rules.clear()
@@ -111,7 +113,7 @@ def shape_decisions(
     see. `asker_nik`: the person the answer is about (their own components need no
     `membership`); None for a family's answer, where every component names "another" member."""
     rule = disclosure(groups)
-    if rule.complete:
+    if rule.complete or (rule.priority and not explain):  # a plain answer shows only priority
         return [d.to_dict(explain) for d in decisions]
     out: list[dict[str, Any]] = []
     for d in decisions:
