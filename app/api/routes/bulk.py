@@ -15,6 +15,7 @@ from app.api import limits, streams
 from app.api.deps import CallerDep, State
 from app.api.openapi import DATA_PROBLEMS, problems
 from app.api.streams import Body
+from app.schemas.lookup import EXPLAIN
 from app.services import bulk
 from app.services.streams import ClientGone, Slot
 
@@ -191,9 +192,7 @@ async def bulk_eligibility(
             "each must be granted. Default: all granted.",
         ),
     ] = None,
-    explain: Annotated[
-        bool, Query(description="Full decisions: every criterion and the PKH components.")
-    ] = False,
+    explain: Annotated[bool, Query(description="Full decisions. " + EXPLAIN)] = False,
 ) -> Response:
     asked = (
         [p.strip() for value in programs for p in value.split(",") if p.strip()]
