@@ -9,8 +9,9 @@ with a key, TEPAT_GRAPHQL_ANONYMOUS_MAX_BODY_BYTES without one (only documents w
 fields run without a key); over them, 413 with a key and 401 without (send the key). Nothing is
 parsed here: the body goes on, replayed, to be parsed once.
 
-The key is checked again further in (app.api.fast.authenticate, app.graphql.context): from the
-authenticator's in-process cache, no database round trip.
+The compiled path takes the caller admitted here (`admitted`); Strawberry's path checks the key
+again for documents with personal fields (app.graphql.context), from the authenticator's
+in-process cache: no database round trip.
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ from app.api.fast import Head, authenticate
 from app.api.problems import PROBLEM_JSON
 from app.api.request_ids import request_id_of
 from app.errors import PROBLEM_BASE, TepatError, Unauthenticated
+from app.services.lookup import Caller
 
 PATH = "/graphql"
+_CALLER = "graphql_caller"
 
 
 class _Refused(Exception):
@@ -62,13 +65,14 @@ class GraphQLGate:
         head = Head.scan(scope["headers"])
         if head.authorization is not None:
             try:
-                await authenticate(scope, head)  # the key, then the purpose
+                caller = await authenticate(scope, head)  # the key, then the purpose
             except TepatError as e:
                 raise graphql_refusal(scope, e) from None
             except Exception as e:
                 if not resilience.is_unavailable(e):
                     raise
                 raise graphql_refusal(scope, resilience.unavailable(e)) from None
+            scope["state"][_CALLER] = caller
             cap = self.max_body
         else:
             cap = self.anonymous_max_body
@@ -105,6 +109,12 @@ class GraphQLGate:
         return transport_refusal(
             scope, 413, "payload_too_large", f"a GraphQL request body may be at most {cap} bytes"
         )
+
+
+def admitted(scope: Scope) -> Caller | None:
+    """The caller the gate authenticated for this request (None: no key was sent)."""
+    caller: Caller | None = scope.get("state", {}).get(_CALLER)
+    return caller
 
 
 def graphql_refusal(scope: Scope, error: TepatError) -> _Refused:
