@@ -28,7 +28,8 @@ def is_safe(value: str) -> bool:
 
 
 def new_id() -> str:
-    return f"{_PREFIX}{next(_COUNTER):010x}"
+    """Ours: the prefix and the counter apart, so it is never a run of 16 digits itself."""
+    return f"{_PREFIX}-{next(_COUNTER):010x}"
 
 
 def assign(scope: Scope, given: bytes | None) -> str:

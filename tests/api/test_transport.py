@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.api import request_ids
 from app.api.request_ids import is_safe
 from app.identifiers import echo
 from tests.support import auth
@@ -113,6 +114,13 @@ def test_echo_truncates_and_masks() -> None:
 )
 def test_request_id_shape(given: str, kept: bool) -> None:
     assert is_safe(given) is kept
+
+
+def test_our_own_ids_are_safe_whatever_the_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(request_ids, "_PREFIX", "222422")  # random hex can be all digits
+    ids = {request_ids.new_id() for _ in range(100)}
+    assert len(ids) == 100
+    assert all(is_safe(rid) for rid in ids)
 
 
 @pytest.mark.parametrize("path", ["fast", "routed"])
