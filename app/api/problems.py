@@ -69,6 +69,11 @@ async def validation_error(request: Request, exc: Exception) -> Response:
     for e in exc.errors():
         field = _field(e.get("loc", ()))
         item: dict[str, Any] = {"field": field, "message": e.get("msg", "invalid")}
+        if e.get("type") == "json_invalid":  # loc is (body, the character the parser stopped at)
+            loc = e.get("loc", ())
+            reason = echo(str((e.get("ctx") or {}).get("error", "invalid")), limit=80)
+            where = f" at character {loc[-1]}" if loc and isinstance(loc[-1], int) else ""
+            item = {"field": "body", "message": f"not valid JSON{where}: {reason}"}
         ctx = e.get("ctx") or {}
         if "rule" in ctx:
             item["rule"] = ctx["rule"]

@@ -51,6 +51,8 @@ async def test_malformed_or_too_deep_json_is_400(
     )
     problem = _problem(r, 400, "malformed_json")
     assert problem["type"].endswith("/malformed-json")
+    assert problem["field"] == "body"
+    assert problem["errors"][0]["message"].startswith("not valid JSON")
     assert NIK not in r.text
 
 
