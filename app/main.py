@@ -37,6 +37,9 @@ registry): the decile, family membership and program decisions for **PKH**, **BP
 * **Privacy (UU 27/2022).** NIKs and No. KKs travel only in request bodies, never in URLs.
   Every data answer writes an audit record first; its id is `meta.audit_id`.
 * **Errors** are RFC 9457 `application/problem+json` with a stable `code`.
+* **Request ids.** A client's `X-Request-ID` is kept (echoed, logged, audited) only if it is 8
+  to 64 of `A-Z a-z 0-9 . _ -` with no 16 consecutive digits; otherwise the service assigns
+  one. Answers carry `Cache-Control: no-store`.
 """
 
 
