@@ -12,6 +12,7 @@ from starlette.types import Receive, Scope, Send
 from app.api import limits
 from app.api.deps import CallerDep, State
 from app.api.openapi import DATA_PROBLEMS
+from app.schemas.lookup import EXPLAIN
 from app.services import bulk
 
 router = APIRouter(tags=["bulk"])
@@ -135,9 +136,7 @@ async def bulk_eligibility(
             "each must be granted. Default: all granted.",
         ),
     ] = None,
-    explain: Annotated[
-        bool, Query(description="Full decisions: every criterion and the PKH components.")
-    ] = False,
+    explain: Annotated[bool, Query(description="Full decisions. " + EXPLAIN)] = False,
 ) -> Response:
     asked = (
         [p.strip() for value in programs for p in value.split(",") if p.strip()]
