@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import logging.config
 from collections.abc import Iterator
+from typing import Any
 
 import orjson
 import pytest
@@ -86,3 +87,26 @@ def test_uvicorns_access_line_has_no_query(capsys: pytest.CaptureFixture[str]) -
     (line,) = _lines(err)
     assert line["event"] == '- - "GET /v1/snapshots HTTP/1.1" 200'
     assert "10.0.0.7" not in err
+
+
+def test_tepat_serve_passes_the_log_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from app.cli import app as cli
+
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: seen.update(kwargs))
+    monkeypatch.setenv("TEPAT_LOG_JSON", "true")
+    from app.config import get_settings
+
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(cli, ["serve", "--port", "8123"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    config = seen["log_config"]
+    assert config == logs.uvicorn_log_config(get_settings().log_level, True)
+    assert all(config["loggers"][name]["handlers"] == [] for name in logs.UVICORN_LOGGERS)
+    assert seen["access_log"] is False

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -130,6 +131,9 @@ async def test_no_identifier_through_request_ids_or_graphql_errors(
         logs = server.log_text()
     assert canary not in logs
     assert not re.search(r"\d{16}", logs)
+    # Every line went through the project's formatter (JSON here), uvicorn's own included.
+    lines = [orjson.loads(line) for line in logs.splitlines() if line.strip()]
+    assert any(str(line.get("logger", "")).startswith("uvicorn") for line in lines)
     assert all(canary not in seen for seen in headers_seen)
     assert all(rid != canary and not re.search(r"\d{16}", rid) for rid in rids)
     async with engine.connect() as conn:
