@@ -60,8 +60,8 @@ async def test_too_deep_json_without_a_key_is_400_too(http: httpx.AsyncClient) -
     r = await http.post(
         "/v1/people/lookup", content=DEEP, headers={"Content-Type": "application/json"}
     )
-    assert r.status_code in (400, 401), r.text[:300]  # never a 500
-    assert r.headers["content-type"] == "application/problem+json"
+    # The body is parsed before the key is looked at (cheaply: orjson stops at 1,024 levels).
+    _problem(r, 400, "malformed_json")
 
 
 async def test_a_huge_bad_identifier_is_echoed_short_and_masked(
