@@ -80,7 +80,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         audit = AuditWriter(engine, settings.audit_hmac_key.get_secret_value().encode())
         await audit.start()
         reads = await open_reads(settings, engine, url)
-        app.state.tepat = AppState(settings, engine, Authenticator(engine), audit, reads)
+        authenticator = Authenticator(engine)
+        app.state.tepat = AppState(settings, engine, authenticator, audit, reads)
+        limits.install(app, settings, engine, authenticator)
         # What start-up built lives as long as the process: out of the collector's sight, so
         # the full collections that requests' garbage triggers do not walk it each time.
         gc.freeze()
@@ -111,7 +113,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(lookup.router, prefix="/v1")
     app.state.graphql_schema = mount_graphql(app, settings)
     app.include_router(bulk.router, prefix="/v1")
-    limits.install(app, settings)
     app.state.fast_lookup = FastStats()
     app.state.fast_graphql = FastStats()
     _outer_layers(app, settings)

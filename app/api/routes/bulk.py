@@ -10,9 +10,11 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from app.api import limits
-from app.api.deps import CallerDep, State
+from app.api.deps import AppState, CallerDep, State
 from app.api.openapi import DATA_PROBLEMS
-from app.services import bulk
+from app.errors import BulkNotGranted
+from app.services import bulk, clients
+from app.services.lookup import Caller
 
 router = APIRouter(tags=["bulk"])
 
@@ -52,14 +54,46 @@ if a new one is published during the job. Lines are looked up and audited in chu
 {bulk.CHUNK:,} (one audit record per chunk, written before the chunk is sent). Memory is
 constant whatever the body size, and a slow reader slows the reading of the body.
 
-The client's NIK rate limit applies chunk by chunk: a job over it is slowed down; if the wait
-would be too long it gets 429 (first chunk) or the error line `rate_limited` (later).
+Bulk must be granted to the client (`tepat client create --bulk`); otherwise 403
+`bulk_not_granted`. The client's NIK rate limit and daily quota apply chunk by chunk: a job over
+the rate is slowed down; if the wait would be too long it gets 429 (first chunk) or the error line
+`rate_limited` (later); over the quota, 429 `quota_exceeded` or the error line `quota_exceeded`.
+
+A job whose found rate is under 5 % after its first 10,000 lines (TEPAT_ENUMERATION_*) is ended
+with the error line `enumeration_suspected` (no summary) and the client is suspended: every
+request answers 403 `client_suspended` until an operator runs `tepat client reinstate`.
 
 Authentication, purpose, programs, snapshot and rule set are checked before streaming starts
 (problem+json as elsewhere). Once the stream has started the status is already 200: if a chunk
 cannot be audited, the stream ends with `{{"error": {{"code": "audit_unavailable", ...}}}}` and
 no summary. **A job is complete only if its last line is the summary.**
 """
+
+
+def guard(state: AppState, request: Request, caller: Caller) -> bulk.Guard:
+    """Enumeration detection: the job is ended and its client suspended (docs/quotas.md)."""
+    settings = state.settings
+
+    async def suspend(counts: bulk.Counts) -> None:
+        reason = (
+            f"{bulk.ENUMERATION}: bulk job {caller.request_id} found {counts.found:,} of "
+            f"{counts.found + counts.not_found:,} NIKs after {counts.lines:,} lines"
+        )
+        await clients.suspend_client(
+            state.engine,
+            state.audit,
+            caller.principal.client_id,
+            reason,
+            purpose=caller.purpose,
+            request_id=caller.request_id,
+        )
+        allowance = limits.allowance_of(request.app)
+        if allowance is not None:
+            allowance.suspended(caller.principal.client_id)
+        else:
+            state.authenticator.note_suspended(caller.principal.client_id)
+
+    return bulk.Guard(settings.enumeration_min_lines, settings.enumeration_min_found_rate, suspend)
 
 
 class NdjsonStream(Response):
@@ -144,15 +178,24 @@ async def bulk_eligibility(
         if programs
         else None
     )
+    if not caller.principal.bulk:
+        raise BulkNotGranted("bulk eligibility is not granted to this client (tepat client --bulk)")
     options = bulk.Options(snapshot, rule_set, asked or None, explain)
-    client_id = caller.principal.client_id
 
     async def pace(n: int) -> None:
-        # The client's NIK rate limit, chunk by chunk: a stream is slowed down, not refused,
-        # unless the wait would be long (then 429 at the start, an error line later).
-        await limits.throttle(request, client_id, n)
+        # The client's NIK rate limit and daily quota, chunk by chunk: a stream is slowed down,
+        # not refused, unless the wait would be long (then 429 at the start, an error line later).
+        await limits.throttle(request, caller.principal, n)
 
-    job = await bulk.open_job(state.engine, state.audit, caller, options, pace, reads=state.reads)
+    job = await bulk.open_job(
+        state.engine,
+        state.audit,
+        caller,
+        options,
+        pace,
+        reads=state.reads,
+        guard=guard(state, request, caller),
+    )
     lines = job.stream(request.stream())
     # The first chunk is answered (and audited) before the status line goes out, so a job that
     # fails at once still gets a problem+json answer instead of a 200 with an error line.
