@@ -82,7 +82,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         reads = await open_reads(settings, engine, url)
         authenticator = Authenticator(engine)
         app.state.tepat = AppState(settings, engine, authenticator, audit, reads)
-        limits.install(app, settings, engine, authenticator)
+        # Leases have their own two connections: rare, and never waiting behind requests.
+        leases = db.create_engine(
+            settings.model_copy(update={"db_pool_size": 2}), url=url, role=settings.db_role
+        )
+        limits.install(app, settings, leases, authenticator)
         # What start-up built lives as long as the process: out of the collector's sight, so
         # the full collections that requests' garbage triggers do not walk it each time.
         gc.freeze()
@@ -91,6 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await audit.stop()
             await close_reads(reads)
+            await leases.dispose()
             await engine.dispose()
             if not settings.database_url:  # this process started the embedded server
                 embedded.stop()

@@ -76,8 +76,11 @@ class FastGraphQL(FastPath):
         except TepatError:
             return None  # Strawberry refuses it, in GraphQL's shape
         allowance = limits.allowance_of(scope["app"])
-        if allowance is not None and not allowance.try_spend(principal, 1):
-            return None  # this process's lease is spent: Strawberry charges (a lease, or 429)
+        if allowance is not None:
+            try:  # from this process's lease, without an await, unless a new one is due
+                await allowance.charge(principal, 1)
+            except TepatError:
+                return None  # over the rate or quota: nothing taken, Strawberry refuses it
         try:
             rendered = await eligibility.people_read(
                 state.reads, pinned.snapshot, pinned.rule_set, [nik], view
