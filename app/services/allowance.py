@@ -197,7 +197,7 @@ class Allowance:
             if (
                 lease.refused is not None
                 and now < lease.refused_until
-                and (lease.refused != "rate" or n >= lease.refused_need)
+                and n >= lease.refused_need  # a smaller request may still fit
             ):
                 raise self._refusal(principal, lease, n)
             if lease.inflight is not None:

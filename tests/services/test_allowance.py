@@ -100,7 +100,7 @@ async def test_the_daily_quota_holds_across_processes_and_retries_at_midnight_wi
     a = Allowance(engine, rate=0, burst=1, lease_seconds=1, clock=clock)
     b = Allowance(engine, rate=0, burst=1, lease_seconds=1, clock=clock)
     accepted = 0
-    for round_ in range(4):
+    for _ in range(4):
         for i in range(40):
             try:
                 await (a if i % 2 else b).charge(who, 1)
