@@ -82,12 +82,10 @@ async def test_over_the_daily_quota_is_429_until_midnight_wib(
     assert (await http.post("/v1/people/lookup", json={"niks": niks[:3]}, headers=auth(key))).status_code == 200  # fmt: skip
     faces = [
         await http.post("/v1/people/lookup", json={"niks": niks[3:6]}, headers=auth(key)),
-        await http.post(
-            "/v1/people/lookup", json={"niks": ["123"]}, headers=auth(key)
-        ),  # fmt: skip
+        await http.post("/v1/people/lookup", json={"niks": ["123"]}, headers=auth(key)),
         await http.post(
             "/v1/families/lookup", json={"no_kks": list(households)[:3]}, headers=auth(key)
-        ),  # fmt: skip
+        ),
     ]
     for r in faces[:1] + faces[2:]:
         body = _problem(r, 429, "quota_exceeded")
@@ -100,7 +98,7 @@ async def test_over_the_daily_quota_is_429_until_midnight_wib(
         json={
             "query": "query($n: [String!]!) { people(niks: $n) { nik } }",
             "variables": {"n": niks[3:9]},
-        },  # fmt: skip
+        },
         headers=auth(key),
     )
     assert g.status_code == 429
