@@ -35,6 +35,11 @@ registry): the decile, family membership and program decisions for **PKH**, **BP
   request. A client sees only the programs and field groups it was granted.
 * **Privacy (UU 27/2022).** NIKs and No. KKs travel only in request bodies, never in URLs.
   Every data answer writes an audit record first; its id is `meta.audit_id`.
+* **Limits.** Each client has a NIK rate limit and a daily quota (NIKs a day, WIB), shared by
+  every server process: 429 `rate_limited` or `quota_exceeded` with `Retry-After`.
+  `families/lookup` costs the members it discloses. Bulk is a separate grant (403
+  `bulk_not_granted`); a bulk job that finds under 5 % of its NIKs after 10,000 lines is ended
+  (`enumeration_suspected`) and the client suspended (403 `client_suspended` until reinstated).
 * **Errors** are RFC 9457 `application/problem+json` with a stable `code`.
 """
 
