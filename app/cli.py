@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 import typer
 from rich import box
+from rich.markup import escape
 from rich.table import Table
 
 from app import db
@@ -104,7 +105,7 @@ def generate(
                 progress=tick,
             )
         except ValueError as e:
-            err.print(f"[red]error:[/red] {e}")
+            err.print(f"[red]error:[/red] {escape(str(e))}")
             raise typer.Exit(2) from None
     files = manifest["files"]
     counts = ", ".join(f"{name}: {f['rows']:,} rows" for name, f in files.items())

@@ -12,6 +12,7 @@ from typing import Annotated, Any, BinaryIO
 
 import orjson
 import typer
+from rich.markup import escape
 
 from app import db
 from app.auth.principal import FIELD_GROUPS, PROGRAMS, Principal
@@ -144,5 +145,6 @@ def bulk_command(
             f"{len(summary['audit_ids']):,} audit records"
         )
     if summary is None:
-        err.print(f"[red]stopped:[/red] {tail.get('error', {}).get('message', 'unknown error')}")
+        message = str(tail.get("error", {}).get("message", "unknown error"))
+        err.print(f"[red]stopped:[/red] {escape(message)}")
         raise typer.Exit(1)

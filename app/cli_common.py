@@ -7,6 +7,7 @@ from collections.abc import Callable, Coroutine
 from typing import Annotated, Any, TypeVar
 
 import typer
+from rich.markup import escape
 
 from app import embedded, resilience
 from app.config import Settings, get_settings
@@ -24,7 +25,7 @@ def run(fn: Callable[[Settings], Coroutine[Any, Any, T]]) -> T:
     try:
         return asyncio.run(fn(settings))
     except TepatError as e:
-        err.print(f"[red]error:[/red] {e.detail}")
+        err.print(f"[red]error:[/red] {escape(str(e.detail))}")
         raise typer.Exit(1) from None
     except Exception as e:
         if not resilience.is_unmigrated(e):

@@ -168,8 +168,12 @@ async def open_reads(settings: Settings, engine: AsyncEngine, url: str) -> Reads
         reset=_no_reset,
     )
 
+    expiring: set[asyncio.Task[None]] = set()  # kept until done, so none is collected mid-run
+
     def expire() -> None:
-        asyncio.get_running_loop().create_task(pool.expire_connections())
+        task = asyncio.get_running_loop().create_task(pool.expire_connections())
+        expiring.add(task)
+        task.add_done_callback(expiring.discard)
 
     catalog = Catalog(settings, url, on_disconnect=expire)
     await catalog.start()

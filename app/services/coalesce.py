@@ -21,6 +21,7 @@ cannot mix versions: the snapshot and rule set are parameters of the query and p
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -52,26 +53,22 @@ class Coalescer:
         self._connect = connect
         self.max_running = max(1, max_running)
         self.max_keys = max_keys
-        self._waiting: dict[tuple[str, tuple[Any, ...]], _Batch] = {}
-        self._order: list[tuple[str, tuple[Any, ...]]] = []  # batches, oldest first
+        self._open: dict[tuple[str, tuple[Any, ...]], _Batch] = {}  # batches still taking keys
+        self._queue: deque[_Batch] = deque()  # batches waiting to run, oldest first
         self._running = 0
         self._scheduled = False
+        self._tasks: set[asyncio.Task[None]] = set()  # kept so none is collected mid-run
         self.stats = CoalesceStats()
 
     async def rows(self, query: str, args: tuple[Any, ...], keys: list[int]) -> Rows:
         """Rows of `query` (its last parameter the int8[] of keys, its first column the key)."""
         key = (query, args)
-        batch = self._waiting.get(key)
+        batch = self._open.get(key)
         if batch is None or len(batch.keys) + len(keys) > self.max_keys:
-            if batch is not None:  # full: it runs as it is, a new one starts
-                self._order.remove(key)
-                self._order.append(key)
-                self._waiting[key] = _Batch(query, args)
-                self._start(batch)
-            else:
-                self._waiting[key] = _Batch(query, args)
-                self._order.append(key)
-            batch = self._waiting[key]
+            # None, or full: a full batch stays queued as it is (it runs within the cap like
+            # any other) and a new one starts taking keys behind it.
+            batch = self._open[key] = _Batch(query, args)
+            self._queue.append(batch)
         batch.keys.update(keys)
         future: asyncio.Future[Rows] = asyncio.get_running_loop().create_future()
         batch.waiters.append(future)
@@ -80,21 +77,26 @@ class Coalescer:
         return await future
 
     def _schedule(self) -> None:
-        if not self._scheduled and self._order and self._running < self.max_running:
+        if not self._scheduled and self._queue and self._running < self.max_running:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._dispatch)
 
     def _dispatch(self) -> None:
         self._scheduled = False
-        while self._order and self._running < self.max_running:
-            key = self._order.pop(0)
-            self._start(self._waiting.pop(key))
+        while self._queue and self._running < self.max_running:
+            batch = self._queue.popleft()
+            key = (batch.query, batch.args)
+            if self._open.get(key) is batch:
+                del self._open[key]
+            self._start(batch)
 
     def _start(self, batch: _Batch) -> None:
         self._running += 1
         self.stats.statements += 1
         self.stats.largest = max(self.stats.largest, len(batch.waiters))
-        asyncio.get_running_loop().create_task(self._run(batch))
+        task = asyncio.get_running_loop().create_task(self._run(batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _run(self, batch: _Batch) -> None:
         try:

@@ -85,4 +85,9 @@ def test_create_json_and_validation(created: list[str]) -> None:
     )
     assert bad.returncode == 1
     assert "KIP" in bad.stderr
+    upper = tepat(
+        "client", "create", "X", "--programs", "PKH", "--fields", "decision", "--purpose", "AUDIT"
+    )  # fmt: skip
+    assert upper.returncode == 1
+    assert "^[a-z0-9]" in upper.stderr  # the pattern reaches the user whole, not eaten as markup
     assert tepat("client", "revoke", "no-such-client").returncode == 1

@@ -107,3 +107,14 @@ async def test_a_full_batch_starts_and_a_new_one_opens(pool: asyncpg.Pool) -> No
     answers = await asyncio.gather(*(c.rows(QUERY, (1, 0.0), [k, k + 100]) for k in range(20)))
     assert all(a[k][1] == k for k, a in enumerate(answers))
     assert c.stats.statements >= 4  # 40 keys, at most 10 a statement
+
+
+async def test_full_batches_wait_for_the_cap_like_any_other(pool: asyncpg.Pool) -> None:
+    connect = Counting(pool)
+    c = Coalescer(connect, max_running=1, max_keys=4)
+    # 40 keys arrive in one turn: ten full batches, yet never more than one statement at once.
+    answers = await asyncio.gather(*(c.rows(QUERY, (1, 0.01), [k, k + 100]) for k in range(20)))
+    assert all(a[k][1] == k for k, a in enumerate(answers))
+    assert c.stats.statements >= 10
+    assert connect.most == 1
+    assert not c._tasks  # every statement's task is kept until it ends, then dropped
