@@ -209,8 +209,9 @@ class FastLookup(FastPath):
         # The route's steps, in its order (app.api.deps.caller, then the route body).
         caller = await authenticate(scope, head)
         allowance = limits.allowance_of(scope["app"])
-        if allowance is not None:  # usually spent from this process's lease, without an await
-            await allowance.charge(caller.principal, len(request.niks))  # 429 before any SQL
+        n = len(request.niks)  # usually spent from this process's lease, without an await
+        if allowance is not None and not allowance.try_spend(caller.principal, n):
+            await allowance.charge(caller.principal, n)  # a new lease, or 429 before any SQL
         state: AppState = scope["app"].state.tepat
         return await lookup.people_lookup(state.reads, state.audit, caller, request)
 

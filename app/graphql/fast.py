@@ -76,8 +76,8 @@ class FastGraphQL(FastPath):
         except TepatError:
             return None  # Strawberry refuses it, in GraphQL's shape
         allowance = limits.allowance_of(scope["app"])
-        if allowance is not None:
-            try:  # from this process's lease, without an await, unless a new one is due
+        if allowance is not None and not allowance.try_spend(principal, 1):
+            try:  # usually spent from this process's lease above; here a new lease is due
                 await allowance.charge(principal, 1)
             except TepatError:
                 return None  # over the rate or quota: nothing taken, Strawberry refuses it
