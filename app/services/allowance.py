@@ -25,12 +25,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.auth.principal import Principal
 from app.errors import ClientSuspended, QuotaExceeded, RateLimited, TepatError, Unavailable
 from app.repositories import allowance as repo
+from app.resilience import DATABASE_ERRORS
 
 log = logging.getLogger("tepat.allowance")
 
@@ -234,7 +234,7 @@ class Allowance:
                     returned=returned if lease.day is not None else min(returned, 0),
                     returned_day=lease.day,
                 )
-        except (TimeoutError, SQLAlchemyError, OSError):
+        except DATABASE_ERRORS:
             # What was given back may or may not be settled: it is dropped, never re-spent.
             raise Unavailable("cannot check the client's allowance now; retry later") from None
         self.leases_taken += 1
