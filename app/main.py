@@ -33,6 +33,11 @@ registry): the decile, family membership and program decisions for **PKH**, **BP
   audited and reproduced later. Pin `snapshot` and `rule_set` in the request to reproduce one.
 * **Auth.** `Authorization: Bearer <API key>` and `X-Purpose: <purpose code>` on every data
   request. A client sees only the programs and field groups it was granted.
+* **Disclosure follows the data.** A value appears only if the client holds the field group of
+  every field it was computed from, whatever field carries it: with `explain`, another member's
+  NIK needs `membership`, a HAMIL or DISABILITAS_BERAT component `health`, a criterion's
+  observed value the group of the field it observes; Sekolah Rakyat `priority` needs `decile`.
+  What is not covered is left out (REST, bulk) or refused before execution (GraphQL).
 * **Privacy (UU 27/2022).** NIKs and No. KKs travel only in request bodies, never in URLs.
   Every data answer writes an audit record first; its id is `meta.audit_id`.
 * **Limits.** Each client has a NIK rate limit and a daily quota (NIKs a day, WIB), shared by

@@ -27,6 +27,7 @@ from app.schemas.lookup import FamiliesLookup, PeopleLookup
 from app.schemas.snapshots import Snapshot
 from app.services import eligibility, lookup, rule_sets, snapshots
 from app.services.audit import new_audit_id, nik_subject, no_kk_subject
+from app.services.disclosure import shape_decisions
 from app.services.lookup import Caller
 from app.services.pinning import Pinned
 
@@ -289,9 +290,9 @@ class GraphContext(BaseContext):
         view = lookup.view_for(self._caller(), programs, explain)  # Principal.allowed_programs
         return view, await self._rule_set(rule_set_id)
 
-    def _disclose(self, decisions: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        self.disclosed.update(eligibility.disclosed_niks([{"decisions": decisions}], ()))
-        return decisions
+    def disclose(self, nik: str) -> None:
+        """A component's NIK resolved into the answer: the audit record names it."""
+        self.disclosed.add(nik)
 
     async def person_decisions(
         self,
@@ -305,18 +306,16 @@ class GraphContext(BaseContext):
         evaluation = self._evaluation(entry, rule_set, view.programs)
         found = {entry[0].no_kk: entry}
         shaped = eligibility.person_results([nik], found, {entry[0].no_kk: evaluation}, view)
-        return self._disclose(shaped[0]["decisions"])
+        decisions: list[dict[str, Any]] = shaped[0]["decisions"]
+        return decisions
 
     async def family_decisions(
         self, entry: Entry, programs: list[str] | None, rule_set_id: str | None, explain: bool
     ) -> list[dict[str, Any]]:
         view, rule_set = await self._view(programs, rule_set_id, explain)
         evaluation = self._evaluation(entry, rule_set, view.programs)
-        view = eligibility.View(view.programs, view.groups - {"membership"}, view.explain)
-        no_kk = as_str(entry[0].no_kk)
-        found = {entry[0].no_kk: entry}
-        shaped = eligibility.family_results([no_kk], found, {entry[0].no_kk: evaluation}, view)
-        return self._disclose(shaped[0]["decisions"])
+        # As REST's families/lookup: a family's components each name "another" member.
+        return shape_decisions(evaluation.family, view.groups, None, view.explain)
 
     # --- metadata (no personal data, no audit) -----------------------------------------------
 

@@ -46,8 +46,7 @@ class _Collect(Visitor):
         metadata = getattr(strawberry_field, "metadata", None) or {}
         if metadata.get(PERSONAL):
             self.personal = True
-        group = metadata.get(GROUP)
-        if group is not None:
+        for group in metadata.get(GROUP, ()):
             self.groups.setdefault(group, f"{get_named_type(parent).name}.{node.name.value}")
 
 

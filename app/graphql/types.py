@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from enum import Enum
 from typing import Annotated, Any, TypeVar, cast
 
@@ -15,9 +15,16 @@ from app.graphql.context import Entry, GraphContext
 from app.identifiers import as_str
 from app.schemas.meta import ProgramInfo, RuleSetInfo
 from app.schemas.snapshots import Snapshot as SnapshotDto
+from app.services.disclosure import (
+    ANY_COMPONENT_GROUPS,
+    OTHER_MEMBER,
+    PRIORITY_GROUPS,
+    SELECTION_GROUPS,
+)
 
-# Field metadata read by app.graphql.permissions before execution: the field group a field
-# needs (API.md scopes), and whether a field reads personal data (key and purpose required).
+# Field metadata read by app.graphql.permissions before execution: the field groups a field
+# needs, all of them (API.md scopes; app.services.disclosure for the values derived from
+# several), and whether a field reads personal data (key and purpose required).
 GROUP = "tepat.field_group"
 PERSONAL = "tepat.personal"
 
@@ -26,17 +33,26 @@ Info = strawberry.Info[GraphContext, None]
 R = TypeVar("R", bound=Callable[..., Any])
 
 
-def resolved(
-    description: str, *, group: str | None = None, personal: bool = False
-) -> Callable[[R], R]:
-    """`strawberry.field` for a resolver, typed (its decorator form is untyped), with the
-    metadata the permission check reads."""
+def _metadata(
+    description: str, group: str | Iterable[str] | None, personal: bool
+) -> tuple[str, dict[str, Any]]:
     metadata: dict[str, Any] = {}
     if group is not None:
-        metadata[GROUP] = group
-        description = f"{description} (field group {group})"
+        groups = (group,) if isinstance(group, str) else tuple(sorted(group))
+        metadata[GROUP] = groups
+        plural = "s" if len(groups) > 1 else ""
+        description = f"{description} (field group{plural} {', '.join(groups)})"
     if personal:
         metadata[PERSONAL] = True
+    return description, metadata
+
+
+def resolved(
+    description: str, *, group: str | Iterable[str] | None = None, personal: bool = False
+) -> Callable[[R], R]:
+    """`strawberry.field` for a resolver, typed (its decorator form is untyped), with the
+    metadata the permission check reads: the field group(s) it needs, all of them."""
+    description, metadata = _metadata(description, group, personal)
 
     def wrap(resolver: R) -> R:
         return cast(R, strawberry.field(resolver, description=description, metadata=metadata))
@@ -129,8 +145,10 @@ class Criterion:
     shaped: strawberry.Private[dict[str, Any]]
 
     @resolved(
-        "The observed value. Refused (code forbidden) when it comes from a field group the "
-        "client was not granted (the decile, an age, the ASN flag, a school level)."
+        "The observed value. Refused (code forbidden) unless the client holds every field "
+        "group it comes from: decile_in_range decile; not_excluded attributes; age_in_range "
+        "identity; school_level attributes and identity; has_component membership, health, "
+        "identity and attributes."
     )
     def observed(self) -> JSON | None:
         if "observed" not in self.shaped:
@@ -139,15 +157,49 @@ class Criterion:
         return value
 
 
-@strawberry.type(description="A PKH component a family member brings")
+@strawberry.type(
+    description="A PKH component a family member brings. With explain, every candidate the "
+    "client may see (docs/disclosure.md): a component is listed only when the client holds the "
+    "groups of its kind and, for another member than the person asked about, membership."
+)
 class Component:
-    nik: str
-    component: str = strawberry.field(description="HAMIL, USIA_DINI, DISABILITAS_BERAT, ...")
-    yearly_rupiah: int
-    taken: bool
-    reason: str | None = strawberry.field(
-        description="Why a candidate was left out: cap, member_limit, member_has_component"
+    shaped: strawberry.Private[dict[str, Any]]
+
+    @resolved("The member's NIK", group=OTHER_MEMBER)
+    def nik(self, info: Info) -> str:
+        nik: str = self.shaped["nik"]
+        info.context.disclose(nik)  # named in the answer: named in the audit record
+        return nik
+
+    @resolved(
+        "HAMIL, USIA_DINI, DISABILITAS_BERAT, LANSIA, SD, SMP or SMA", group=ANY_COMPONENT_GROUPS
     )
+    def component(self) -> str:
+        value: str = self.shaped["component"]
+        return value
+
+    @resolved("The component's yearly amount")
+    def yearly_rupiah(self) -> int:
+        value: int = self.shaped["yearly_rupiah"]
+        return value
+
+    @resolved("Whether the candidate was taken", group=SELECTION_GROUPS)
+    def taken(self) -> bool:
+        return bool(_selection(self.shaped, "taken"))
+
+    @resolved(
+        "Why a candidate was left out: cap, member_limit, member_has_component",
+        group=SELECTION_GROUPS,
+    )
+    def reason(self) -> str | None:
+        value: str | None = _selection(self.shaped, "reason")
+        return value
+
+
+def _selection(shaped: dict[str, Any], name: str) -> Any:
+    if name not in shaped:  # refused before execution; never reached without the groups
+        raise Forbidden(f"{name} of a component is not granted to this client")
+    return shaped[name]
 
 
 @strawberry.type(description="What an eligible unit receives")
@@ -167,7 +219,10 @@ class Decision:
     )
     benefit: Benefit | None
     level: str | None = strawberry.field(description="Sekolah Rakyat only: SD, SMP or SMA")
-    priority: int | None = strawberry.field(description="Sekolah Rakyat only: 1 first")
+    priority: int | None = strawberry.field(
+        description="Sekolah Rakyat only: 1 first; the family's decile (field group decile)",
+        metadata={GROUP: tuple(sorted(PRIORITY_GROUPS))},
+    )
     components: list[Component] | None = strawberry.field(
         description="PKH only: the taken components; with explain, every candidate"
     )
@@ -186,7 +241,7 @@ class Decision:
             benefit=None if benefit is None else Benefit(**benefit),
             level=d.get("level"),
             priority=d.get("priority"),
-            components=None if components is None else [Component(**c) for c in components],
+            components=None if components is None else [Component(shaped=c) for c in components],
             criteria=None
             if criteria is None
             else [
@@ -245,7 +300,9 @@ RuleSetArg = Annotated[
 ExplainArg = Annotated[
     bool,
     strawberry.argument(
-        description="Include every criterion and, for PKH, every candidate component."
+        description="Include every criterion and, for PKH, every candidate component the "
+        "client's field groups cover: a component needs the groups of its kind and, naming "
+        "another member than the person asked about, membership (a family's: always)."
     ),
 ]
 

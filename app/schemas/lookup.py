@@ -11,6 +11,19 @@ from pydantic_core import PydanticCustomError
 from app.identifiers import IdentifierError, check_no_kk, is_nik, mask, parse_nik
 
 MAX_BATCH = 1000
+# What `explain` adds and what it leaves out (app.services.disclosure; docs/disclosure.md).
+EXPLAIN = (
+    "Include every criterion (observed, required, passed) and, for PKH, every candidate "
+    "component. A value appears only if the client holds the field group of every field it was "
+    "computed from: a component needs the groups of its kind (HAMIL, DISABILITAS_BERAT: health; "
+    "USIA_DINI, LANSIA: identity; SD, SMP, SMA: attributes and identity) and, when it names "
+    "another member than the person asked about, membership; otherwise it is left out. A "
+    "component's taken and reason need membership, health, identity and attributes. A "
+    "criterion's observed value needs the groups of the field it observes (decile_in_range: "
+    "decile; not_excluded: attributes; age_in_range: identity; school_level: attributes and "
+    "identity; has_component: membership, health, identity and attributes); required and "
+    "passed stay. Sekolah Rakyat priority (the decile) needs decile, with or without explain."
+)
 ProgramName = Literal["PKH", "BPNT", "PBI_JK", "SEKOLAH_RAKYAT"]
 
 
@@ -86,9 +99,7 @@ class _Request(BaseModel):
         description="Only these programs' decisions (each must be granted). Default: all granted.",
         min_length=1,
     )
-    explain: bool = Field(
-        False, description="Include every criterion (observed, required, passed)."
-    )
+    explain: bool = Field(False, description=EXPLAIN)
 
 
 class PeopleLookup(_Request):
@@ -109,19 +120,30 @@ class FamiliesLookup(_Request):
 class Criterion(BaseModel):
     id: str = Field(examples=["decile_in_range"])
     observed: Any = Field(
-        None, description="Left out when the client may not see the field it comes from"
+        None,
+        description="Left out unless the client holds the groups of the fields it comes from: "
+        "decile_in_range decile; not_excluded attributes; age_in_range identity; school_level "
+        "attributes and identity; has_component membership, health, identity and attributes",
     )
     required: Any
     passed: bool
 
 
 class Component(BaseModel):
-    nik: str
+    """A candidate, listed only when the client may see it (docs/disclosure.md)."""
+
+    nik: str = Field(description="The member; another member than the one asked needs membership")
     component: Literal["HAMIL", "USIA_DINI", "DISABILITAS_BERAT", "LANSIA", "SMA", "SMP", "SD"]
     yearly_rupiah: int
-    taken: bool
+    taken: bool | None = Field(
+        None,
+        description="Left out unless the client holds membership, health, identity and "
+        "attributes (the selection reads every member)",
+    )
     reason: str | None = Field(
-        description="Why a candidate was left out: cap, member_limit, member_has_component"
+        None,
+        description="Why a candidate was left out: cap, member_limit, "
+        "member_has_component; left out as taken is",
     )
 
 
@@ -134,8 +156,12 @@ class Decision(BaseModel):
     )
     benefit: dict[str, int] | None
     level: Literal["SD", "SMP", "SMA"] | None = Field(None, description="Sekolah Rakyat only")
-    priority: int | None = Field(None, description="Sekolah Rakyat only: 1 first")
-    components: list[Component] | None = Field(None, description="PKH only")
+    priority: int | None = Field(
+        None, description="Sekolah Rakyat only: 1 first (the decile: left out without decile)"
+    )
+    components: list[Component] | None = Field(
+        None, description="PKH with explain only: the candidates the client may see"
+    )
     criteria: list[Criterion] | None = Field(None, description="With explain only")
 
 

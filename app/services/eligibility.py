@@ -22,18 +22,10 @@ from app.repositories import registry
 from app.repositories.registry import Conn, FamilyMembers, FamilyRow, PersonRow
 from app.schemas.snapshots import Snapshot
 from app.services.catalog import Reads
+from app.services.disclosure import disclosure, shape_decisions
 
 FIELD_GROUPS = ("decision", "decile", "membership", "identity", "attributes", "health")
 ALL_GROUPS = frozenset(FIELD_GROUPS)
-
-# With `explain`, a criterion's observed value is shown only to a client that may see the field
-# it comes from (the decile, the ASN flag, an age, a school level).
-_CRITERION_GROUP = {
-    "decile_in_range": "decile",
-    "not_excluded": "attributes",
-    "age_in_range": "identity",
-    "school_level": "attributes",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,17 +71,9 @@ def evaluate(
     }
 
 
-def _decisions(decisions: Sequence[Any], view: View) -> list[dict[str, Any]]:
-    out = []
-    for d in decisions:
-        shaped = d.to_dict(view.explain)
-        if view.explain:
-            for c in shaped["criteria"]:
-                group = _CRITERION_GROUP.get(c["id"])
-                if group is not None and group not in view.groups:
-                    c.pop("observed", None)
-        out.append(shaped)
-    return out
+def _decisions(decisions: Sequence[Any], view: View, asker_nik: str | None) -> list[dict[str, Any]]:
+    """The decisions as the client may see them (app.services.disclosure, the one rule)."""
+    return shape_decisions(decisions, view.groups, asker_nik, view.explain)
 
 
 def _person_fields(p: PersonRow, view: View, out: dict[str, Any]) -> None:
@@ -158,7 +142,7 @@ def person_results(
             }
         _person_fields(p, view, out)
         if "decision" in view.groups:
-            out["decisions"] = _decisions(evaluations[f.no_kk].for_person(nik), view)
+            out["decisions"] = _decisions(evaluations[f.no_kk].for_person(nik), view, nik)
         results.append(out)
     return results
 
@@ -191,11 +175,11 @@ def family_results(
                 member: dict[str, Any] = {"nik": nik, "relationship": m.relationship}
                 _person_fields(m, view, member)
                 if "decision" in view.groups:
-                    member["decisions"] = _decisions(evaluation.people[nik], view)
+                    member["decisions"] = _decisions(evaluation.people[nik], view, nik)
                 shaped_members.append(member)
             out["members"] = shaped_members
         if "decision" in view.groups:
-            out["decisions"] = _decisions(evaluation.family, view)
+            out["decisions"] = _decisions(evaluation.family, view, None)
         results.append(out)
     return results
 
@@ -280,9 +264,10 @@ _LEVEL_NAMES = {1: "SD", 2: "SMP", 3: "SMA"}
 
 
 def stored_decisions(
-    row: Any, rule_set: RuleSet, programs: Sequence[Program]
+    row: Any, rule_set: RuleSet, programs: Sequence[Program], priority: bool = True
 ) -> list[dict[str, Any]]:
-    """A plain answer's decisions from a stored row: the engine's `Decision.to_dict(False)`."""
+    """A plain answer's decisions from a stored row: the engine's `Decision.to_dict(False)`, as
+    `shape_decisions` leaves it (`priority`: whether the client may see Sekolah Rakyat's)."""
     out: list[dict[str, Any]] = []
     for program in programs:
         if program is Program.PKH:
@@ -320,8 +305,9 @@ def stored_decisions(
                 "eligible": row["sr_eligible"],
                 "benefit": None,
                 "level": _LEVEL_NAMES.get(row["sr_level"]),
-                "priority": row["sr_priority"],
             }
+            if priority:  # the decile: the `decile` group (app.services.disclosure)
+                d["priority"] = row["sr_priority"]
         out.append(d)
     return out
 
@@ -376,14 +362,15 @@ def _memo(shape: tuple[Any, ...], render: Callable[[int], bytes]) -> _Memo:
     return memo
 
 
-def _decisions_memo(rule_set: RuleSet, programs: tuple[Program, ...]) -> _Memo:
-    """`,"decisions":[...]` by decision_code, as `stored_decisions` renders it."""
+def _decisions_memo(rule_set: RuleSet, programs: tuple[Program, ...], priority: bool) -> _Memo:
+    """`,"decisions":[...]` by decision_code, as `stored_decisions` renders it. The shape
+    includes what the client may see (`priority`), so one client's is never another's."""
 
     def render(code: int) -> bytes:
         row = decisions_repo.decode(code, DECISION_CODE)
-        return b',"decisions":' + orjson.dumps(stored_decisions(row, rule_set, programs))
+        return b',"decisions":' + orjson.dumps(stored_decisions(row, rule_set, programs, priority))
 
-    return _memo(("decisions", rule_set.checksum, programs), render)
+    return _memo(("decisions", rule_set.checksum, programs, priority), render)
 
 
 def _person_memo(groups: frozenset[str]) -> _Memo:
@@ -408,7 +395,11 @@ def render_stored(
     `decisions_repo.stored_query(view.groups)` by NIK (more rows than asked are fine)."""
     groups = view.groups
     person = _person_memo(groups) if groups.intersection(decisions_repo.CODED_GROUPS) else None
-    decisions = _decisions_memo(rule_set, view.programs) if "decision" in groups else None
+    decisions = (
+        _decisions_memo(rule_set, view.programs, disclosure(groups).priority)
+        if "decision" in groups
+        else None
+    )
     parts: list[bytes] = []
     append = parts.append
     found = 0

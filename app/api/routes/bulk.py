@@ -13,6 +13,7 @@ from app.api import limits
 from app.api.deps import AppState, CallerDep, State
 from app.api.openapi import DATA_PROBLEMS
 from app.errors import BulkNotGranted
+from app.schemas.lookup import EXPLAIN
 from app.services import bulk, clients
 from app.services.lookup import Caller
 
@@ -169,9 +170,7 @@ async def bulk_eligibility(
             "each must be granted. Default: all granted.",
         ),
     ] = None,
-    explain: Annotated[
-        bool, Query(description="Full decisions: every criterion and the PKH components.")
-    ] = False,
+    explain: Annotated[bool, Query(description="Full decisions. " + EXPLAIN)] = False,
 ) -> Response:
     asked = (
         [p.strip() for value in programs for p in value.split(",") if p.strip()]

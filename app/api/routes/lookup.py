@@ -22,7 +22,10 @@ router = APIRouter(tags=["lookup"])
         "One result per NIK, **in request order**; a NIK not in the snapshot gives "
         '`{"nik": ..., "found": false}` in its place. `meta` pins the snapshot and the rule '
         "set that produced the answer and names the audit record written for it. With "
-        "`explain`, every criterion carries its observed and required value."
+        "`explain`, every criterion carries its observed and required value and PKH lists its "
+        "candidate components, **only as far as the client's field groups cover the data they "
+        "come from**: another member's NIK needs `membership`, a HAMIL or DISABILITAS_BERAT "
+        "component `health`, and so on (see `explain` below)."
     ),
     response_model=PeopleAnswer,
     responses={
@@ -44,7 +47,8 @@ async def people_lookup(
     description=(
         "One result per No. KK in request order: the family's decile and decisions (PKH, "
         "BPNT) and each member with their relationship to the head and their own decisions "
-        "(PBI JK, Sekolah Rakyat)."
+        "(PBI JK, Sekolah Rakyat). With `explain`, every PKH component names a member: "
+        "components need `membership` as well as the groups of their kind."
     ),
     response_model=FamiliesAnswer,
     responses={
