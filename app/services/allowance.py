@@ -36,8 +36,10 @@ log = logging.getLogger("tepat.allowance")
 
 WIB = dt.timezone(dt.timedelta(hours=7), "WIB")  # Asia/Jakarta: no daylight saving
 SUSPENDED = "the client is suspended; an operator must reinstate it (tepat client reinstate)"
-# Without a rate limit, a lease still takes a slice of the quota this large (at most).
+# Without a rate limit, a lease takes a slice of the quota at least this large, and at most
+# QUOTA_SLICE_MAX (a process that spends faster asks for what it spent in a lease's time).
 QUOTA_SLICE = 10_000
+QUOTA_SLICE_MAX = 1_000_000
 
 
 def seconds_until_midnight_wib(now: dt.datetime | None = None) -> int:
@@ -58,6 +60,8 @@ class _Lease:
     refused_need: int = 0  # requests of at least this many are refused until refused_until
     refused_until: float = 0.0
     inflight: asyncio.Future[None] | None = None  # the lease being taken, shared by waiters
+    granted: int = 0  # the last slice's size and when it was taken: this process's demand
+    taken_at: float | None = None
 
 
 class Allowance:
@@ -218,9 +222,17 @@ class Allowance:
     async def _take(self, principal: Principal, lease: _Lease, n: int) -> None:
         """One lease: give back the slice's rest (or its debt), take a new slice of >= n."""
         quota = self.quota_of(principal)
-        size = math.ceil(self.rate * self.lease_seconds) if self.rate > 0 else QUOTA_SLICE
-        want = max(n, min(size, self.burst) if self.rate > 0 else size)
+        now = self._clock()
         returned, lease.balance = lease.balance, 0
+        # A lease's worth of the rate, or of what this process spent in the last slice's time
+        # if more: a busy process then leases about once per lease_seconds, not per slice.
+        size = math.ceil(self.rate * self.lease_seconds) if self.rate > 0 else QUOTA_SLICE
+        if lease.taken_at is not None:
+            spent = lease.granted - returned
+            size = max(
+                size, math.ceil(spent * self.lease_seconds / max(now - lease.taken_at, 0.01))
+            )
+        want = max(n, min(size, self.burst if self.rate > 0 else QUOTA_SLICE_MAX))
         try:
             async with self._engine.begin() as conn:
                 got = await repo.lease(
@@ -254,6 +266,7 @@ class Allowance:
             self._refuse(lease, "rate", n, got.wait)
         else:
             lease.balance += got.granted
+            lease.granted, lease.taken_at = got.granted, now
             lease.expires = self._clock() + self.lease_seconds
 
 

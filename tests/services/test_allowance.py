@@ -211,3 +211,18 @@ async def test_the_database_counts_days_in_wib(
             returned_day=None,
         )  # fmt: skip
     assert (again.granted, again.used, again.over_quota) == (3, 3, False)
+
+
+async def test_a_busy_process_leases_its_demand_not_a_slice_per_moment(
+    engine: AsyncEngine, principal: NewPrincipal
+) -> None:
+    who = await principal(daily_quota=10**9)
+    clock = Clock()
+    limits = Allowance(engine, rate=0, burst=1, lease_seconds=1, clock=clock)
+    await limits.charge(who, 10_000)  # the first slice: 10,000 (no rate: the quota's slice)
+    clock.now += 0.1  # spent in a tenth of a second: 100,000 a second
+    await limits.charge(who, 1)
+    assert await _used(engine, who.client_id) == 10_000 + 100_000
+    for _ in range(99):
+        await limits.charge(who, 1_000)  # a second's worth at that pace: no more leases
+    assert limits.leases_taken == 2
