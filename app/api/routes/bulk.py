@@ -178,7 +178,9 @@ async def bulk_eligibility(
         else None
     )
     if not caller.principal.bulk:
-        raise BulkNotGranted("bulk eligibility is not granted to this client (tepat client create --bulk)")
+        raise BulkNotGranted(
+            "bulk eligibility is not granted to this client (tepat client create --bulk)"
+        )
     options = bulk.Options(snapshot, rule_set, asked or None, explain)
 
     async def pace(n: int) -> None:
