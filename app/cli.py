@@ -10,7 +10,7 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from app import db
+from app import db, logs
 from app.cli_admin import audit_app, client_app
 from app.cli_bulk import bulk_command
 from app.cli_common import JsonOpt
@@ -334,6 +334,10 @@ def serve(
         workers=workers,
         access_log=False,  # app.main logs requests itself, without identifiers
         log_level=settings.log_level.lower(),
+        # uvicorn's own lines (tracebacks too) through the project's formatter and scrubbing.
+        log_config=logs.uvicorn_log_config(
+            settings.log_level, settings.log_json or settings.is_production
+        ),
         lifespan="on",
         # Bounded drain on SIGTERM; the lifespan then flushes the audit writer and closes pools.
         timeout_graceful_shutdown=round(graceful_timeout or settings.shutdown_timeout),

@@ -66,6 +66,10 @@ class Settings(BaseSettings):
 
     max_batch: int = Field(1000, ge=1, le=10000)
     max_body_bytes: int = 1_000_000
+    # POST /graphql bodies (app.graphql.gate): with an API key, and without one (only documents
+    # without personal fields run without a key: snapshots, programs, rule sets, introspection).
+    graphql_max_body_bytes: int = Field(65_536, ge=1024)
+    graphql_anonymous_max_body_bytes: int = Field(8_192, ge=1024)
 
     # Tests only: a server the test suite may create its own database on (else: embedded).
     test_database_url: str | None = None

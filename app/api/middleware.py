@@ -1,24 +1,22 @@
-"""ASGI middleware: request id, body size limit, one access log line without identifiers."""
+"""ASGI middleware: request id, body size limit, `Cache-Control: no-store` on data answers,
+one access log line without identifiers."""
 
 from __future__ import annotations
 
-import itertools
-import os
-import re
 import time
 from typing import Any
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.api import request_ids
 from app.api.problems import PROBLEM_JSON
 from app.errors import PROBLEM_BASE
 from app.logs import access, scrub
 
-_RID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-# Request ids need to be unique, not secret: a random prefix per process and a counter.
-_RID_PREFIX = os.urandom(3).hex()
-_RID_COUNTER = itertools.count(1)
+_NO_STORE = (b"cache-control", b"no-store")
+_PRIVATE = ("/v1/", "/graphql")
+_PUBLIC = ("/graphql/static",)
 
 
 class BodyTooLarge(Exception):
@@ -39,19 +37,20 @@ class RequestContext:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = ""
+        given: bytes | None = None
         declared: bytes | None = None
         for name, value in scope.get("headers") or ():  # the last of each, as dict() would
             if name == b"x-request-id":
-                given = value.decode("latin-1")
+                given = value
             elif name == b"content-length":
                 declared = value
-        rid = given if given and _RID.match(given) else f"{_RID_PREFIX}{next(_RID_COUNTER):010x}"
-        scope.setdefault("state", {})["request_id"] = rid
+        rid = request_ids.assign(scope, given)  # the client's only if safe (app.api.request_ids)
         started = time.perf_counter()
         status = 500
         path: str = scope.get("path", "")
         limited = not path.startswith(self.unlimited)
+        # Answers that may carry personal data, and their errors, are never stored by a cache.
+        private = path.startswith(_PRIVATE) and not path.startswith(_PUBLIC)
 
         if (
             limited
@@ -81,7 +80,10 @@ class RequestContext:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 response_started = True
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
+                headers = [*message.get("headers", []), (b"x-request-id", rid.encode())]
+                if private and not any(name == b"cache-control" for name, _ in headers):
+                    headers.append(_NO_STORE)
+                message["headers"] = headers
             await send(message)
 
         try:
@@ -128,6 +130,7 @@ class RequestContext:
                     (b"content-type", PROBLEM_JSON.encode()),
                     (b"content-length", str(len(body)).encode()),
                     (b"x-request-id", rid.encode()),
+                    _NO_STORE,
                 ],
             }
         )

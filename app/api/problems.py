@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any
 
 import orjson
@@ -13,13 +12,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from app import resilience
+from app.api.request_ids import request_id_of
 from app.errors import PROBLEM_BASE, TepatError, Unavailable
-from app.identifiers import mask
+from app.identifiers import echo
 
 log = logging.getLogger("tepat.api")
 
 PROBLEM_JSON = "application/problem+json"
-_DIGITS16 = re.compile(r"\d{16}")
 _service_log = resilience.LogThrottle()
 
 
@@ -29,18 +28,15 @@ def problem_response(body: dict[str, Any], headers: dict[str, str] | None = None
     )
 
 
-def _request_id(request: Request) -> str | None:
-    rid = request.scope.get("state", {}).get("request_id")
-    return rid if isinstance(rid, str) else None
+def _request_id(request: Request) -> str:
+    return request_id_of(request.scope)
 
 
 def _masked(value: Any) -> Any:
-    """Values echoed in errors: any 16-digit run (a NIK or No. KK) is masked."""
-    if isinstance(value, str):
-        return _DIGITS16.sub(lambda m: mask(m.group()), value)[:80]
+    """Values echoed in errors: truncated, identifier-like digit runs masked (identifiers.echo)."""
     if isinstance(value, int | float | bool) or value is None:
         return value
-    return _masked(str(value))
+    return echo(value)
 
 
 def _field(loc: tuple[Any, ...] | list[Any]) -> str:
@@ -73,12 +69,17 @@ async def validation_error(request: Request, exc: Exception) -> Response:
     for e in exc.errors():
         field = _field(e.get("loc", ()))
         item: dict[str, Any] = {"field": field, "message": e.get("msg", "invalid")}
+        if e.get("type") == "json_invalid":  # loc is (body, the character the parser stopped at)
+            loc = e.get("loc", ())
+            reason = echo(str((e.get("ctx") or {}).get("error", "invalid")), limit=80)
+            where = f" at character {loc[-1]}" if loc and isinstance(loc[-1], int) else ""
+            item = {"field": "body", "message": f"not valid JSON{where}: {reason}"}
         ctx = e.get("ctx") or {}
         if "rule" in ctx:
             item["rule"] = ctx["rule"]
         if e.get("type") not in ("missing", "json_invalid") and "input" in e:
             identifier = field.startswith(("niks[", "no_kks["))
-            item["value"] = mask(str(e["input"])) if identifier else _masked(e["input"])
+            item["value"] = echo(e["input"], identifier=True) if identifier else _masked(e["input"])
         errors.append(item)
     first = errors[0]["field"] if errors else "body"
     malformed = any(e.get("type") == "json_invalid" for e in exc.errors())

@@ -38,10 +38,10 @@ from graphql import (
 from graphql.language import NamedTypeNode
 from graphql.validation import ASTValidationRule
 
+from app.graphql.documents import DocumentCache, cacheable
 from app.graphql.permissions import REQUIREMENTS, Needs
 
 Getter = Callable[[Any], Any]
-_CACHE_SIZE = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,29 +296,28 @@ def compile_document(
 
 
 class Plans:
-    """Compiled plans by (document text, operation name), bounded; a None is remembered too."""
+    """Compiled plans by (document, operation name): keyed by the text's hash, bounded in bytes
+    (app.graphql.documents); a None is remembered too. A document over the size the caches
+    take is not compiled at all: it is no `person` lookup, Strawberry answers it."""
 
     def __init__(
         self,
         schema: GraphQLSchema,
         rules: tuple[type[ASTValidationRule], ...],
         max_tokens: int,
-        maxsize: int = _CACHE_SIZE,
     ) -> None:
         self.schema = schema
         self.rules = rules
         self.max_tokens = max_tokens
-        self.maxsize = maxsize
-        self._plans: dict[tuple[str, str | None], Plan | None] = {}
+        self._plans: DocumentCache[Plan | None] = DocumentCache()
 
     def get(self, query: str, operation_name: str | None) -> Plan | None:
-        key = (query, operation_name)
-        try:
-            return self._plans[key]
-        except KeyError:
-            pass
-        plan = compile_document(self.schema, query, operation_name, self.rules, self.max_tokens)
-        if len(self._plans) >= self.maxsize:
-            self._plans.pop(next(iter(self._plans)))
-        self._plans[key] = plan
-        return plan
+        if not cacheable(query) or (operation_name is not None and len(operation_name) > 256):
+            return None
+        return self._plans.get(
+            query,
+            operation_name,
+            lambda: compile_document(
+                self.schema, query, operation_name, self.rules, self.max_tokens
+            ),
+        )

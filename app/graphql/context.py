@@ -20,7 +20,7 @@ from app.auth.principal import FIELD_GROUPS
 from app.db import read_connection
 from app.eligibility import FamilyEvaluation, Program, RuleSet
 from app.errors import Forbidden, ValidationFailed
-from app.identifiers import as_str, mask
+from app.identifiers import as_str, echo
 from app.repositories import registry
 from app.repositories.registry import FamilyRow, PersonRow
 from app.schemas.lookup import FamiliesLookup, PeopleLookup
@@ -84,7 +84,7 @@ def _validated(model: type[M], data: dict[str, Any], argument: str, *, single: b
             extra["rule"] = ctx["rule"]
         value = first.get("input")
         if isinstance(value, str) and loc[0] in ("niks", "no_kks"):
-            extra["value"] = mask(value)
+            extra["value"] = echo(value, identifier=True)
         raise ValidationFailed(f"{field}: {message}", **extra) from None
 
 

@@ -10,19 +10,27 @@ from graphql import GraphQLError, GraphQLSyntaxError
 
 from app import resilience
 from app.errors import ALL_ERRORS, TepatError
-from app.identifiers import mask
+from app.identifiers import echo, mask
 
 log = logging.getLogger("tepat.graphql")
 
-_DIGITS16 = re.compile(r"\d{16}")
 PARSE_FAILED = "graphql_parse_failed"
 VALIDATION_FAILED = "graphql_validation_failed"
 INTERNAL = "internal"
 
 
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+_DIGITS = re.compile(r"[0-9]{8,}")
+_MAX_MESSAGE = 300
+
+
 def masked(text: str) -> str:
-    """graphql-core echoes bad variable values in its messages: a NIK must not come back."""
-    return _DIGITS16.sub(lambda m: mask(m.group()), text)
+    """graphql-core (and Strawberry, an operationName) echo bad values in messages: each quoted
+    value is cut short (identifiers.echo), any run of 8 digits or more is masked (a NIK must
+    not come back, nor a piece of one), and the message itself is bounded."""
+    out = _QUOTED.sub(lambda m: m.group()[0] + echo(m.group()[1:-1]) + m.group()[0], text)
+    out = _DIGITS.sub(lambda m: mask(m.group()), out)
+    return out if len(out) <= _MAX_MESSAGE else out[:_MAX_MESSAGE] + "…"
 
 
 def _safe(value: Any) -> Any:

@@ -7,18 +7,13 @@ from typing import Any
 
 from graphql import ExecutionResult as CoreResult
 from graphql.validation import ASTValidationRule, NoSchemaIntrospectionCustomRule
-from strawberry.extensions import (
-    AddValidationRules,
-    MaxTokensLimiter,
-    ParserCache,
-    SchemaExtension,
-    ValidationCache,
-)
+from strawberry.extensions import AddValidationRules, MaxTokensLimiter, SchemaExtension
 from strawberry.extensions.max_aliases import create_validator as aliases_rule
 from strawberry.extensions.query_depth_limiter import create_validator as depth_rule
 from strawberry.types import ExecutionResult
 
 from app.graphql.context import GraphContext
+from app.graphql.documents import ParseCache, ValidateCache
 from app.graphql.permissions import REQUIREMENTS
 
 # The deepest useful query is people > family > members > eligibility > criteria > observed.
@@ -26,7 +21,6 @@ MAX_DEPTH = 6
 MAX_ALIASES = 10
 # A query spelling out 1,000 NIKs inline would pass 2,000 tokens: lists go in variables.
 MAX_TOKENS = 2000
-CACHE_SIZE = 256
 
 # The rules are classes made once: ValidationCache keys on the rule tuple, so a new class per
 # request (what QueryDepthLimiter/MaxAliasesLimiter build in __init__) would never hit.
@@ -87,13 +81,14 @@ class Access(SchemaExtension):
 
 
 def extensions(production: bool) -> list[Callable[[], SchemaExtension] | type[SchemaExtension]]:
-    """Factories: a fresh instance per request (the caches themselves are module-level)."""
+    """Factories: a fresh instance per request (the caches, app.graphql.documents, are
+    module-level: keyed by the document's hash, bounded in bytes)."""
     out: list[Callable[[], SchemaExtension] | type[SchemaExtension]] = [
         lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
-        lambda: ParserCache(maxsize=CACHE_SIZE),
+        ParseCache,
         Limits,
     ]
     if production:
         out.append(NoIntrospection)
-    out += [lambda: ValidationCache(maxsize=CACHE_SIZE), Access]
+    out += [ValidateCache, Access]
     return out

@@ -17,9 +17,8 @@ from graphql import (
 )
 from strawberry.schema.schema_converter import GraphQLCoreConverter
 
+from app.graphql.documents import DocumentCache
 from app.graphql.types import GROUP, PERSONAL
-
-_CACHE_SIZE = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,23 +51,20 @@ class _Collect(Visitor):
 
 class Requirements:
     """Walks a (valid) document once per distinct query text; the result does not depend on
-    the caller, so it is cached (bounded) and each request only compares it with its grants."""
+    the caller, so it is cached (by the text's hash, bounded in bytes: app.graphql.documents)
+    and each request only compares it with its grants."""
 
     def __init__(self) -> None:
-        self._cache: dict[tuple[int, str], Needs] = {}
+        self._cache: DocumentCache[Needs] = DocumentCache()
 
     def of(self, schema: GraphQLSchema, query: str, document: DocumentNode) -> Needs:
-        key = (id(schema), query)
-        found = self._cache.get(key)
-        if found is None:
+        def walk() -> Needs:
             type_info = TypeInfo(schema)
             collect = _Collect(type_info)
             visit(document, TypeInfoVisitor(type_info, collect))
-            found = Needs(collect.personal, collect.groups)
-            if len(self._cache) >= _CACHE_SIZE:
-                self._cache.pop(next(iter(self._cache)))
-            self._cache[key] = found
-        return found
+            return Needs(collect.personal, collect.groups)
+
+        return self._cache.get(query, id(schema), walk)
 
 
 REQUIREMENTS = Requirements()

@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 import strawberry
+from cross_web import HTTPException
 from fastapi import FastAPI, Request
 from graphql import GraphQLSchema
 from starlette.responses import HTMLResponse, Response
@@ -14,15 +15,21 @@ from starlette.staticfiles import StaticFiles
 from strawberry.fastapi import GraphQLRouter
 from strawberry.http import GraphQLHTTPResponse
 from strawberry.types import ExecutionResult
+from strawberry.types.unset import UNSET
 
 from app.api.deps import request_id
+from app.api.problems import problem_response
 from app.config import Settings
-from app.graphql import errors
+from app.graphql import errors, gate
 from app.graphql.context import GraphContext
 from app.graphql.schema import build_schema
 
 PATH = "/graphql"
+MALFORMED = "the body is not valid JSON (or is nested deeper than 1,024 levels)"
+BATCH = "batching is not supported: send one operation per request"
+NOT_AN_OBJECT = "the body must be a JSON object with `query`, `variables` and `operationName`"
 STATIC = "/graphql/static"
+POST = {"Allow": "POST"}
 _STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 
@@ -50,6 +57,51 @@ class TepatGraphQLRouter(GraphQLRouter[GraphContext, None]):
 
     async def render_graphql_ide(self, request: Request) -> HTMLResponse:
         return HTMLResponse(self._ide)
+
+    async def run(self, request: Any, context: Any = UNSET, root_value: Any = UNSET) -> Any:
+        """Strawberry's run; what it refuses before execution (transport errors: bad JSON, a
+        batch, an unknown operationName, a query by GET) is problem+json, values masked."""
+        if request.method == "GET" and not self.should_render_graphql_ide(
+            self.request_adapter_class(request)
+        ):
+            return self._transport_error(request, 405, "method_not_allowed", "use POST", POST)
+        try:
+            return await super().run(request, context, root_value)
+        except HTTPException as e:
+            if e.status_code == 404:
+                return self._transport_error(request, 404, "not_found", "no such resource")
+            if e.status_code == 405:
+                return self._transport_error(request, 405, "method_not_allowed", "use POST", POST)
+            if e.reason == MALFORMED:
+                return self._transport_error(request, 400, "malformed_json", MALFORMED)
+            if e.reason == "Unsupported content type":
+                detail = "send the request as `application/json`"
+                return self._transport_error(request, 415, "unsupported_media_type", detail)
+            detail = errors.masked(e.reason)
+            return self._transport_error(request, 400, "graphql_request_invalid", detail)
+
+    @staticmethod
+    def _transport_error(
+        request: Request,
+        status: int,
+        code: str,
+        detail: str,
+        headers: dict[str, str] | None = None,
+    ) -> Response:
+        return problem_response(gate.problem(request.scope, status, code, detail), headers)
+
+    def parse_json(self, data: str | bytes) -> Any:
+        """orjson, which refuses nesting deeper than 1,024 (json.loads recurses until it fails);
+        one operation per request, as an object."""
+        try:
+            doc = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise HTTPException(400, MALFORMED) from None
+        if isinstance(doc, list):
+            raise HTTPException(400, BATCH)
+        if not isinstance(doc, dict):
+            raise HTTPException(400, NOT_AN_OBJECT)
+        return doc
 
     def encode_json(self, data: object) -> bytes:
         # orjson, like REST; the audit digest covers orjson.dumps(data), byte for byte.

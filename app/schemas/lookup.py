@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
-from app.identifiers import IdentifierError, check_no_kk, is_nik, mask, parse_nik
+from app.identifiers import IdentifierError, check_no_kk, echo, is_nik, parse_nik
 
 MAX_BATCH = 1000
 # What `explain` adds and what it leaves out (app.services.disclosure; docs/disclosure.md).
@@ -36,7 +36,7 @@ def _nik(value: str) -> str:
         raise PydanticCustomError(
             "invalid_nik",
             "{message} ({rule})",
-            {"message": str(e), "rule": e.rule, "masked": mask(value)},
+            {"message": str(e), "rule": e.rule, "masked": echo(value, identifier=True)},
         ) from None
     return value
 

@@ -6,13 +6,14 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from app.api import limits
+from app.api.bodies import JsonRoute
 from app.api.deps import CallerDep, State
 from app.api.examples import FAMILIES_EXAMPLE, PEOPLE_EXAMPLE
 from app.api.openapi import DATA_PROBLEMS
 from app.schemas.lookup import FamiliesAnswer, FamiliesLookup, PeopleAnswer, PeopleLookup
 from app.services import lookup
 
-router = APIRouter(tags=["lookup"])
+router = APIRouter(tags=["lookup"], route_class=JsonRoute)
 
 
 @router.post(
