@@ -17,7 +17,8 @@ from app.identifiers import IdentifierError, check_no_kk, parse_nik
 T = TypeVar("T")
 
 client_app = typer.Typer(
-    help="API clients (consumer systems): create, list, revoke.", no_args_is_help=True
+    help="API clients (consumer systems): create, list, show, revoke, reinstate.",
+    no_args_is_help=True,
 )
 audit_app = typer.Typer(
     help="The audit trail: verify the chain, index it, list accesses to one person or family.",
@@ -50,6 +51,8 @@ def _client_table(clients: list[Any]) -> Table:
     for c in clients:
         if c.revoked_at:
             state = "[red]revoked[/red]"
+        elif c.suspended_at:
+            state = "[red]suspended[/red]"
         elif c.expires_at and c.expires_at <= now:
             state = "[yellow]expired[/yellow]"
         else:
@@ -86,6 +89,18 @@ def client_create(
         dt.datetime | None,
         typer.Option(formats=["%Y-%m-%d"], help="Key stops working at 00:00 UTC on this day."),
     ] = None,
+    bulk: Annotated[
+        bool, typer.Option("--bulk", help="May call /v1/bulk/eligibility (off by default).")
+    ] = False,
+    daily_quota: Annotated[
+        int | None,
+        typer.Option(
+            "--daily-quota",
+            min=0,
+            help="NIKs a day (WIB), 0 for none. Default: TEPAT_DAILY_QUOTA, or "
+            "TEPAT_DAILY_QUOTA_BULK with --bulk.",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Register a client and print its API key, which is shown this once and never again."""
@@ -102,6 +117,8 @@ def client_create(
                 field_groups=_split(fields),
                 purposes=purpose,
                 expires_at=expires_at,
+                bulk=bulk,
+                daily_quota=daily_quota,
             )
 
     info, key = run(go)
@@ -146,6 +163,59 @@ def client_revoke(
         print_json(info.model_dump(mode="json"))
     else:
         out.print(f"revoked {info.id} at {info.revoked_at}")
+
+
+@client_app.command("show")
+def client_show(
+    client_id: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonOpt = False
+) -> None:
+    """One client: scopes, bulk, daily quota and today's usage, suspension and its audit events."""
+    from app.services import clients as svc
+
+    async def go(settings: Settings) -> Any:
+        async with db.engine_scope(settings) as engine, engine.connect() as conn:
+            return await svc.show_client(conn, client_id, settings)
+
+    shown = run(go)
+    if as_json:
+        print_json(shown.model_dump(mode="json"))
+        return
+    c = shown.client
+    out.print(_client_table([c]))
+    quota = f"{shown.daily_quota:,} NIKs" if shown.daily_quota else "none"
+    kind = "its own" if c.daily_quota is not None else "default"
+    out.print(f"bulk: {'granted' if c.bulk else 'not granted'}")
+    out.print(f"daily quota: {quota} ({kind}); used on {shown.day} (WIB): {shown.used_today:,}")
+    if c.suspended_at:
+        out.print(f"[red]suspended[/red] since {c.suspended_at}: {c.suspended_reason}")
+    else:
+        out.print("suspended: no")
+    for e in shown.events:
+        out.print(f"{str(e.at)[:19]}  {e.operation}  audit {e.audit_id}  request {e.request_id}")
+
+
+@client_app.command("reinstate")
+def client_reinstate(
+    client_id: Annotated[str, typer.Argument(metavar="ID")], as_json: JsonOpt = False
+) -> None:
+    """Lift a client's suspension (audited). Servers accept it again within their key-cache TTL."""
+    import secrets
+
+    from app.services import clients as svc
+    from app.services.audit import AuditWriter, running
+
+    async def go(settings: Settings) -> Any:
+        key = settings.audit_hmac_key.get_secret_value().encode()
+        async with db.engine_scope(settings) as engine, running(AuditWriter(engine, key)) as audit:
+            return await svc.reinstate_client(
+                engine, audit, client_id, "cli-" + secrets.token_hex(6)
+            )
+
+    info = run(go)
+    if as_json:
+        print_json(info.model_dump(mode="json"))
+    else:
+        out.print(f"reinstated {info.id}")
 
 
 # --- audit -------------------------------------------------------------------------------------

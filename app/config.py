@@ -33,9 +33,20 @@ class Settings(BaseSettings):
     request_deadline: float = 4.0
     # Requests served at once per process (/healthz, /readyz not counted); past it: 503 at once.
     max_concurrency: int = Field(64, ge=0)
-    # NIKs (and No. KKs) a client may look up per second per process, and at once; 0: no limit.
+    # NIKs (and No. KKs) a client may look up per second, and at once, across every process and
+    # worker (shared in PostgreSQL, docs/quotas.md); 0: no limit.
     rate_limit_niks_per_second: float = Field(20_000.0, ge=0)
     rate_limit_burst: int = Field(100_000, ge=1)
+    # Each process leases up to this many seconds' worth of a client's tokens at a time (and
+    # holds a lease at most this long): one database statement per lease, none per request.
+    rate_limit_lease_seconds: float = Field(1.0, gt=0, le=60)
+    # NIKs a client may look up per day (WIB), unless `tepat client create --daily-quota`; 0: none.
+    daily_quota: int = Field(100_000, ge=0)
+    daily_quota_bulk: int = Field(10_000_000, ge=0)  # for clients granted bulk (--bulk)
+    # A bulk job whose found rate is under min_found_rate after its first min_lines lines is
+    # ended (`enumeration_suspected`) and its client suspended.
+    enumeration_min_lines: int = Field(10_000, ge=1)
+    enumeration_min_found_rate: float = Field(0.05, ge=0, le=1)
     # SIGTERM: how long in-flight requests (bulk streams too) may run before they are cancelled.
     shutdown_timeout: float = Field(30.0, gt=0)
     # Plain people lookups skip the framework's dependency and body machinery (app.api.fast);

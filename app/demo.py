@@ -104,6 +104,7 @@ async def prepare(settings: Settings, people: int, seed: int) -> Prepared:
                 ],
                 purposes=[DEMO_PURPOSE],
                 expires_at=dt.datetime.now(dt.UTC) + dt.timedelta(days=30),
+                bulk=True,  # the README's bulk example uses the demo key
             )
     return Prepared(
         key=api_key,

@@ -135,6 +135,24 @@ class IdleTimeout(TepatError):
     status = 408
 
 
+class QuotaExceeded(TepatError):
+    code = "quota_exceeded"
+    title = "The client's daily quota of NIK lookups is used up; retry after midnight WIB"
+    status = 429
+
+
+class BulkNotGranted(TepatError):
+    code = "bulk_not_granted"
+    title = "Bulk eligibility is not granted to this client"
+    status = 403
+
+
+class ClientSuspended(TepatError):
+    code = "client_suspended"
+    title = "The client is suspended; an operator must reinstate it"
+    status = 403
+
+
 class Unavailable(TepatError):
     code = "unavailable"
     title = "The service is temporarily unavailable; retry later"
@@ -162,6 +180,9 @@ ALL_ERRORS: tuple[type[TepatError], ...] = (
     RateLimited,
     TooManyStreams,
     IdleTimeout,
+    QuotaExceeded,
+    BulkNotGranted,
+    ClientSuspended,
     Unavailable,
     AuditUnavailable,
 )

@@ -42,6 +42,11 @@ registry): the decile, family membership and program decisions for **PKH**, **BP
   What is not covered is left out (REST, bulk) or refused before execution (GraphQL).
 * **Privacy (UU 27/2022).** NIKs and No. KKs travel only in request bodies, never in URLs.
   Every data answer writes an audit record first; its id is `meta.audit_id`.
+* **Limits.** Each client has a NIK rate limit and a daily quota (NIKs a day, WIB), shared by
+  every server process: 429 `rate_limited` or `quota_exceeded` with `Retry-After`.
+  `families/lookup` costs the members it discloses. Bulk is a separate grant (403
+  `bulk_not_granted`); a bulk job that finds under 5 % of its NIKs after 10,000 lines is ended
+  (`enumeration_suspected`) and the client suspended (403 `client_suspended` until reinstated).
 * **Errors** are RFC 9457 `application/problem+json` with a stable `code`.
 * **Request ids.** A client's `X-Request-ID` is kept (echoed, logged, audited) only if it is 8
   to 64 of `A-Z a-z 0-9 . _ -` with no 16 consecutive digits; otherwise the service assigns
@@ -100,7 +105,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         audit = AuditWriter(engine, settings.audit_hmac_key.get_secret_value().encode())
         await audit.start()
         reads = await open_reads(settings, engine, url)
-        app.state.tepat = AppState(settings, engine, Authenticator(engine), audit, reads)
+        authenticator = Authenticator(engine)
+        app.state.tepat = AppState(settings, engine, authenticator, audit, reads)
+        # Leases have their own two connections: rare, and never waiting behind requests.
+        leases = db.create_engine(
+            settings.model_copy(update={"db_pool_size": 2}), url=url, role=settings.db_role
+        )
+        limits.install(app, settings, leases, authenticator)
         app.state.bulk_streams = StreamSlots(
             settings.bulk_streams_per_client,
             dsn=db.asyncpg_dsn(url),
@@ -114,6 +125,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await audit.stop()
             await close_reads(reads)
+            await leases.dispose()
             await engine.dispose()
             if not settings.database_url:  # this process started the embedded server
                 embedded.stop()
@@ -136,7 +148,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(lookup.router, prefix="/v1")
     app.state.graphql_schema = mount_graphql(app, settings)
     app.include_router(bulk.router, prefix="/v1")
-    limits.install(app, settings)
     app.state.fast_lookup = FastStats()
     app.state.fast_graphql = FastStats()
     _outer_layers(app, settings)

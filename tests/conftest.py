@@ -158,6 +158,8 @@ async def make_client(engine: AsyncEngine) -> MakeClient:
         purposes: list[str] | None = None,
         expires_at: dt.datetime | None = None,
         expired: bool = False,
+        bulk: bool = False,
+        daily_quota: int | None = None,
     ) -> str:
         async with engine.begin() as conn:
             info, key = await clients.create_client(
@@ -167,6 +169,8 @@ async def make_client(engine: AsyncEngine) -> MakeClient:
                 field_groups=ALL_GROUPS if fields is None else fields,
                 purposes=[PURPOSE] if purposes is None else purposes,
                 expires_at=expires_at,
+                bulk=bulk,
+                daily_quota=daily_quota,
             )
             if expired:  # clients cannot be created expired; age this one as time would
                 await conn.execute(
@@ -182,7 +186,7 @@ async def make_client(engine: AsyncEngine) -> MakeClient:
 
 @pytest.fixture(scope="session")
 async def full_key(make_client: MakeClient) -> str:
-    return await make_client()
+    return await make_client(bulk=True)
 
 
 @pytest.fixture(scope="session")

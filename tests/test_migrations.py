@@ -26,6 +26,7 @@ TABLES = {
     "decisions",
     "materializations",
     "api_clients",
+    "client_usage",
     "audit_log",
     "audit_head",
 }

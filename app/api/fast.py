@@ -208,9 +208,10 @@ class FastLookup(FastPath):
             return None
         # The route's steps, in its order (app.api.deps.caller, then the route body).
         caller = await authenticate(scope, head)
-        limiter = limits.limiter_of(scope["app"])
-        if limiter is not None:
-            limiter.charge(caller.principal.client_id, len(request.niks))  # 429 before any SQL
+        allowance = limits.allowance_of(scope["app"])
+        n = len(request.niks)  # usually spent from this process's lease, without an await
+        if allowance is not None and not allowance.try_spend(caller.principal, n):
+            await allowance.charge(caller.principal, n)  # a new lease, or 429 before any SQL
         state: AppState = scope["app"].state.tepat
         return await lookup.people_lookup(state.reads, state.audit, caller, request)
 

@@ -1,24 +1,24 @@
-"""Overload protection: a per-client NIK rate limit, concurrency shedding and a request deadline."""
+"""Overload protection: the client's allowance (rate and quota), shedding and a request deadline."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
-import time
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from collections.abc import Coroutine
 from typing import Any
 
 import orjson
-from cachetools import LRUCache
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.problems import PROBLEM_JSON
+from app.auth.principal import Principal
 from app.config import Settings
-from app.errors import RateLimited, TepatError, Unavailable
+from app.errors import TepatError, Unavailable
+from app.services.allowance import Allowance
+from app.services.clients import Authenticator
 
 log = logging.getLogger("tepat.limits")
 
@@ -28,119 +28,40 @@ UNSHED = frozenset({"/healthz", "/readyz"})
 UNBOUNDED_PREFIXES = ("/v1/bulk/",)
 
 
-# --- the rate limit: NIKs per client ------------------------------------------------------------
+# --- the rate limit and the daily quota: NIKs per client, shared by every process -------------
 
 
-@dataclass(slots=True)
-class _Bucket:
-    tokens: float
-    at: float
+def allowance_of(app: Any) -> Allowance | None:
+    allowance = getattr(getattr(app, "state", None), "allowance", None)
+    return allowance if isinstance(allowance, Allowance) else None
 
 
-class RateLimiter:
-    """Token buckets per client id: `rate` NIKs a second, up to `burst` at once. In-process.
-
-    A batch costs one token per identifier. A batch larger than the burst is let through when
-    the bucket is full and leaves a debt, so its cost is still paid before the next one. Buckets
-    live in a bounded LRU; keys are authenticated client ids, so a flood of made-up ids cannot
-    evict real ones, and an evicted client only gets a fresh (full) bucket.
-    """
-
-    def __init__(
-        self,
-        rate: float,
-        burst: float,
-        *,
-        max_clients: int = 10_000,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.rate = rate
-        self.burst = max(burst, 1.0)
-        self._clock = clock
-        self._buckets: LRUCache[str, _Bucket] = LRUCache(maxsize=max_clients)
-
-    @property
-    def enabled(self) -> bool:
-        return self.rate > 0
-
-    def _bucket(self, client_id: str) -> _Bucket:
-        now = self._clock()
-        bucket = self._buckets.get(client_id)
-        if bucket is None:
-            bucket = _Bucket(self.burst, now)
-            self._buckets[client_id] = bucket
-        else:
-            bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.at) * self.rate)
-            bucket.at = now
-        return bucket
-
-    def try_charge(self, client_id: str, n: int) -> float:
-        """Take `n` tokens: 0.0 when granted, else the seconds until the batch would pass."""
-        if not self.enabled or n <= 0:
-            return 0.0
-        bucket = self._bucket(client_id)
-        need = min(float(n), self.burst)
-        if bucket.tokens >= need:
-            bucket.tokens -= n
-            return 0.0
-        return (need - bucket.tokens) / self.rate
-
-    def charge(self, client_id: str, n: int) -> None:
-        """Take `n` tokens or raise RateLimited (429) with the seconds to wait in retry_after."""
-        wait = self.try_charge(client_id, n)
-        if wait > 0:
-            raise RateLimited(
-                f"the limit is {self.rate:g} NIK lookups a second (bursts of {self.burst:g}); "
-                f"this request of {n} can pass in {wait:.1f} s",
-                retry_after=max(1, math.ceil(wait)),
-            )
-
-    def reserve(self, client_id: str, n: int) -> float:
-        """Take `n` tokens now, into debt if need be; the seconds to sleep to honour the rate.
-
-        For streams that have already answered 200 and can only slow down, not fail.
-        """
-        if not self.enabled or n <= 0:
-            return 0.0
-        bucket = self._bucket(client_id)
-        bucket.tokens -= n
-        return max(0.0, -bucket.tokens / self.rate)
-
-    def refund(self, client_id: str, n: int) -> None:
-        if self.enabled and n > 0:
-            bucket = self._bucket(client_id)
-            bucket.tokens = min(self.burst, bucket.tokens + n)
-
-
-def limiter_of(app: Any) -> RateLimiter | None:
-    limiter = getattr(getattr(app, "state", None), "rate_limiter", None)
-    return limiter if isinstance(limiter, RateLimiter) else None
-
-
-def charge(request: HTTPConnection, client_id: str, n: int) -> None:
+async def charge(request: HTTPConnection, principal: Principal, n: int) -> None:
     """Charge `n` looked-up identifiers to a client before the lookup runs; 429 when over.
 
     Every face calls this (REST lookups, bulk, GraphQL) with the number of NIKs or No. KKs it
     is about to look up, after authentication (so a bad key cannot drain a client's bucket).
+    Usually no await at all: the process spends from the slice it leased (app.services.allowance).
     """
-    limiter = limiter_of(request.app)
-    if limiter is not None:
-        limiter.charge(client_id, n)
+    allowance = allowance_of(request.app)
+    if allowance is not None:
+        await allowance.charge(principal, n)
+
+
+def debit(request: HTTPConnection, principal: Principal, n: int) -> None:
+    """Charge `n` more once the answer is known (families: the members disclosed)."""
+    allowance = allowance_of(request.app)
+    if allowance is not None:
+        allowance.debit(principal, n)
 
 
 async def throttle(
-    request: HTTPConnection, client_id: str, n: int, *, max_wait: float = 30.0
+    request: HTTPConnection, principal: Principal, n: int, *, max_wait: float = 30.0
 ) -> None:
     """For streams: wait until `n` more identifiers fit the client's rate (at most max_wait)."""
-    limiter = limiter_of(request.app)
-    if limiter is None:
-        return
-    wait = limiter.reserve(client_id, n)
-    if wait > max_wait:
-        limiter.refund(client_id, n)
-        raise RateLimited("the stream is over the client's rate limit", retry_after=math.ceil(wait))
-    if wait > 0:
-        await asyncio.sleep(wait)
+    allowance = allowance_of(request.app)
+    if allowance is not None:
+        await allowance.throttle(principal, n, max_wait=max_wait)
 
 
 # --- shedding and the deadline ------------------------------------------------------------------
@@ -286,11 +207,19 @@ class Overload:
                 task.uncancel()
 
 
-def install(app: Starlette, settings: Settings) -> None:
-    """The rate limiter (app.state.rate_limiter); app.main puts Overload in front of the app."""
-    app.state.rate_limiter = RateLimiter(
-        settings.rate_limit_niks_per_second, settings.rate_limit_burst
+def install(app: Starlette, settings: Settings, engine: AsyncEngine, auth: Authenticator) -> None:
+    """The allowance (app.state.allowance), built by the lifespan once the engine exists;
+    app.main puts Overload in front of the app."""
+    app.state.allowance = Allowance(
+        engine,
+        rate=settings.rate_limit_niks_per_second,
+        burst=settings.rate_limit_burst,
+        lease_seconds=settings.rate_limit_lease_seconds,
+        quota=settings.daily_quota,
+        quota_bulk=settings.daily_quota_bulk,
+        on_suspended=auth.note_suspended,
+        on_active=auth.note_active,
     )
 
 
-__all__ = ["Overload", "RateLimiter", "charge", "install", "limiter_of", "throttle"]
+__all__ = ["Overload", "allowance_of", "charge", "debit", "install", "throttle"]

@@ -30,6 +30,10 @@ class ClientInfo(BaseModel):
     created_at: dt.datetime
     expires_at: dt.datetime | None
     revoked_at: dt.datetime | None
+    bulk: bool = Field(False, description="May call /v1/bulk/eligibility")
+    daily_quota: int | None = Field(None, description="NIKs a day; null: the default for its kind")
+    suspended_at: dt.datetime | None = None
+    suspended_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +46,9 @@ class Principal:
     field_groups: frozenset[str]
     purposes: frozenset[str]
     expires_at: dt.datetime | None
+    bulk: bool = False
+    daily_quota: int | None = None  # None: the settings' default for its kind
+    suspended: bool = False
 
     def require_purpose(self, purpose: str | None) -> str:
         """The stated purpose, if registered for this client (UU 27/2022: purpose limitation)."""
@@ -82,4 +89,7 @@ class Principal:
             field_groups=frozenset(client.field_groups),
             purposes=frozenset(client.purposes),
             expires_at=client.expires_at,
+            bulk=client.bulk,
+            daily_quota=client.daily_quota,
+            suspended=client.suspended_at is not None,
         )

@@ -180,14 +180,14 @@ class GraphContext(BaseContext):
 
     # --- loading -----------------------------------------------------------------------------
 
-    def _ask(self, subjects: list[str], niks: Sequence[str] = ()) -> None:
+    async def _ask(self, subjects: list[str], niks: Sequence[str] = ()) -> None:
         if len(self.asked) + len(subjects) > self.state.settings.max_batch:
             raise ValidationFailed(
                 f"at most {self.state.settings.max_batch} NIKs and No. KKs per request",
                 field="niks",
             )
         # The same NIK rate limit as REST, charged before the lookup (429 when over).
-        limits.charge(self.http, self._caller().principal.client_id, len(subjects))
+        await limits.charge(self.http, self._caller().principal, len(subjects))
         self.asked.extend(subjects)
         self.asked_niks.update(niks)
 
@@ -214,7 +214,7 @@ class GraphContext(BaseContext):
 
     async def people(self, niks: list[str], snapshot_id: str | None) -> list[Entry | None]:
         request = _validated(PeopleLookup, {"niks": niks, "snapshot": snapshot_id}, "niks")
-        self._ask([nik_subject(n) for n in request.niks], request.niks)
+        await self._ask([nik_subject(n) for n in request.niks], request.niks)
         pinned = await self._pin(request.snapshot)
         people, _ = self._loaders(pinned.snapshot)
         entries = await people.load_many([int(n) for n in request.niks])
@@ -229,11 +229,15 @@ class GraphContext(BaseContext):
         request = _validated(
             FamiliesLookup, {"no_kks": [no_kk], "snapshot": snapshot_id}, "noKk", single=True
         )
-        self._ask([no_kk_subject(no_kk)])
+        await self._ask([no_kk_subject(no_kk)])
         pinned = await self._pin(request.snapshot)
         _, families = self._loaders(pinned.snapshot)
         entry = await families.load(int(no_kk))
         self.found += entry is not None
+        principal = self._caller().principal
+        if entry is not None and principal.can_see("membership"):
+            # As REST: a family costs the members it can disclose (one was charged already).
+            limits.debit(self.http, principal, len(entry[1]) - 1)
         return entry
 
     # --- shaping: the service's own result dicts, so both faces show the same thing -----------

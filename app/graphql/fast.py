@@ -77,9 +77,12 @@ class FastGraphQL(FastPath):
             pinned = await state.reads.pin(snapshot_id, None)
         except TepatError:
             return None  # Strawberry refuses it, in GraphQL's shape
-        limiter = limits.limiter_of(scope["app"])
-        if limiter is not None and limiter.try_charge(principal.client_id, 1) > 0:
-            return None  # over the rate: nothing taken, Strawberry answers 429
+        allowance = limits.allowance_of(scope["app"])
+        if allowance is not None and not allowance.try_spend(principal, 1):
+            try:  # usually spent from this process's lease above; here a new lease is due
+                await allowance.charge(principal, 1)
+            except TepatError:
+                return None  # over the rate or quota: nothing taken, Strawberry refuses it
         try:
             rendered = await eligibility.people_read(
                 state.reads, pinned.snapshot, pinned.rule_set, [nik], view
@@ -96,8 +99,8 @@ class FastGraphQL(FastPath):
                 orjson.dumps(data),
             )  # fmt: skip
         except Exception:
-            if limiter is not None:
-                limiter.refund(principal.client_id, 1)
+            if allowance is not None:
+                allowance.refund(principal, 1)
             return None  # nothing was sent: Strawberry runs it and answers (or fails) as ever
         meta = pinned.meta(caller.request_id, audit_id)
         return orjson.dumps({"data": data, "extensions": {"meta": meta}})

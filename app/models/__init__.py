@@ -5,6 +5,7 @@ from app.models.auth_audit import audit_head as audit_head
 from app.models.auth_audit import audit_index as audit_index
 from app.models.auth_audit import audit_log as audit_log
 from app.models.auth_audit import audit_subjects as audit_subjects
+from app.models.auth_audit import client_usage as client_usage
 from app.models.tables import (
     SNAPSHOT_STATUSES,
     decisions,

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
+    Date,
     DateTime,
+    Float,
+    ForeignKey,
     Integer,
     LargeBinary,
     SmallInteger,
     Table,
     Text,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 
@@ -32,7 +37,14 @@ api_clients = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("expires_at", DateTime(timezone=True)),
     Column("revoked_at", DateTime(timezone=True)),
+    # Migration 0009: may call /v1/bulk/eligibility; NIKs a day (NULL: the default for its kind);
+    # suspended (every request refused) since when and why, until an operator reinstates it.
+    Column("bulk", Boolean, nullable=False, server_default=text("false")),
+    Column("daily_quota", BigInteger),
+    Column("suspended_at", DateTime(timezone=True)),
+    Column("suspended_reason", Text),
     CheckConstraint("octet_length(key_hash) = 32", name="key_hash_sha256"),
+    CheckConstraint("daily_quota IS NULL OR daily_quota >= 0", name="daily_quota_positive"),
     CheckConstraint(
         "programs <@ ARRAY['PKH', 'BPNT', 'PBI_JK', 'SEKOLAH_RAKYAT']::text[]", name="programs"
     ),
@@ -41,6 +53,19 @@ api_clients = Table(
         " 'health']::text[]",
         name="field_groups",
     ),
+)
+
+# Per client: the day's NIK count (the day in WIB) and the rate limit's token bucket, leased
+# slice by slice by every process through the `client_lease` function (migration 0009,
+# app.repositories.allowance).
+client_usage = Table(
+    "client_usage",
+    metadata,
+    Column("client_id", Text, ForeignKey("api_clients.id", ondelete="CASCADE"), primary_key=True),
+    Column("day", Date, nullable=False),
+    Column("niks", BigInteger, nullable=False),
+    Column("tokens", Float, nullable=False),
+    Column("refilled_at", DateTime(timezone=True), nullable=False),
 )
 
 # One row per access to personal data. Append-only: a trigger refuses UPDATE, DELETE and

@@ -8,7 +8,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.auth.principal import ClientInfo
-from app.models import api_clients
+from app.models import api_clients, audit_log
 
 # Never key_hash: nothing outside this module needs it, and lists must not carry it.
 _COLUMNS = (
@@ -21,6 +21,10 @@ _COLUMNS = (
     api_clients.c.created_at,
     api_clients.c.expires_at,
     api_clients.c.revoked_at,
+    api_clients.c.bulk,
+    api_clients.c.daily_quota,
+    api_clients.c.suspended_at,
+    api_clients.c.suspended_reason,
 )
 
 
@@ -35,6 +39,8 @@ async def create(
     key_hash: bytes,
     key_prefix: str,
     expires_at: dt.datetime | None,
+    bulk: bool = False,
+    daily_quota: int | None = None,
 ) -> ClientInfo:
     row = (
         (
@@ -49,6 +55,8 @@ async def create(
                     key_hash=key_hash,
                     key_prefix=key_prefix,
                     expires_at=expires_at,
+                    bulk=bulk,
+                    daily_quota=daily_quota,
                 )
                 .returning(*_COLUMNS)
             )
@@ -93,3 +101,34 @@ async def mark_revoked(conn: AsyncConnection, client_id: str) -> bool:
         .values(revoked_at=func.now())
     )
     return bool(result.rowcount)
+
+
+async def mark_suspended(conn: AsyncConnection, client_id: str, reason: str) -> bool:
+    """Suspend a client (the first suspension's time and reason are kept)."""
+    result = await conn.execute(
+        update(api_clients)
+        .where(api_clients.c.id == client_id, api_clients.c.suspended_at.is_(None))
+        .values(suspended_at=func.now(), suspended_reason=reason)
+    )
+    return bool(result.rowcount)
+
+
+async def clear_suspension(conn: AsyncConnection, client_id: str) -> bool:
+    result = await conn.execute(
+        update(api_clients)
+        .where(api_clients.c.id == client_id, api_clients.c.suspended_at.is_not(None))
+        .values(suspended_at=None, suspended_reason=None)
+    )
+    return bool(result.rowcount)
+
+
+async def events(
+    conn: AsyncConnection, client_id: str, operations: tuple[str, ...]
+) -> list[tuple[dt.datetime, str, str, str]]:
+    """The client's audit records of these operations (suspensions...), oldest first."""
+    q = (
+        select(audit_log.c.at, audit_log.c.operation, audit_log.c.id, audit_log.c.request_id)
+        .where(audit_log.c.client_id == client_id, audit_log.c.operation.in_(operations))
+        .order_by(audit_log.c.seq)
+    )
+    return [(r[0], r[1], r[2], r[3]) for r in await conn.execute(q)]

@@ -30,6 +30,30 @@ MAX_LINE = 1024  # bytes; a longer line is answered with an error and never buff
 _ECHO_MAX = 32  # longer values are not echoed (masked) in error lines
 
 Pace = Callable[[int], Awaitable[None]]  # waits until n more lookups fit the client's rate
+ENUMERATION = "enumeration_suspected"
+
+
+@dataclass(frozen=True, slots=True)
+class Guard:
+    """Ends a job that looks like an enumeration of the registry, and acts on it.
+
+    Once `min_lines` lines are answered, a job whose found rate (found / NIKs looked up, so far)
+    is under `min_found_rate` is ended before its next chunk is sent, with the error line
+    `enumeration_suspected` and no summary, after `act` (the API: suspend the client, audited).
+    Made-up but well-formed NIKs are mostly absent; a real list of beneficiaries mostly found.
+    """
+
+    min_lines: int
+    min_found_rate: float
+    act: Callable[[Counts], Awaitable[None]]
+
+    def suspects(self, c: Counts) -> bool:
+        looked_up = c.found + c.not_found
+        return (
+            c.lines >= self.min_lines
+            and looked_up > 0
+            and c.found < self.min_found_rate * looked_up
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +227,7 @@ class Job:
         pace: Pace | None = None,
         reads: Reads | None = None,
         ahead: int = AHEAD,
+        guard: Guard | None = None,
     ) -> None:
         self.engine = engine
         self.ahead = max(1, ahead)
@@ -213,6 +238,7 @@ class Job:
         self.view = view
         self.chunk = chunk
         self.pace = pace
+        self.guard = guard
         self.counts = Counts()
 
     async def stream(self, body: AsyncIterable[bytes]) -> AsyncGenerator[bytes, None]:
@@ -253,7 +279,21 @@ class Job:
         reader = asyncio.create_task(self._read(body, running, order))
         try:
             while not isinstance(step := await order.get(), _End):
-                yield await step
+                data = await step
+                if self.guard is not None and self.guard.suspects(self.counts):
+                    log.warning(
+                        "bulk job %s ended: %s (%d found of %d lines)",
+                        self.caller.request_id, ENUMERATION, self.counts.found, self.counts.lines,
+                    )  # fmt: skip
+                    await self.guard.act(self.counts)
+                    yield error_line(
+                        ENUMERATION,
+                        f"under {self.guard.min_found_rate:.0%} of the NIKs were found after "
+                        f"{self.counts.lines:,} lines: the job is ended and the client suspended "
+                        "until an operator reinstates it",
+                    )
+                    return
+                yield data
             if step.error is not None:
                 raise step.error
             yield self.summary()
@@ -374,6 +414,7 @@ async def open_job(
     options: Options,
     pace: Pace | None = None,
     reads: Reads | None = None,
+    guard: Guard | None = None,
 ) -> Job:
     """Check the programs and pin the snapshot and rule set ONCE, before any line is read.
 
@@ -386,4 +427,4 @@ async def open_job(
     else:
         async with read_connection(engine) as conn:
             pinned = await pin(conn, options.snapshot, options.rule_set)
-    return Job(engine, audit, caller, pinned, view, pace=pace, reads=reads)
+    return Job(engine, audit, caller, pinned, view, pace=pace, reads=reads, guard=guard)

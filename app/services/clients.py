@@ -10,13 +10,24 @@ import string
 import time
 from collections.abc import Iterable
 
+import orjson
+from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.auth import keys
 from app.auth.principal import FIELD_GROUPS, PROGRAMS, PURPOSE_PATTERN, ClientInfo, Principal
-from app.errors import ClientNotFound, Unauthenticated, Unavailable, ValidationFailed
+from app.config import Settings
+from app.errors import (
+    ClientNotFound,
+    ClientSuspended,
+    Unauthenticated,
+    Unavailable,
+    ValidationFailed,
+)
+from app.repositories import allowance as allowance_repo
 from app.repositories import clients as repo
+from app.services.audit import AuditEntry, AuditWriter, new_audit_id
 
 # One message for unknown, revoked and expired keys: the answer must not tell a key holder
 # (or a thief) which of the three it is.
@@ -60,6 +71,8 @@ async def create_client(
     field_groups: Iterable[str],
     purposes: Iterable[str],
     expires_at: dt.datetime | None = None,
+    bulk: bool = False,
+    daily_quota: int | None = None,
 ) -> tuple[ClientInfo, str]:
     """Register a client; returns it and its key in plain text, which is never available again."""
     name = name.strip()
@@ -73,6 +86,8 @@ async def create_client(
             raise ValidationFailed("expires_at must carry a time zone", field="expires_at")
         if expires_at <= dt.datetime.now(dt.UTC):
             raise ValidationFailed("expires_at must be in the future", field="expires_at")
+    if daily_quota is not None and daily_quota < 0:
+        raise ValidationFailed("daily_quota must be 0 (none) or more NIKs", field="daily_quota")
     client_id = _new_id(name)
     while await repo.exists(conn, client_id):
         client_id = _new_id(name)
@@ -87,6 +102,8 @@ async def create_client(
         key_hash=keys.key_hash(key),
         key_prefix=keys.key_prefix(key),
         expires_at=expires_at,
+        bulk=bulk,
+        daily_quota=daily_quota,
     )
     return info, key
 
@@ -104,6 +121,107 @@ async def revoke_client(conn: AsyncConnection, client_id: str) -> ClientInfo:
     return info
 
 
+# --- suspension ---------------------------------------------------------------------------------
+
+SUSPENDED = "client.suspended"
+REINSTATED = "client.reinstated"
+OPERATOR_PURPOSE = "operator"
+
+
+class ClientEvent(BaseModel):
+    """A suspension or reinstatement as the audit trail holds it."""
+
+    at: dt.datetime
+    operation: str
+    audit_id: str
+    request_id: str
+
+
+class ClientShown(BaseModel):
+    """`tepat client show`: the client, its quota, today's usage and its suspension events."""
+
+    client: ClientInfo
+    daily_quota: int = Field(description="NIKs a day in force (0: none)")
+    day: dt.date = Field(description="Today in WIB")
+    used_today: int = Field(description="NIKs counted today (leased by the servers, less returns)")
+    events: list[ClientEvent]
+
+
+async def _audit_event(
+    audit: AuditWriter, client_id: str, operation: str, purpose: str, request_id: str, detail: str
+) -> str:
+    """An audit record of an event about a client (no data subject): durable when it returns."""
+    audit_id = new_audit_id()
+    body = orjson.dumps({"client": client_id, "event": operation, "detail": detail})
+    await audit.record(
+        AuditEntry(
+            id=audit_id,
+            client_id=client_id,
+            purpose=purpose,
+            operation=operation,
+            snapshot_id=None,
+            rule_set_id=None,
+            subjects=(),
+            found=0,
+            response_digest=hashlib.sha256(body).digest(),
+            request_id=request_id,
+        )
+    )
+    return audit_id
+
+
+async def suspend_client(
+    engine: AsyncEngine,
+    audit: AuditWriter,
+    client_id: str,
+    reason: str,
+    *,
+    purpose: str,
+    request_id: str,
+) -> bool:
+    """Suspend a client (every request refused until reinstated) and audit it. False: it was
+    suspended already (the first suspension is kept, nothing new is audited)."""
+    async with engine.begin() as conn:
+        changed = await repo.mark_suspended(conn, client_id, reason)
+    if changed:
+        await _audit_event(audit, client_id, SUSPENDED, purpose, request_id, reason)
+    return changed
+
+
+async def reinstate_client(
+    engine: AsyncEngine, audit: AuditWriter, client_id: str, request_id: str
+) -> ClientInfo:
+    """Lift a suspension (audited); servers accept the client again within their key-cache TTL."""
+    async with engine.begin() as conn:
+        info = await repo.get_by_id(conn, client_id)
+        if info is None:
+            raise ClientNotFound(f"no client {client_id!r}", client=client_id)
+        changed = await repo.clear_suspension(conn, client_id)
+        info = await repo.get_by_id(conn, client_id)
+        assert info is not None
+    if changed:
+        await _audit_event(
+            audit, client_id, REINSTATED, OPERATOR_PURPOSE, request_id, "reinstated by an operator"
+        )
+    return info
+
+
+async def show_client(conn: AsyncConnection, client_id: str, settings: Settings) -> ClientShown:
+    info = await repo.get_by_id(conn, client_id)
+    if info is None:
+        raise ClientNotFound(f"no client {client_id!r}", client=client_id)
+    day, used = await allowance_repo.usage_today(conn, client_id)
+    if info.daily_quota is not None:
+        quota = info.daily_quota
+    else:
+        quota = settings.daily_quota_bulk if info.bulk else settings.daily_quota
+    events = [
+        ClientEvent(at=at, operation=op, audit_id=audit_id, request_id=rid)
+        for at, op, audit_id, rid in await repo.events(conn, client_id, (SUSPENDED, REINSTATED))
+    ]
+    return ClientShown(client=info, daily_quota=quota, day=day, used_today=used, events=events)
+
+
 # An accepted key: its principal, when it was read from the database, the key's hash.
 _Entry = tuple[Principal, float, bytes]
 
@@ -115,6 +233,12 @@ class Authenticator:
     a revocation takes effect within `ttl` seconds in every process; expiry is checked on each
     call, cached or not. Refused keys are not cached: a flood of made-up keys must not evict
     the real ones. Nothing here logs a key.
+
+    A suspended client is refused (403) whoever noticed it first: the database's record (read
+    with the key, so within `ttl`), or this process's allowance, which learns it at its next
+    lease (within TEPAT_RATE_LIMIT_LEASE_SECONDS for a client that looks anything up) or
+    suspended the client itself (at once). That note is trusted for `ttl` seconds, by which
+    time the key's cached record has been read again.
     """
 
     def __init__(self, engine: AsyncEngine, ttl: float = 30.0, maxsize: int = 10_000) -> None:
@@ -126,6 +250,24 @@ class Authenticator:
         # Plain dicts (emptied when full): cheaper per request than a TTLCache.
         self._by_key: dict[bytes, _Entry] = {}
         self._by_header: dict[bytes, _Entry] = {}
+        # client id -> when this process learnt that it is suspended (monotonic)
+        self._suspended: dict[str, float] = {}
+
+    def note_suspended(self, client_id: str) -> None:
+        self._suspended[client_id] = time.monotonic()
+
+    def note_active(self, client_id: str) -> None:
+        if self._suspended:
+            self._suspended.pop(client_id, None)
+
+    def _noted_suspended(self, client_id: str) -> bool:
+        noted = self._suspended.get(client_id)
+        if noted is None:
+            return False
+        if time.monotonic() - noted < self._ttl:
+            return True
+        del self._suspended[client_id]  # the cached record is fresher by now: it decides
+        return False
 
     def _fresh(self, entry: _Entry | None) -> Principal | None:
         if entry is None or time.monotonic() - entry[1] >= self._ttl:
@@ -146,6 +288,10 @@ class Authenticator:
             self._by_header.pop(header, None)
             self._by_key.pop(entry[2], None)
             raise Unauthenticated(NOT_ACCEPTED)
+        if principal.suspended or (self._suspended and self._noted_suspended(principal.client_id)):
+            raise ClientSuspended(
+                "the client is suspended; an operator must reinstate it (tepat client reinstate)"
+            )
         return principal
 
     async def _authenticate(self, authorization_header: str, header: bytes) -> _Entry:
@@ -177,9 +323,12 @@ class Authenticator:
             raise Unavailable("cannot check the API key now; retry later") from None
         if info is None:
             raise Unauthenticated(NOT_ACCEPTED)
+        if info.suspended_at is None:
+            self.note_active(info.id)
         return Principal.from_client(info)
 
     def forget(self) -> None:
         """Drop every cached key (tests; an operator's immediate revocation in one process)."""
         self._by_key.clear()
         self._by_header.clear()
+        self._suspended.clear()

@@ -91,6 +91,7 @@ async def _answer(
     subjects: list[str],
     request: Asked,
     fetch: Fetch,
+    on_disclosed: Callable[[int], None] | None = None,
 ) -> bytes:
     view = view_for(caller, request.programs, request.explain)
     pinned = await reads.pin(request.snapshot, request.rule_set)
@@ -102,6 +103,8 @@ async def _answer(
     )
     if rendered.disclosed:  # members (families) and PKH components (explain) name other NIKs
         subjects = subjects + [nik_subject(n) for n in rendered.disclosed]
+    if on_disclosed is not None:
+        on_disclosed(len(rendered.disclosed))
     await record_access(audit, caller, audit_id, operation, pinned, subjects, rendered.found, body)
     return body
 
@@ -152,8 +155,13 @@ async def people_lookup(
 
 
 async def families_lookup(
-    reads: Reads, audit: AuditWriter, caller: Caller, request: FamiliesLookup
+    reads: Reads,
+    audit: AuditWriter,
+    caller: Caller,
+    request: FamiliesLookup,
+    on_disclosed: Callable[[int], None] | None = None,
 ) -> bytes:
+    """`on_disclosed(n)`: told how many NIKs the answer names (members...) once it is known."""
     return await _answer(
         reads,
         audit,
@@ -163,4 +171,5 @@ async def families_lookup(
         [no_kk_subject(k) for k in request.no_kks],
         request,
         eligibility.families_read,
+        on_disclosed,
     )

@@ -134,12 +134,12 @@ async def test_field_groups_are_respected(
     http: httpx.AsyncClient, make_client: MakeClient, release_niks: list[str]
 ) -> None:
     body = ndjson(release_niks[:20])
-    key = await make_client(programs=["PBI_JK"], fields=["decision"])
+    key = await make_client(programs=["PBI_JK"], fields=["decision"], bulk=True)
     answers = parse((await post_bulk(http, key, body)).content)[:-1]
     assert {k for x in answers for k in x} == {"line", "nik", "found", "decisions"}
     assert {d["program"] for x in answers for d in x["decisions"]} == {"PBI_JK"}
 
-    key = await make_client(fields=["decile", "identity"])
+    key = await make_client(fields=["decile", "identity"], bulk=True)
     answers = parse((await post_bulk(http, key, body)).content)[:-1]
     assert {k for x in answers for k in x} == {"line", "nik", "found", "decile", "identity"}
 
@@ -165,7 +165,7 @@ async def test_refusals_are_problems_before_any_line(
     )
     expired = await make_client(expired=True)
     await _problem(await post_bulk(http, expired, body), 401, "unauthenticated")
-    narrow = await make_client(programs=["PBI_JK"])
+    narrow = await make_client(programs=["PBI_JK"], bulk=True)
     await _problem(await post_bulk(http, narrow, body, programs="PKH"), 403, "forbidden")
     await _problem(await post_bulk(http, full_key, body, programs="NOPE"), 422, "validation_failed")
     await _problem(

@@ -79,7 +79,7 @@ def test_slot_keys_differ_per_client_and_slot() -> None:
 async def test_bulk_answers_are_not_cached_and_free_their_slot(
     http: httpx.AsyncClient, make_client: MakeClient
 ) -> None:
-    key = await make_client()
+    key = await make_client(bulk=True)
     for _ in range(3):  # more jobs in a row than a client has slots: each freed its own
         r = await post_bulk(http, key, b"3201014501150001\n")
         assert r.status_code == 200

@@ -160,6 +160,11 @@ async def slots_become(conn: asyncpg.Connection, n: int) -> None:
     await until(check, f"{n} slots held")
 
 
+def found(release: list[str], n: int) -> bytes:
+    """n NIKs of the release, cycling (a job of absent NIKs would look like enumeration)."""
+    return ndjson({"nik": release[i % len(release)]} for i in range(n))
+
+
 def job(n: int, offset: int = 0) -> bytes:
     return ndjson({"nik": absent_nik(offset + i)} for i in range(n))
 
@@ -192,7 +197,7 @@ async def test_a_third_stream_of_a_client_is_refused_while_others_stream(
     servers: tuple[Server, Server], make_client: MakeClient, locks: asyncpg.Connection
 ) -> None:
     one, _ = servers
-    greedy, other = await make_client(), await make_client()
+    greedy, other = await make_client(bulk=True), await make_client(bulk=True)
     base = await held_slots(locks)
     stalled = [await open_stream(one, greedy) for _ in range(PER_CLIENT)]
     try:
@@ -222,7 +227,7 @@ async def test_slots_are_shared_by_processes(
     servers: tuple[Server, Server], make_client: MakeClient, locks: asyncpg.Connection
 ) -> None:
     one, two = servers
-    key = await make_client()
+    key = await make_client(bulk=True)
     base = await held_slots(locks)
     stalled = [await open_stream(one, key), await open_stream(two, key)]
     try:
@@ -245,7 +250,7 @@ async def test_stalled_streams_do_not_starve_lookups(
     servers: tuple[Server, Server], make_client: MakeClient, locks: asyncpg.Connection
 ) -> None:
     one, _ = servers
-    keys = [await make_client() for _ in range(STREAMS // PER_CLIENT)]
+    keys = [await make_client(bulk=True) for _ in range(STREAMS // PER_CLIENT)]
     base = await held_slots(locks)
     # More stalled bulk POSTs (headers, no body) than requests may be in flight at once.
     stalled = [await open_stream(one, k) for k in keys for _ in range(PER_CLIENT)]
@@ -259,7 +264,7 @@ async def test_stalled_streams_do_not_starve_lookups(
                 )
                 assert r.status_code == 200, r.text
         # Past the process's stream limit a stream is refused at once, whoever asks.
-        busy = await post(one, await make_client(), job(1))
+        busy = await post(one, await make_client(bulk=True), job(1))
         assert busy.status_code == 503
         assert busy.json()["code"] == "unavailable"
         assert "bulk streams" in busy.json()["detail"]
@@ -275,7 +280,7 @@ async def test_stalled_streams_do_not_starve_lookups(
 async def test_a_body_that_never_comes_is_a_408_and_frees_the_slot(
     idle_server: Server, make_client: MakeClient, locks: asyncpg.Connection
 ) -> None:
-    key = await make_client()
+    key = await make_client(bulk=True)
     base = await held_slots(locks)
     stream = await open_stream(idle_server, key)
     try:
@@ -292,7 +297,7 @@ async def test_a_body_that_never_comes_is_a_408_and_frees_the_slot(
 async def test_a_body_that_stops_mid_job_ends_with_an_idle_timeout_line(
     idle_server: Server, make_client: MakeClient, locks: asyncpg.Connection
 ) -> None:
-    key = await make_client()
+    key = await make_client(bulk=True)
     base = await held_slots(locks)
     stream = await open_stream(idle_server, key)
     try:
@@ -319,7 +324,7 @@ async def test_a_client_that_leaves_is_one_info_line(
     database_url: str,
 ) -> None:
     one, _ = servers
-    key = await make_client()
+    key = await make_client(bulk=True)
     base = await held_slots(locks)
 
     # Before the first answer: a few lines of body, then the connection closes.
@@ -368,7 +373,7 @@ async def test_a_trickled_body_ends_too(
 ) -> None:
     """A byte every 0.6 IDLE never waits the idle timeout out, but brings far less than the
     minimum rate (256 bytes a second over each IDLE seconds of waiting): the stream ends."""
-    key = await make_client()
+    key = await make_client(bulk=True)
     base = await held_slots(locks)
     stream = await open_stream(idle_server, key)
     trickle = job(1)
@@ -392,11 +397,11 @@ async def test_a_trickled_body_ends_too(
 
 
 async def test_a_client_that_stops_reading_frees_its_slot(
-    idle_server: Server, make_client: MakeClient, locks: asyncpg.Connection
+    idle_server: Server, make_client: MakeClient, locks: asyncpg.Connection, release_niks: list[str]
 ) -> None:
     """The whole body sent, the answer never read: once the socket buffers are full the answer
     cannot move for the idle timeout, and the stream ends with its slot freed."""
-    key = await make_client()
+    key = await make_client(bulk=True)
     base = await held_slots(locks)
     stream = await open_stream(idle_server, key, "streams-no-reader")
 
@@ -405,7 +410,7 @@ async def test_a_client_that_stops_reading_frees_its_slot(
             e.get("event") == "request" for e in access_lines(idle_server, "streams-no-reader")
         )
 
-    stream.writer.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(big := job(200_000)), big))
+    stream.writer.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(big := found(release_niks, 200_000)), big))
     try:
         await until(logged, "the access line")  # written when the stream has ended
         await slots_become(locks, base)

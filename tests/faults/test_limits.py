@@ -1,4 +1,5 @@
-"""The pieces without a server: token buckets, the deadline watchdog, error classification."""
+"""The pieces without a server: the deadline watchdog, error classification (the rate limit and
+quota: tests/services/test_allowance.py)."""
 
 from __future__ import annotations
 
@@ -10,59 +11,8 @@ import asyncpg
 import pytest
 from sqlalchemy import exc as sa_exc
 
-from app.api.limits import Overload, RateLimiter
-from app.errors import RateLimited
+from app.api.limits import Overload
 from app.resilience import is_unavailable
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def test_bucket_counts_identifiers_and_says_when_to_retry() -> None:
-    clock = Clock()
-    limiter = RateLimiter(100, 1000, clock=clock)
-    limiter.charge("a", 600)
-    limiter.charge("a", 400)
-    with pytest.raises(RateLimited) as refused:
-        limiter.charge("a", 200)
-    assert refused.value.extra["retry_after"] == 2  # 200 tokens at 100 a second
-    limiter.charge("b", 1000)  # buckets are per client
-    clock.now = 2.0
-    limiter.charge("a", 200)
-
-
-def test_a_batch_over_the_burst_passes_once_then_is_paid_for() -> None:
-    clock = Clock()
-    limiter = RateLimiter(10, 100, clock=clock)
-    limiter.charge("a", 150)  # full bucket: let through, 50 in debt
-    with pytest.raises(RateLimited) as refused:
-        limiter.charge("a", 1)
-    assert refused.value.extra["retry_after"] == 6  # (1 + 50) / 10 s
-    clock.now = 15.0
-    limiter.charge("a", 100)
-
-
-def test_reserve_sleeps_off_the_debt_and_disabled_limits_nothing() -> None:
-    clock = Clock()
-    limiter = RateLimiter(1000, 1000, clock=clock)
-    assert limiter.reserve("a", 1000) == 0.0
-    assert limiter.reserve("a", 500) == pytest.approx(0.5)
-    limiter.refund("a", 500)
-    assert limiter.try_charge("a", 1) > 0
-    off = RateLimiter(0, 1)
-    assert off.try_charge("a", 10**9) == 0.0
-
-
-def test_buckets_are_bounded() -> None:
-    limiter = RateLimiter(1, 10, max_clients=3)
-    for i in range(100):
-        limiter.charge(f"c{i}", 1)
-    assert len(limiter._buckets) == 3
 
 
 def _scope(path: str = "/v1/people/lookup") -> dict[str, Any]:

@@ -12,11 +12,13 @@ from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from app.api import limits, streams
-from app.api.deps import CallerDep, State
+from app.api.deps import AppState, CallerDep, State
 from app.api.openapi import DATA_PROBLEMS, problems
 from app.api.streams import Body
+from app.errors import BulkNotGranted
 from app.schemas.lookup import EXPLAIN
-from app.services import bulk
+from app.services import bulk, clients
+from app.services.lookup import Caller
 from app.services.streams import ClientGone, Slot
 
 log = logging.getLogger("tepat.bulk")
@@ -59,8 +61,14 @@ if a new one is published during the job. Lines are looked up and audited in chu
 {bulk.CHUNK:,} (one audit record per chunk, written before the chunk is sent). Memory is
 constant whatever the body size, and a slow reader slows the reading of the body.
 
-The client's NIK rate limit applies chunk by chunk: a job over it is slowed down; if the wait
-would be too long it gets 429 (first chunk) or the error line `rate_limited` (later).
+Bulk must be granted to the client (`tepat client create --bulk`); otherwise 403
+`bulk_not_granted`. The client's NIK rate limit and daily quota apply chunk by chunk: a job over
+the rate is slowed down; if the wait would be too long it gets 429 (first chunk) or the error line
+`rate_limited` (later); over the quota, 429 `quota_exceeded` or the error line `quota_exceeded`.
+
+A job whose found rate is under 5 % after its first 10,000 lines (TEPAT_ENUMERATION_*) is ended
+with the error line `enumeration_suspected` (no summary) and the client is suspended: every
+request answers 403 `client_suspended` until an operator runs `tepat client reinstate`.
 
 Authentication, purpose, programs, snapshot and rule set are checked before streaming starts
 (problem+json as elsewhere). Once the stream has started the status is already 200: if a chunk
@@ -74,6 +82,32 @@ requests (bulk jobs never take a lookup's place); past it, 503. If no body bytes
 30 s the stream ends: 408 `idle_timeout` (problem+json) before the answer started, the error
 line `idle_timeout` after. The answer carries `Cache-Control: no-store` and `Connection: close`.
 """
+
+
+def guard(state: AppState, request: Request, caller: Caller) -> bulk.Guard:
+    """Enumeration detection: the job is ended and its client suspended (docs/quotas.md)."""
+    settings = state.settings
+
+    async def suspend(counts: bulk.Counts) -> None:
+        reason = (
+            f"{bulk.ENUMERATION}: bulk job {caller.request_id} found {counts.found:,} of "
+            f"{counts.found + counts.not_found:,} NIKs after {counts.lines:,} lines"
+        )
+        await clients.suspend_client(
+            state.engine,
+            state.audit,
+            caller.principal.client_id,
+            reason,
+            purpose=caller.purpose,
+            request_id=caller.request_id,
+        )
+        allowance = limits.allowance_of(request.app)
+        if allowance is not None:
+            allowance.suspended(caller.principal.client_id)
+        else:
+            state.authenticator.note_suspended(caller.principal.client_id)
+
+    return bulk.Guard(settings.enumeration_min_lines, settings.enumeration_min_found_rate, suspend)
 
 
 class _Stalled(Exception):
@@ -199,21 +233,30 @@ async def bulk_eligibility(
         if programs
         else None
     )
+    if not caller.principal.bulk:
+        raise BulkNotGranted(
+            "bulk eligibility is not granted to this client (tepat client create --bulk)"
+        )
     options = bulk.Options(snapshot, rule_set, asked or None, explain)
-    client_id = caller.principal.client_id
 
     async def pace(n: int) -> None:
-        # The client's NIK rate limit, chunk by chunk: a stream is slowed down, not refused,
-        # unless the wait would be long (then 429 at the start, an error line later).
-        await limits.throttle(request, client_id, n)
+        # The client's NIK rate limit and daily quota, chunk by chunk: a stream is slowed down,
+        # not refused, unless the wait would be long (then 429 at the start, an error line later).
+        await limits.throttle(request, caller.principal, n)
 
     # A slot of the client's (429 too_many_streams past them), held until the stream ends.
-    slot = await streams.slots_of(request.app).acquire(client_id)
+    slot = await streams.slots_of(request.app).acquire(caller.principal.client_id)
     settings = state.settings
     body = streams.Body(request.receive, settings.bulk_idle_timeout, settings.bulk_min_body_rate)
     try:
         job = await bulk.open_job(
-            state.engine, state.audit, caller, options, pace, reads=state.reads
+            state.engine,
+            state.audit,
+            caller,
+            options,
+            pace,
+            reads=state.reads,
+            guard=guard(state, request, caller),
         )
         lines = job.stream(body.chunks())
         # The first chunk is answered (and audited) before the status line goes out, so a job
