@@ -56,18 +56,17 @@ registry): the decile, family membership and program decisions for **PKH**, **BP
 
 def _outer_layers(app: FastAPI, settings: Settings) -> None:
     """Our own layers in front of the framework's whole stack, outermost first: the request
-    context (request id, body limit, access log), shedding and the deadline, the GraphQL gate
-    (app.graphql.gate: key, purpose and body cap before a GraphQL body is read), the fast
-    GraphQL and people lookups (app.graphql.fast, app.api.fast). Plain lookups then never pass through the framework's error,
-    telemetry and body-limit wrappers; everything else still does, inside these layers. Pure
-    ASGI all of them, so nothing an exception handler answers escapes the access log.
+    context (request id, body limit, access log), shedding and the deadline, the fast people
+    lookup (app.api.fast), the GraphQL gate (app.graphql.gate: key, purpose and body cap before
+    a GraphQL body is read) and the fast GraphQL path (app.graphql.fast). Plain lookups then
+    never pass through the framework's error, telemetry and body-limit wrappers; everything
+    else still does, inside these layers. Pure ASGI all of them, so nothing an exception
+    handler answers escapes the access log.
     """
     build = app.build_middleware_stack
 
     def build_with_outer_layers() -> ASGIApp:
         stack = build()
-        if settings.fast_lookup:
-            stack = FastLookup(stack, stats=app.state.fast_lookup)
         if settings.fast_graphql:
             stack = FastGraphQL(
                 stack,
@@ -81,6 +80,10 @@ def _outer_layers(app: FastAPI, settings: Settings) -> None:
             max_body=settings.graphql_max_body_bytes,
             anonymous_max_body=settings.graphql_anonymous_max_body_bytes,
         )
+        # Outside the gate, which concerns only POST /graphql: a plain lookup passes one layer
+        # fewer (it checks its own key, app.api.fast.authenticate).
+        if settings.fast_lookup:
+            stack = FastLookup(stack, stats=app.state.fast_lookup)
         stack = limits.Overload(
             stack,
             max_concurrency=settings.max_concurrency,

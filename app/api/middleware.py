@@ -81,8 +81,12 @@ class RequestContext:
                 status = message["status"]
                 response_started = True
                 headers = [*message.get("headers", []), (b"x-request-id", rid.encode())]
-                if private and not any(name == b"cache-control" for name, _ in headers):
-                    headers.append(_NO_STORE)
+                if private:
+                    for name, _ in headers:
+                        if name == b"cache-control":
+                            break
+                    else:
+                        headers.append(_NO_STORE)
                 message["headers"] = headers
             await send(message)
 
