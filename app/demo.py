@@ -10,8 +10,9 @@ from dataclasses import dataclass
 
 import uvicorn
 from rich.panel import Panel
+from starlette.types import ASGIApp
 
-from app import db, embedded, migrate
+from app import db, embedded, logs, migrate
 from app.config import Settings
 from app.console import err, row_progress
 from app.identifiers import as_str
@@ -123,6 +124,21 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
+def server_config(app: ASGIApp, settings: Settings, host: str, port: int) -> uvicorn.Config:
+    """The demo's server: requests logged by the app itself, uvicorn's own lines through the
+    project's formatter and scrubbing (as `tepat serve`)."""
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        access_log=False,
+        log_level=settings.log_level.lower(),
+        log_config=logs.uvicorn_log_config(
+            settings.log_level, settings.log_json or settings.is_production
+        ),
+    )
+
+
 def run_demo(settings: Settings, *, people: int, port: int | None, seed: int) -> None:
     port = port or settings.port
     host = settings.host
@@ -164,13 +180,7 @@ def run_demo(settings: Settings, *, people: int, port: int | None, seed: int) ->
     print(f"./run eligibility explain --no-kk {prepared.no_kk}\n", flush=True)
     from app.main import create_app
 
-    config = uvicorn.Config(
-        create_app(settings),
-        host=host,
-        port=port,
-        access_log=False,
-        log_level=settings.log_level.lower(),
-    )
+    config = server_config(create_app(settings), settings, host, port)
     try:
         uvicorn.Server(config).run()
     finally:

@@ -110,3 +110,15 @@ def test_tepat_serve_passes_the_log_config(monkeypatch: pytest.MonkeyPatch) -> N
     assert config == logs.uvicorn_log_config(get_settings().log_level, True)
     assert all(config["loggers"][name]["handlers"] == [] for name in logs.UVICORN_LOGGERS)
     assert seen["access_log"] is False
+
+
+def test_the_demo_server_passes_the_log_config() -> None:
+    from app.config import Settings
+    from app.demo import server_config
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        raise AssertionError("not served")
+
+    config = server_config(app, Settings(log_json=True), "127.0.0.1", 8124)
+    assert config.log_config == logs.uvicorn_log_config(Settings().log_level, True)
+    assert config.access_log is False
