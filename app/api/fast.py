@@ -14,6 +14,7 @@ dependency resolution and body validation; this path does not.
 from __future__ import annotations
 
 import re
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
@@ -131,7 +132,7 @@ class Head:
         return None if self.purpose is None else self.purpose.decode("latin-1")
 
 
-class FastPath:
+class FastPath(ABC):
     """A pure-ASGI layer that answers POSTs to one path itself when it can, else hands over.
 
     `answer` returns the JSON body of a 200, or None to hand the request (its body replayed) to
@@ -144,8 +145,9 @@ class FastPath:
         self.app = app
         self.stats = stats
 
+    @abstractmethod
     async def answer(self, scope: Scope, body: bytes, head: Head) -> bytes | None:
-        raise NotImplementedError
+        """The 200's JSON body, or None to hand the request to the app behind."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != self.path or scope["method"] != "POST":
@@ -175,7 +177,7 @@ class FastPath:
             return
         if data is None:
             self.stats.handed_over += 1
-            await self.app(scope, _replay(body, receive), send)
+            await self.app(scope, replay(body, receive), send)
             return
         self.stats.served += 1
         await send(
@@ -225,15 +227,15 @@ def _handler_for(app: Any, error: Exception) -> Any:
     return None
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
+def replay(body: bytes, receive: Receive) -> Receive:
     """A receive that gives the already-read body once, then defers to the real one."""
     sent = False
 
-    async def replay() -> Message:
+    async def again() -> Message:
         nonlocal sent
         if not sent:
             sent = True
             return {"type": "http.request", "body": body, "more_body": False}
         return await receive()
 
-    return replay
+    return again

@@ -19,10 +19,10 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app import resilience
-from app.api.fast import Head, authenticate
+from app.api.fast import Head, authenticate, replay
 from app.api.problems import PROBLEM_JSON
 from app.api.request_ids import request_id_of
 from app.errors import PROBLEM_BASE, TepatError, Unauthenticated
@@ -59,7 +59,7 @@ class GraphQLGate:
             return
         if body is None:
             return  # the client went away before sending its body
-        await self.app(scope, _replay(body, receive), send)
+        await self.app(scope, replay(body, receive), send)
 
     async def _admit(self, scope: Scope, receive: Receive) -> bytes | None:
         head = Head.scan(scope["headers"])
@@ -177,16 +177,3 @@ async def _send(send: Send, refused: _Refused) -> None:
         headers.append((b"retry-after", b"%d" % refused.retry_after))
     await send({"type": "http.response.start", "status": refused.status, "headers": headers})
     await send({"type": "http.response.body", "body": refused.body})
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay
