@@ -265,6 +265,7 @@ def snapshot_show(snapshot_id: str, as_json: JsonOpt = False) -> None:
 @snapshot_app.command("verify")
 def snapshot_verify(snapshot_id: str, as_json: JsonOpt = False) -> None:
     """Recompute the checksum from the stored rows and compare it with the published one."""
+    from app.ingest.verify import verify_snapshot
     from app.services import snapshots as svc
 
     async def go(settings: Settings) -> tuple[Any, bool, str]:
@@ -272,7 +273,7 @@ def snapshot_verify(snapshot_id: str, as_json: JsonOpt = False) -> None:
             snap = await svc.get_snapshot(conn, snapshot_id)
         raw = await db.connect_raw(settings)
         try:
-            ok, recomputed = await svc.verify(raw, snap)
+            ok, recomputed = await verify_snapshot(raw, snap)
         finally:
             await raw.close()
         return snap, ok, recomputed

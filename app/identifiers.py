@@ -128,6 +128,11 @@ def as_str(value: int) -> str:
     return f"{value:016d}"
 
 
+# Snapshot and rule-set ids as the fast paths check them (ASCII only, `fullmatch`): what fails
+# here goes on to the request models, which name the field in their refusal.
+SNAPSHOT_ID = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}(-r[1-9][0-9]*)?")
+RULE_SET_ID = re.compile(r"[a-z0-9][a-z0-9-]{2,63}")
+
 _ECHO_CHARS = 32
 _LONG_DIGITS = re.compile(r"[0-9]{8,}")
 

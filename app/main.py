@@ -11,15 +11,16 @@ from fastapi_offline import FastAPIOffline
 from starlette.types import ASGIApp
 
 from app import __version__, db, embedded, logs
-from app.api import limits, problems
-from app.api.deps import AppState
-from app.api.fast import FastLookup, FastStats
-from app.api.middleware import RequestContext
+from app.api.fast import FastLookup
 from app.api.routes import bulk, lookup, meta
 from app.config import Settings, get_settings
 from app.graphql.fast import FastGraphQL
 from app.graphql.gate import GraphQLGate
 from app.graphql.router import mount as mount_graphql
+from app.http import limits, problems
+from app.http.fast import FastStats
+from app.http.middleware import RequestContext
+from app.http.state import AppState
 from app.services.audit import AuditWriter
 from app.services.catalog import close_reads, open_reads
 from app.services.clients import Authenticator
@@ -81,7 +82,7 @@ def _outer_layers(app: FastAPI, settings: Settings) -> None:
             anonymous_max_body=settings.graphql_anonymous_max_body_bytes,
         )
         # Outside the gate, which concerns only POST /graphql: a plain lookup passes one layer
-        # fewer (it checks its own key, app.api.fast.authenticate).
+        # fewer (it checks its own key, app.http.caller.authenticate).
         if settings.fast_lookup:
             stack = FastLookup(stack, stats=app.state.fast_lookup)
         stack = limits.Overload(

@@ -93,7 +93,7 @@ class Body:
 
 
 def mark_gone(scope: Scope, status: int = CLIENT_GONE) -> None:
-    """For the access log (app.api.middleware): the status this request really ended with,
+    """For the access log (app.http.middleware): the status this request really ended with,
     after a 200 went out (the client went away, or stopped reading)."""
     scope.setdefault("state", {})["end_status"] = status
 

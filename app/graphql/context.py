@@ -14,12 +14,13 @@ from starlette.requests import Request
 from strawberry.dataloader import DataLoader
 from strawberry.fastapi import BaseContext
 
-from app.api import limits
-from app.api.deps import AppState, request_id
-from app.auth.principal import FIELD_GROUPS
 from app.db import read_connection
 from app.eligibility import FamilyEvaluation, Program, RuleSet
-from app.errors import Forbidden, ValidationFailed
+from app.errors import ValidationFailed
+from app.http import limits
+from app.http.caller import authenticate, charge
+from app.http.request_ids import request_id_of
+from app.http.state import AppState
 from app.identifiers import as_str, echo
 from app.repositories import registry
 from app.repositories.registry import FamilyRow, PersonRow
@@ -95,7 +96,7 @@ class GraphContext(BaseContext):
         super().__init__()
         self.state = state
         self.http = request
-        self.request_id = request_id(request)
+        self.request_id = request_id_of(request.scope)
         self.caller: Caller | None = None
         self.session = ReadSession(state.engine)
         self._pinned: Pinned | None = None
@@ -119,19 +120,10 @@ class GraphContext(BaseContext):
 
     async def authorize(self, groups: dict[str, str]) -> None:
         """Authenticate, check the purpose and every field group the document selects."""
-        principal = await self.state.authenticator.authenticate(
-            self.http.headers.get("authorization")
+        headers = self.http.headers
+        self.caller = await authenticate(
+            self.http.scope, headers.get("authorization"), headers.get("x-purpose"), groups
         )
-        self.http.scope.setdefault("state", {})["client_id"] = principal.client_id
-        purpose = principal.require_purpose(self.http.headers.get("x-purpose"))
-        missing = [g for g in FIELD_GROUPS if g in groups and not principal.can_see(g)]
-        if missing:
-            fields = ", ".join(groups[g] for g in missing)
-            raise Forbidden(
-                f"field group(s) {', '.join(missing)} not granted to this client ({fields})",
-                field_groups=missing,
-            )
-        self.caller = Caller(principal, purpose, self.request_id)
 
     def _caller(self) -> Caller:
         if self.caller is None:  # the Access extension authorises every personal field first
@@ -187,7 +179,7 @@ class GraphContext(BaseContext):
                 field="niks",
             )
         # The same NIK rate limit as REST, charged before the lookup (429 when over).
-        await limits.charge(self.http, self._caller().principal, len(subjects))
+        await charge(self.http.scope, self._caller().principal, len(subjects))
         self.asked.extend(subjects)
         self.asked_niks.update(niks)
 
@@ -237,7 +229,7 @@ class GraphContext(BaseContext):
         principal = self._caller().principal
         if entry is not None and principal.can_see("membership"):
             # As REST: a family costs the members it can disclose (one was charged already).
-            limits.debit(self.http, principal, len(entry[1]) - 1)
+            limits.debit(self.http.scope, principal, len(entry[1]) - 1)
         return entry
 
     # --- shaping: the service's own result dicts, so both faces show the same thing -----------

@@ -1,6 +1,6 @@
 """`POST /graphql` for compiled `person` documents, answered without executing them.
 
-A pure-ASGI layer like app.api.fast, for GraphQL. It takes a request only when the whole happy
+A pure-ASGI layer (app.http.fast) like the REST lookup's, for GraphQL. It takes a request only when the whole happy
 path holds: a JSON body of `query`, `variables` and `operationName`; a document app.graphql.
 compiled compiled; a well-formed NIK and snapshot id; a valid key, a registered purpose and
 every field group the document selects; a known snapshot; tokens in the client's bucket. It
@@ -21,16 +21,16 @@ from graphql import GraphQLSchema
 from graphql.validation import ASTValidationRule, NoSchemaIntrospectionCustomRule
 from starlette.types import ASGIApp, Scope
 
-from app.api import limits
-from app.api.deps import AppState
-from app.api.fast import SNAPSHOT_ID, FastPath, FastStats, Head, authenticate
-from app.auth.principal import FIELD_GROUPS
 from app.errors import TepatError
 from app.graphql import extensions
 from app.graphql.compiled import Plan, Plans
 from app.graphql.context import OPERATION
 from app.graphql.gate import admitted
-from app.identifiers import is_nik
+from app.http import limits
+from app.http.caller import require_groups
+from app.http.fast import FastPath, FastStats, Head, caller_of
+from app.http.state import state_of
+from app.identifiers import SNAPSHOT_ID, is_nik
 from app.services import eligibility, lookup
 from app.services.audit import new_audit_id, nik_subject
 from app.services.lookup import Caller
@@ -66,13 +66,12 @@ class FastGraphQL(FastPath):
         if bound is None:
             return None
         nik, snapshot_id = bound
-        state: AppState = scope["app"].state.tepat
+        state = state_of(scope)
         try:
             # The gate (app.graphql.gate) checked key and purpose before the body was read.
-            caller = admitted(scope) or await authenticate(scope, head)
+            caller = admitted(scope) or await caller_of(scope, head)
             principal = caller.principal
-            if any(g in plan.needs.groups and not principal.can_see(g) for g in FIELD_GROUPS):
-                return None
+            require_groups(principal, plan.needs.groups)
             view = self._view(caller, plan)
             pinned = await state.reads.pin(snapshot_id, None)
         except TepatError:

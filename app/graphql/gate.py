@@ -22,10 +22,10 @@ import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app import resilience
-from app.api.fast import Head, authenticate, replay
-from app.api.problems import PROBLEM_JSON
-from app.api.request_ids import request_id_of
-from app.errors import PROBLEM_BASE, TepatError, Unauthenticated
+from app.errors import TepatError, Unauthenticated
+from app.http import problems
+from app.http.fast import Head, caller_of, replay
+from app.http.request_ids import request_id_of
 from app.services.lookup import Caller
 
 PATH = "/graphql"
@@ -65,7 +65,7 @@ class GraphQLGate:
         head = Head.scan(scope["headers"])
         if head.authorization is not None:
             try:
-                caller = await authenticate(scope, head)  # the key, then the purpose
+                caller = await caller_of(scope, head)  # the key, then the purpose
             except TepatError as e:
                 raise graphql_refusal(scope, e) from None
             except Exception as e:
@@ -136,29 +136,8 @@ def graphql_refusal(scope: Scope, error: TepatError) -> _Refused:
 
 def transport_refusal(scope: Scope, status: int, code: str, detail: str) -> _Refused:
     """A request refused before it is a GraphQL request at all: problem+json."""
-    body = problem(scope, status, code, detail)
-    return _Refused(status, orjson.dumps(body), PROBLEM_JSON.encode())
-
-
-_TITLES = {
-    "graphql_request_invalid": "The GraphQL request is not valid",
-    "malformed_json": "The request body is not valid JSON",
-    "method_not_allowed": "Method not allowed",
-    "not_found": "No such resource",
-    "payload_too_large": "The request body is too large",
-    "unsupported_media_type": "Unsupported media type",
-}
-
-
-def problem(scope: Scope, status: int, code: str, detail: str) -> dict[str, Any]:
-    return {
-        "type": PROBLEM_BASE + code.replace("_", "-"),
-        "title": _TITLES.get(code, "The GraphQL request is not valid"),
-        "status": status,
-        "detail": detail,
-        "code": code,
-        "request_id": request_id_of(scope),
-    }
+    body = problems.body(scope, status, code, detail)
+    return _Refused(status, orjson.dumps(body), problems.PROBLEM_JSON.encode())
 
 
 def _content_length(scope: Scope) -> int | None:

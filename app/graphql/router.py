@@ -17,12 +17,12 @@ from strawberry.http import GraphQLHTTPResponse
 from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET
 
-from app.api.deps import request_id
-from app.api.problems import problem_response
 from app.config import Settings
-from app.graphql import errors, gate
+from app.graphql import errors
 from app.graphql.context import GraphContext
 from app.graphql.schema import build_schema
+from app.http import problems
+from app.http.request_ids import request_id_of
 
 PATH = "/graphql"
 MALFORMED = "the body is not valid JSON (or is nested deeper than 1,024 levels)"
@@ -88,7 +88,7 @@ class TepatGraphQLRouter(GraphQLRouter[GraphContext, None]):
         detail: str,
         headers: dict[str, str] | None = None,
     ) -> Response:
-        return problem_response(gate.problem(request.scope, status, code, detail), headers)
+        return problems.response(problems.body(request.scope, status, code, detail), headers)
 
     def parse_json(self, data: str | bytes) -> Any:
         """orjson, which refuses nesting deeper than 1,024 (json.loads recurses until it fails);
@@ -112,7 +112,7 @@ class TepatGraphQLRouter(GraphQLRouter[GraphContext, None]):
     ) -> GraphQLHTTPResponse:
         out: dict[str, Any] = {"data": result.data}
         if result.errors:
-            rid = request_id(request)
+            rid = request_id_of(request.scope)
             out["errors"] = [errors.formatted(e, self.production, rid) for e in result.errors]
         if result.extensions:
             out["extensions"] = result.extensions

@@ -9,6 +9,7 @@ import asyncpg
 from app.ingest.columns import FAMILIES, PEOPLE
 from app.ingest.importer import partition_name, snapshot_checksum
 from app.ingest.validate import HASH_MOD, row_hash
+from app.schemas.snapshots import Snapshot
 
 
 async def _table_sum(
@@ -40,3 +41,9 @@ async def stored_checksum(conn: asyncpg.Connection, key: int, release: str, cuto
     for spec in (FAMILIES, PEOPLE):
         sums[spec.table] = await _table_sum(conn, spec.table, spec.content_columns, key)
     return snapshot_checksum(release, cutoff, sums)
+
+
+async def verify_snapshot(raw: asyncpg.Connection, snap: Snapshot) -> tuple[bool, str]:
+    """Recompute the content checksum from the stored rows; (matches, recomputed)."""
+    recomputed = await stored_checksum(raw, snap.key, snap.id, snap.cutoff_date)
+    return recomputed == snap.checksum, recomputed

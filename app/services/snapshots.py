@@ -1,13 +1,12 @@
-"""Snapshots: listing, resolving the one a request is pinned to, retiring, verifying."""
+"""Snapshots: listing, resolving the one a request is pinned to, retiring. (Verifying a stored
+snapshot against its checksum is the importer's: app.ingest.verify.)"""
 
 from __future__ import annotations
 
-import asyncpg
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.errors import NoSnapshotPublished, SnapshotNotFound, SnapshotRetired, SnapshotStateError
-from app.ingest.importer import RELEASE_RE
-from app.ingest.verify import stored_checksum
+from app.identifiers import SNAPSHOT_ID
 from app.repositories import snapshots as repo
 from app.schemas.snapshots import Snapshot
 
@@ -19,7 +18,7 @@ async def list_snapshots(conn: AsyncConnection, *, include_loading: bool = False
 async def get_snapshot(conn: AsyncConnection, snapshot_id: str) -> Snapshot:
     # A release id has one form; anything else (a NUL byte included) cannot name a snapshot
     # and never reaches SQL, whichever face it came through.
-    if not RELEASE_RE.match(snapshot_id):
+    if not SNAPSHOT_ID.fullmatch(snapshot_id):
         raise SnapshotNotFound("no snapshot has that id (a release id is YYYY-MM-DD[-rN])")
     snap = await repo.get_by_id(conn, snapshot_id)
     if snap is None or snap.status == "loading":
@@ -48,9 +47,3 @@ async def retire(conn: AsyncConnection, snapshot_id: str) -> Snapshot:
         raise SnapshotStateError(f"snapshot {snapshot_id} is {snap.status}, not published")
     await repo.mark_retired(conn, snapshot_id)
     return await get_snapshot(conn, snapshot_id)
-
-
-async def verify(raw: asyncpg.Connection, snap: Snapshot) -> tuple[bool, str]:
-    """Recompute the content checksum from the stored rows; (matches, recomputed)."""
-    recomputed = await stored_checksum(raw, snap.key, snap.id, snap.cutoff_date)
-    return recomputed == snap.checksum, recomputed

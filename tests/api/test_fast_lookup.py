@@ -17,8 +17,9 @@ import orjson
 import pytest
 from fastapi import FastAPI
 
-from app.api.fast import FastStats, parse
+from app.api.fast import parse
 from app.config import Settings
+from app.http.fast import FastStats
 from app.main import create_app
 from tests.support import RELEASE, MakeClient, auth
 

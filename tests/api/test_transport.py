@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.api import request_ids
-from app.api.request_ids import is_safe
+from app.http import request_ids
+from app.http.request_ids import is_safe
 from app.identifiers import echo
 from tests.support import auth
 

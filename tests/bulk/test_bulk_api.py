@@ -8,8 +8,8 @@ from typing import Any
 import httpx
 import orjson
 
-from app.api import limits
 from app.errors import AuditUnavailable, RateLimited
+from app.http import limits
 from app.services.audit import AuditWriter, nik_subject
 from tests.bulk.conftest import NDJSON, absent_nik, ndjson, parse, pieces, post_bulk
 from tests.support import PURPOSE, RELEASE, MakeClient, auth

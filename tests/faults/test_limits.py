@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 from sqlalchemy import exc as sa_exc
 
-from app.api.limits import Overload
+from app.http.limits import Overload
 from app.resilience import is_unavailable
 
 

@@ -23,10 +23,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app import db
-from app.api.fast import FastStats
 from app.config import Settings
 from app.graphql.compiled import compile_document
 from app.graphql.extensions import LIMIT_RULES, MAX_TOKENS
+from app.http.fast import FastStats
 from app.main import create_app
 from app.services import materialize, pinning
 from bench.suite import GRAPHQL_PERSON

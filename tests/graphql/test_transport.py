@@ -15,11 +15,11 @@ from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.api.request_ids import is_safe
 from app.config import Settings
 from app.graphql import documents
 from app.graphql.documents import DocumentCache
 from app.graphql.permissions import REQUIREMENTS
+from app.http.request_ids import is_safe
 from app.main import create_app
 from tests.graphql.conftest import gql
 from tests.support import auth

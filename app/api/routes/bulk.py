@@ -11,11 +11,14 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from app.api import limits, streams
-from app.api.deps import AppState, CallerDep, State
+from app.api import streams
+from app.api.deps import CallerDep, State
 from app.api.openapi import DATA_PROBLEMS, problems
 from app.api.streams import Body
 from app.errors import BulkNotGranted
+from app.http import limits
+from app.http.request_ids import request_id_of
+from app.http.state import AppState
 from app.schemas.lookup import EXPLAIN
 from app.services import bulk, clients
 from app.services.lookup import Caller
@@ -144,7 +147,7 @@ class NdjsonStream(Response):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         body = self.source
         idle = body.idle if body is not None else None
-        rid = scope.get("state", {}).get("request_id")
+        rid = request_id_of(scope)
 
         async def put(message: Message) -> None:
             # A client that takes no answer bytes for `idle` seconds holds its stream as surely
@@ -242,7 +245,7 @@ async def bulk_eligibility(
     async def pace(n: int) -> None:
         # The client's NIK rate limit and daily quota, chunk by chunk: a stream is slowed down,
         # not refused, unless the wait would be long (then 429 at the start, an error line later).
-        await limits.throttle(request, caller.principal, n)
+        await limits.throttle(request.scope, caller.principal, n)
 
     # A slot of the client's (429 too_many_streams past them), held until the stream ends.
     slot = await streams.slots_of(request.app).acquire(caller.principal.client_id)

@@ -5,11 +5,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from app.api import limits
-from app.api.bodies import JsonRoute
 from app.api.deps import CallerDep, State
 from app.api.examples import FAMILIES_EXAMPLE, PEOPLE_EXAMPLE
 from app.api.openapi import DATA_PROBLEMS
+from app.http import limits
+from app.http.bodies import JsonRoute
+from app.http.caller import charge
 from app.schemas.lookup import FamiliesAnswer, FamiliesLookup, PeopleAnswer, PeopleLookup
 from app.services import lookup
 
@@ -37,7 +38,7 @@ router = APIRouter(tags=["lookup"], route_class=JsonRoute)
 async def people_lookup(
     body: PeopleLookup, state: State, caller: CallerDep, request: Request
 ) -> Response:
-    await limits.charge(request, caller.principal, len(body.niks))  # 429 before any SQL
+    await charge(request.scope, caller.principal, len(body.niks))  # 429 before any SQL
     data = await lookup.people_lookup(state.reads, state.audit, caller, body)
     return Response(data, media_type="application/json")
 
@@ -62,10 +63,10 @@ async def families_lookup(
 ) -> Response:
     # One per family before the lookup (429 before any SQL); then a family costs the members
     # the answer discloses (docs/quotas.md): charged once known, the debt paid at the next lease.
-    await limits.charge(request, caller.principal, len(body.no_kks))
+    await charge(request.scope, caller.principal, len(body.no_kks))
 
     def cost(members: int) -> None:
-        limits.debit(request, caller.principal, members - len(body.no_kks))
+        limits.debit(request.scope, caller.principal, members - len(body.no_kks))
 
     data = await lookup.families_lookup(state.reads, state.audit, caller, body, cost)
     return Response(data, media_type="application/json")

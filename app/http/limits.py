@@ -7,16 +7,14 @@ import logging
 from collections.abc import Coroutine
 from typing import Any
 
-import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
-from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.problems import PROBLEM_JSON
 from app.auth.principal import Principal
 from app.config import Settings
 from app.errors import TepatError, Unavailable
+from app.http import problems
 from app.services.allowance import Allowance
 from app.services.clients import Authenticator
 
@@ -36,30 +34,17 @@ def allowance_of(app: Any) -> Allowance | None:
     return allowance if isinstance(allowance, Allowance) else None
 
 
-async def charge(request: HTTPConnection, principal: Principal, n: int) -> None:
-    """Charge `n` looked-up identifiers to a client before the lookup runs; 429 when over.
-
-    Every face calls this (REST lookups, bulk, GraphQL) with the number of NIKs or No. KKs it
-    is about to look up, after authentication (so a bad key cannot drain a client's bucket).
-    Usually no await at all: the process spends from the slice it leased (app.services.allowance).
-    """
-    allowance = allowance_of(request.app)
-    if allowance is not None:
-        await allowance.charge(principal, n)
-
-
-def debit(request: HTTPConnection, principal: Principal, n: int) -> None:
-    """Charge `n` more once the answer is known (families: the members disclosed)."""
-    allowance = allowance_of(request.app)
+def debit(scope: Scope, principal: Principal, n: int) -> None:
+    """Charge `n` more once the answer is known (families: the members disclosed). The charge
+    before the lookup is app.http.caller.charge."""
+    allowance = allowance_of(scope["app"])
     if allowance is not None:
         allowance.debit(principal, n)
 
 
-async def throttle(
-    request: HTTPConnection, principal: Principal, n: int, *, max_wait: float = 30.0
-) -> None:
+async def throttle(scope: Scope, principal: Principal, n: int, *, max_wait: float = 30.0) -> None:
     """For streams: wait until `n` more identifiers fit the client's rate (at most max_wait)."""
-    allowance = allowance_of(request.app)
+    allowance = allowance_of(scope["app"])
     if allowance is not None:
         await allowance.throttle(principal, n, max_wait=max_wait)
 
@@ -77,18 +62,8 @@ def _spawn(coro: Coroutine[Any, Any, None]) -> None:
 
 async def _reply(scope: Scope, send: Send, error: TepatError) -> None:
     """Send a problem+json answer straight from the middleware (no router, no handlers)."""
-    body = error.problem()
-    body["request_id"] = scope.get("state", {}).get("request_id")
-    data = orjson.dumps(body)
-    retry = error.extra.get("retry_after", 1)
-    headers = [
-        (b"content-type", PROBLEM_JSON.encode()),
-        (b"content-length", str(len(data)).encode()),
-        (b"retry-after", str(retry).encode()),
-    ]
     try:
-        await send({"type": "http.response.start", "status": error.status, "headers": headers})
-        await send({"type": "http.response.body", "body": data})
+        await problems.send(send, problems.of_error(scope, error), problems.headers_of(error))
     except Exception as e:  # the client went away: nothing left to tell it
         log.debug("could not send the %s answer: %s", error.status, type(e).__name__)
 
@@ -222,4 +197,4 @@ def install(app: Starlette, settings: Settings, engine: AsyncEngine, auth: Authe
     )
 
 
-__all__ = ["Overload", "allowance_of", "charge", "debit", "install", "throttle"]
+__all__ = ["Overload", "allowance_of", "debit", "install", "throttle"]

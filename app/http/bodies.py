@@ -3,7 +3,7 @@
 The standard library's parser recurses once per nesting level: 400,000 `[` are a
 RecursionError deep in the framework. orjson refuses documents nested deeper than 1,024 levels
 with a JSONDecodeError (a subclass of the standard one), which FastAPI turns into a request
-validation error of type `json_invalid`: app.api.problems answers 400 `malformed_json`.
+validation error of type `json_invalid`: app.http.problems answers 400 `malformed_json`.
 """
 
 from __future__ import annotations

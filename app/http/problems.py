@@ -1,4 +1,9 @@
-"""RFC 9457 problem+json for every error the REST face returns, validation included."""
+"""RFC 9457 problem+json: the one place a problem body is built and sent.
+
+Every error answered outside GraphQL's own `errors` list goes through `body` (the members) and
+`response` or `send` (the bytes): the exception handlers of the app below, the middleware (413),
+shedding and the deadline (503), the GraphQL transport errors (400, 405, 413, 415).
+"""
 
 from __future__ import annotations
 
@@ -10,10 +15,11 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.types import Scope, Send
 
 from app import resilience
-from app.api.request_ids import request_id_of
 from app.errors import PROBLEM_BASE, TepatError, Unavailable
+from app.http.request_ids import request_id_of
 from app.identifiers import echo
 
 log = logging.getLogger("tepat.api")
@@ -22,10 +28,64 @@ PROBLEM_JSON = "application/problem+json"
 _service_log = resilience.LogThrottle()
 
 
-def problem_response(body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+TITLES = {
+    "graphql_request_invalid": "The GraphQL request is not valid",
+    "http_error": "HTTP error",
+    "internal": "Internal error",
+    "malformed_json": "The request body is not valid JSON",
+    "method_not_allowed": "Method not allowed",
+    "not_found": "No such resource",
+    "payload_too_large": "The request body is too large",
+    "unsupported_media_type": "Unsupported media type",
+    "validation_failed": "The request is not valid",
+}
+
+
+def body(scope: Scope, status: int, code: str, detail: str, **extra: Any) -> dict[str, Any]:
+    """A problem's members for a transport error (no domain error behind it)."""
+    return {
+        "type": PROBLEM_BASE + code.replace("_", "-"),
+        "title": TITLES.get(code, "HTTP error"),
+        "status": status,
+        "detail": detail,
+        "code": code,
+        **extra,
+        "request_id": request_id_of(scope),
+    }
+
+
+def of_error(scope: Scope, error: TepatError) -> dict[str, Any]:
+    """A domain error's problem (app.errors), with the request id."""
+    out = error.problem()
+    out["request_id"] = request_id_of(scope)
+    return out
+
+
+def headers_of(error: TepatError) -> dict[str, str]:
+    """`Retry-After` on 429 and 503: the error's own figure, at least 1 s."""
+    if isinstance(error, Unavailable) or error.status == 429:
+        retry = error.extra.get("retry_after") if isinstance(error.extra, dict) else None
+        return {"Retry-After": str(retry or 1)}
+    return {}
+
+
+def response(problem: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
     return Response(
-        orjson.dumps(body), status_code=body["status"], media_type=PROBLEM_JSON, headers=headers
-    )
+        orjson.dumps(problem), status_code=problem["status"], media_type=PROBLEM_JSON,
+        headers=headers,
+    )  # fmt: skip
+
+
+async def send(send: Send, problem: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+    """Send a problem straight from a pure-ASGI layer (no router, no handlers)."""
+    data = orjson.dumps(problem)
+    raw = [
+        (b"content-type", PROBLEM_JSON.encode()),
+        (b"content-length", b"%d" % len(data)),
+        *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()),
+    ]
+    await send({"type": "http.response.start", "status": problem["status"], "headers": raw})
+    await send({"type": "http.response.body", "body": data})
 
 
 def _request_id(request: Request) -> str:
@@ -49,18 +109,12 @@ def _field(loc: tuple[Any, ...] | list[Any]) -> str:
 
 async def tepat_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, TepatError)
-    body = exc.problem()
-    body["request_id"] = _request_id(request)
     if exc.status >= 500 and _service_log.due():
         # Operators need the cause of a 503 (details never carry identifiers, app.errors), but
         # an outage fails every request: at most one line a second, with the count since.
         log.warning("%s: %s (%d like it since the last line)", exc.code, exc.detail,
                     _service_log.take())  # fmt: skip
-    headers = {}
-    retry = exc.extra.get("retry_after") if isinstance(exc.extra, dict) else None
-    if isinstance(exc, Unavailable) or exc.status == 429:
-        headers["Retry-After"] = str(retry or 1)
-    return problem_response(body, headers)
+    return response(of_error(request.scope, exc), headers_of(exc))
 
 
 async def validation_error(request: Request, exc: Exception) -> Response:
@@ -83,54 +137,37 @@ async def validation_error(request: Request, exc: Exception) -> Response:
         errors.append(item)
     first = errors[0]["field"] if errors else "body"
     malformed = any(e.get("type") == "json_invalid" for e in exc.errors())
-    body = {
-        "type": PROBLEM_BASE + ("malformed-json" if malformed else "validation-failed"),
-        "title": "The request body is not valid JSON" if malformed else "The request is not valid",
-        "status": 400 if malformed else 422,
-        "detail": f"{len(errors)} problem(s); first: {first}: {errors[0]['message']}"
+    detail = (
+        f"{len(errors)} problem(s); first: {first}: {errors[0]['message']}"
         if errors
-        else "invalid request",
-        "code": "malformed_json" if malformed else "validation_failed",
-        "field": first,
-        "errors": errors,
-        "request_id": _request_id(request),
-    }
-    return problem_response(body)
+        else "invalid request"
+    )
+    if malformed:
+        problem = body(request.scope, 400, "malformed_json", detail, field=first, errors=errors)
+    else:
+        problem = body(request.scope, 422, "validation_failed", detail, field=first, errors=errors)
+    return response(problem)
 
 
 _HTTP_CODES = {
-    404: ("not_found", "No such resource"),
-    405: ("method_not_allowed", "Method not allowed"),
-    413: ("payload_too_large", "The request body is too large"),
-    415: ("unsupported_media_type", "Unsupported media type"),
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
 }
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
-    code, title = _HTTP_CODES.get(exc.status_code, ("http_error", "HTTP error"))
-    body = {
-        "type": PROBLEM_BASE + code.replace("_", "-"),
-        "title": title,
-        "status": exc.status_code,
-        "detail": str(exc.detail) if exc.detail else title,
-        "code": code,
-        "request_id": _request_id(request),
-    }
-    return problem_response(body, dict(exc.headers or {}))
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    detail = str(exc.detail) if exc.detail else TITLES[code]
+    return response(body(request.scope, exc.status_code, code, detail), dict(exc.headers or {}))
 
 
 async def unexpected_error(request: Request, exc: Exception) -> Response:
     log.error("unhandled error", exc_info=exc, extra={"request_id": _request_id(request)})
-    body = {
-        "type": PROBLEM_BASE + "internal",
-        "title": "Internal error",
-        "status": 500,
-        "detail": "an unexpected error occurred; quote the request id when reporting it",
-        "code": "internal",
-        "request_id": _request_id(request),
-    }
-    return problem_response(body)
+    detail = "an unexpected error occurred; quote the request id when reporting it"
+    return response(body(request.scope, 500, "internal", detail))
 
 
 async def database_error(request: Request, exc: Exception) -> Response:
@@ -140,9 +177,8 @@ async def database_error(request: Request, exc: Exception) -> Response:
     if resilience.outage_log.due():  # an outage fails every request: one line a second
         held = resilience.outage_log.take()
         log.warning("database unavailable: %s (%d more since)", type(exc).__name__, held)
-    body = resilience.unavailable(exc).problem()
-    body["request_id"] = _request_id(request)
-    return problem_response(body, {"Retry-After": "1"})
+    error = resilience.unavailable(exc)
+    return response(of_error(request.scope, error), headers_of(error))
 
 
 def install(app: FastAPI) -> None:

@@ -6,12 +6,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api import request_ids
-from app.api.problems import PROBLEM_JSON
-from app.errors import PROBLEM_BASE
+from app.http import problems, request_ids
 from app.logs import access, scrub
 
 _NO_STORE = (b"cache-control", b"no-store")
@@ -44,7 +41,7 @@ class RequestContext:
                 given = value
             elif name == b"content-length":
                 declared = value
-        rid = request_ids.assign(scope, given)  # the client's only if safe (app.api.request_ids)
+        rid = request_ids.assign(scope, given)  # the client's only if safe (app.http.request_ids)
         started = time.perf_counter()
         status = 500
         path: str = scope.get("path", "")
@@ -58,7 +55,7 @@ class RequestContext:
             and declared.isdigit()
             and int(declared) > self.max_body
         ):
-            await self._too_large(send, rid)
+            await self._too_large(scope, send)
             self._log(scope, 413, started, rid)
             return
 
@@ -95,7 +92,7 @@ class RequestContext:
         except BodyTooLarge:
             if not response_started:
                 status = 413
-                await self._too_large(send, rid)
+                await self._too_large(scope, send)
         finally:
             self._log(scope, status, started, rid)
 
@@ -117,27 +114,8 @@ class RequestContext:
             }
         )
 
-    async def _too_large(self, send: Send, rid: str) -> None:
-        body = orjson.dumps(
-            {
-                "type": PROBLEM_BASE + "payload-too-large",
-                "title": "The request body is too large",
-                "status": 413,
-                "detail": f"the body must be at most {self.max_body} bytes",
-                "code": "payload_too_large",
-                "request_id": rid,
-            }
-        )
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", PROBLEM_JSON.encode()),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"x-request-id", rid.encode()),
-                    _NO_STORE,
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+    async def _too_large(self, scope: Scope, send: Send) -> None:
+        detail = f"the body must be at most {self.max_body} bytes"
+        problem = problems.body(scope, 413, "payload_too_large", detail)
+        headers = {"X-Request-ID": problem["request_id"], "Cache-Control": "no-store"}
+        await problems.send(send, problem, headers)
