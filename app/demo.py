@@ -75,7 +75,7 @@ async def prepare(settings: Settings, people: int, seed: int) -> Prepared:
                 if not result.published:
                     raise SystemExit(json.dumps(result.to_dict(), indent=2))
                 _step("Storing every decision of the snapshot under the rule set in force")
-                from app.cli_rules import materialize_default
+                from app.cli.eligibility import materialize_default
 
                 await materialize_default(settings, RELEASE, None)
             key_row = await raw.fetchrow(

@@ -16,8 +16,7 @@ from rich.markup import escape
 
 from app import db
 from app.auth.principal import FIELD_GROUPS, PROGRAMS, Principal
-from app.cli_common import JsonOpt
-from app.cli_common import run as _run
+from app.cli.common import JsonOpt, run
 from app.config import Settings
 from app.console import err, print_json, row_progress
 from app.services import bulk
@@ -133,7 +132,7 @@ def bulk_command(
         tail = orjson.loads(last.splitlines()[-1])
         return dict(tail)
 
-    tail = _run(go)
+    tail = run(go)
     summary = tail.get("summary")
     if as_json:
         print_json(tail)

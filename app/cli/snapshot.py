@@ -1,118 +1,22 @@
-"""The `tepat` command line: database, releases, snapshots, serving and the demo."""
+"""`tepat snapshot ...`: import, list, show, verify and retire DTSEN snapshots."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import typer
 from rich import box
-from rich.markup import escape
 from rich.table import Table
 
-from app import db, logs
-from app.cli_admin import audit_app, client_app
-from app.cli_bulk import bulk_command
-from app.cli_common import JsonOpt
-from app.cli_common import run as _run
-from app.cli_rules import eligibility_app, rule_set_app
-from app.config import Settings, get_settings
+from app import db
+from app.cli.common import JsonOpt, run
+from app.config import Settings
 from app.console import err, out, print_json, row_progress
 
-app = typer.Typer(
-    name="tepat",
-    help="Tepat: eligibility lookup over immutable DTSEN snapshots.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-)
-db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 snapshot_app = typer.Typer(
     help="DTSEN snapshots: import, list, show, verify, retire.", no_args_is_help=True
 )
-app.add_typer(db_app, name="db")
-app.add_typer(snapshot_app, name="snapshot")
-app.add_typer(rule_set_app, name="rule-set")
-app.add_typer(eligibility_app, name="eligibility")
-app.command("bulk")(bulk_command)
-app.add_typer(client_app, name="client")
-app.add_typer(audit_app, name="audit")
-
-# --- db ---------------------------------------------------------------------------------------
-
-
-@db_app.command("upgrade")
-def db_upgrade(revision: str = typer.Argument("head")) -> None:
-    """Migrate the database schema up to REVISION (default: the newest)."""
-    from app import migrate
-
-    async def go(settings: Settings) -> None:
-        async with db.engine_scope(settings) as engine:
-            await migrate.run(engine, "upgrade", revision)
-            err.print(f"schema at {await migrate.current(engine)}")
-
-    _run(go)
-
-
-@db_app.command("downgrade")
-def db_downgrade(revision: str = typer.Argument(..., help="e.g. -1 or base")) -> None:
-    """Migrate the schema down to REVISION."""
-    from app import migrate
-
-    async def go(settings: Settings) -> None:
-        async with db.engine_scope(settings) as engine:
-            await migrate.run(engine, "downgrade", revision)
-            err.print(f"schema at {await migrate.current(engine)}")
-
-    _run(go)
-
-
-# --- generate ---------------------------------------------------------------------------------
-
-
-@app.command()
-def generate(
-    out_dir: Annotated[Path, typer.Argument(help="The release folder to write (new or empty).")],
-    people: Annotated[int, typer.Option(min=1, help="How many people.")] = 20_000,
-    seed: Annotated[int, typer.Option(help="Same seed, same bytes.")] = 1,
-    release: Annotated[str | None, typer.Option(help="Release id YYYY-MM-DD[-rN].")] = None,
-    from_dir: Annotated[
-        Path | None, typer.Option("--from", help="A previous release: make the next quarter.")
-    ] = None,
-    file_format: Annotated[str, typer.Option("--format", help="csv, csv.gz or parquet")] = "csv",
-) -> None:
-    """Write a synthetic DTSEN release (SNAPSHOT_FORMAT.md) for demos, tests and benchmarks."""
-    from app.synth.generate import generate_release
-
-    if file_format not in ("csv", "csv.gz", "parquet"):
-        raise typer.BadParameter("must be csv, csv.gz or parquet", param_hint="--format")
-    fmt: Literal["csv", "csv.gz", "parquet"] = file_format  # type: ignore[assignment]
-    with row_progress() as progress:
-        done = 0
-
-        def tick(n: int) -> None:
-            nonlocal done
-            done += n
-            progress.update("people", done, None if from_dir else people)
-
-        try:
-            manifest = generate_release(
-                out_dir,
-                people=people,
-                seed=seed,
-                release=release,
-                from_dir=from_dir,
-                file_format=fmt,
-                progress=tick,
-            )
-        except ValueError as e:
-            err.print(f"[red]error:[/red] {escape(str(e))}")
-            raise typer.Exit(2) from None
-    files = manifest["files"]
-    counts = ", ".join(f"{name}: {f['rows']:,} rows" for name, f in files.items())
-    err.print(f"wrote release {manifest['release']} to {out_dir} ({counts})")
-
-
-# --- snapshot ---------------------------------------------------------------------------------
 
 
 @snapshot_app.command("import")
@@ -141,7 +45,7 @@ def snapshot_import(
             await conn.close()
         answer = result.to_dict()
         if result.published and decisions:
-            from app.cli_rules import materialize_default
+            from app.cli.eligibility import materialize_default
             from app.errors import NoRuleSetInForce
 
             try:
@@ -152,7 +56,7 @@ def snapshot_import(
                 answer["decisions"] = {"skipped": e.detail}
         return answer
 
-    result = _run(go)
+    result = run(go)
     if as_json:
         print_json(result)
     else:
@@ -238,7 +142,7 @@ def snapshot_list(as_json: JsonOpt = False) -> None:
         async with db.engine_scope(settings) as engine, engine.connect() as conn:
             return await svc.list_snapshots(conn, include_loading=True)
 
-    snaps = _run(go)
+    snaps = run(go)
     if as_json:
         print_json([s.model_dump(mode="json") for s in snaps])
     else:
@@ -254,7 +158,7 @@ def snapshot_show(snapshot_id: str, as_json: JsonOpt = False) -> None:
         async with db.engine_scope(settings) as engine, engine.connect() as conn:
             return await svc.get_snapshot(conn, snapshot_id)
 
-    snap = _run(go)
+    snap = run(go)
     if as_json:
         print_json(snap.model_dump(mode="json"))
     else:
@@ -278,7 +182,7 @@ def snapshot_verify(snapshot_id: str, as_json: JsonOpt = False) -> None:
             await raw.close()
         return snap, ok, recomputed
 
-    snap, ok, recomputed = _run(go)
+    snap, ok, recomputed = run(go)
     if as_json:
         print_json(
             {"snapshot": snap.id, "ok": ok, "stored": snap.checksum, "recomputed": recomputed}
@@ -300,66 +204,8 @@ def snapshot_retire(snapshot_id: str, as_json: JsonOpt = False) -> None:
         async with db.engine_scope(settings) as engine, engine.begin() as conn:
             return await svc.retire(conn, snapshot_id)
 
-    snap = _run(go)
+    snap = run(go)
     if as_json:
         print_json(snap.model_dump(mode="json"))
     else:
         out.print(f"retired {snap.id} at {snap.retired_at}")
-
-
-# --- serve and demo ---------------------------------------------------------------------------
-
-
-@app.command()
-def serve(
-    host: Annotated[str | None, typer.Option(help="Default: TEPAT_HOST")] = None,
-    port: Annotated[int | None, typer.Option(help="Default: TEPAT_PORT")] = None,
-    workers: Annotated[int, typer.Option(min=1)] = 1,
-    graceful_timeout: Annotated[
-        float | None,
-        typer.Option(
-            help="SIGTERM: seconds in-flight requests may finish in. "
-            "Default: TEPAT_SHUTDOWN_TIMEOUT (30)"
-        ),
-    ] = None,
-) -> None:
-    """Serve the API with uvicorn. SIGTERM stops accepting, lets requests finish, then exits."""
-    import uvicorn
-
-    settings = get_settings()
-    uvicorn.run(
-        "app.main:create_app",
-        factory=True,
-        host=host or settings.host,
-        port=port or settings.port,
-        workers=workers,
-        access_log=False,  # app.main logs requests itself, without identifiers
-        log_level=settings.log_level.lower(),
-        # uvicorn's own lines (tracebacks too) through the project's formatter and scrubbing.
-        log_config=logs.uvicorn_log_config(
-            settings.log_level, settings.log_json or settings.is_production
-        ),
-        lifespan="on",
-        # Bounded drain on SIGTERM; the lifespan then flushes the audit writer and closes pools.
-        timeout_graceful_shutdown=round(graceful_timeout or settings.shutdown_timeout),
-    )
-
-
-@app.command()
-def demo(
-    people: Annotated[int, typer.Option(min=100, help="Size of the generated release.")] = 20_000,
-    port: Annotated[int | None, typer.Option(help="Default: TEPAT_PORT (8000)")] = None,
-    seed: Annotated[int, typer.Option()] = 1,
-) -> None:
-    """Everything at once: database, a generated release, imported, served with /docs."""
-    from app.demo import run_demo
-
-    run_demo(get_settings(), people=people, port=port, seed=seed)
-
-
-def main() -> None:
-    app()
-
-
-if __name__ == "__main__":
-    main()

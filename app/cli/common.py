@@ -1,4 +1,4 @@
-"""Shared pieces of the CLI modules."""
+"""Shared pieces of the CLI's command modules."""
 
 from __future__ import annotations
 
@@ -22,6 +22,8 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON document for
 def run(fn: Callable[[Settings], Coroutine[Any, Any, T]]) -> T:
     """Run one async CLI action; domain errors become a clear message and exit code 1."""
     settings = get_settings()
+    # Stop only an embedded server this action starts, never one its caller (a test) holds.
+    had_server = embedded.owns_server()
     try:
         return asyncio.run(fn(settings))
     except TepatError as e:
@@ -36,4 +38,5 @@ def run(fn: Callable[[Settings], Coroutine[Any, Any, T]]) -> T:
         )
         raise typer.Exit(1) from None
     finally:
-        embedded.stop()
+        if not had_server:
+            embedded.stop()
