@@ -1,4 +1,4 @@
-"""`tepat audit verify|index|trail`, run as a separate process like an operator would."""
+"""`tepat audit verify|index|trail`, run as an operator would (in-process: tests/cli.py)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
 from app.services import audit
+from tests.cli import tepat
 
-from ..auth.test_cli_client import tepat
 from .conftest import make_entry, random_nik
 
 

@@ -1,11 +1,9 @@
-"""`tepat client create|list|revoke`, run as a separate process like an operator would."""
+"""`tepat client create|list|revoke`, run as an operator would (in-process: tests/cli.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
-import os
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 
 import pytest
@@ -15,17 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.auth import keys
 from app.models import api_clients
 from app.services.clients import Authenticator
-
-
-def tepat(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "200"}
-    return subprocess.run(
-        [sys.executable, "-m", "app.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
+from tests.cli import tepat
 
 
 @pytest.fixture
@@ -37,8 +25,8 @@ async def created(engine: AsyncEngine) -> AsyncIterator[list[str]]:
 
 
 async def test_create_list_revoke(engine: AsyncEngine, created: list[str]) -> None:
-    made = tepat(
-        "client", "create", "Dinsos Kab. Bogor", "--programs", "PKH,BPNT",
+    made = await asyncio.to_thread(
+        tepat, "client", "create", "Dinsos Kab. Bogor", "--programs", "PKH,BPNT",
         "--fields", "decision,decile", "--purpose", "pkh-verification",
         "--purpose", "bansos-targeting", "--expires", "2099-01-01",
     )  # fmt: skip
@@ -49,7 +37,7 @@ async def test_create_list_revoke(engine: AsyncEngine, created: list[str]) -> No
     client_id = made.stderr.split("created client ")[1].split()[0]
     created.append(client_id)
 
-    listed = tepat("client", "list", "--json")
+    listed = await asyncio.to_thread(tepat, "client", "list", "--json")
     assert listed.returncode == 0, listed.stderr
     (mine,) = [c for c in json.loads(listed.stdout) if c["id"] == client_id]
     assert mine["programs"] == ["PKH", "BPNT"]
@@ -59,12 +47,12 @@ async def test_create_list_revoke(engine: AsyncEngine, created: list[str]) -> No
     assert key not in listed.stdout
     assert key[12:] not in listed.stdout
     assert "key_hash" not in listed.stdout
-    table = tepat("client", "list")
+    table = await asyncio.to_thread(tepat, "client", "list")
     assert client_id in table.stdout
     assert key[12:] not in table.stdout
 
     assert (await Authenticator(engine).authenticate(f"Bearer {key}")).client_id == client_id
-    revoked = tepat("client", "revoke", client_id, "--json")
+    revoked = await asyncio.to_thread(tepat, "client", "revoke", client_id, "--json")
     assert revoked.returncode == 0, revoked.stderr
     assert json.loads(revoked.stdout)["revoked_at"] is not None
 

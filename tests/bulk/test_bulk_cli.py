@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
+import asyncio
 from pathlib import Path
 
 import orjson
@@ -12,21 +10,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.bulk.conftest import absent_nik, ndjson
+from tests.cli import tepat
 from tests.support import RELEASE
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def tepat(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "200"}
-    return subprocess.run(
-        [sys.executable, "-m", "app.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        cwd=ROOT,
-    )
 
 
 async def _operator_records(engine: AsyncEngine, audit_ids: list[str]) -> list[tuple[str, str]]:
@@ -43,7 +28,9 @@ async def test_ndjson_file(tmp_path: Path, release_niks: list[str], engine: Asyn
     asked = [*release_niks[:1500], absent_nik(3)]
     src.write_bytes(ndjson([{"nik": n} for n in asked]) + b"\nbad\n")
     out = tmp_path / "out.ndjson"
-    done = tepat("bulk", str(src), "--out", str(out), "--programs", "PBI_JK,PKH")
+    done = await asyncio.to_thread(
+        tepat, "bulk", str(src), "--out", str(out), "--programs", "PBI_JK,PKH"
+    )
     assert done.returncode == 0, done.stderr
     *answers, last = [orjson.loads(x) for x in out.read_bytes().splitlines()]
     assert [x["nik"] for x in answers[:-1]] == asked

@@ -1,32 +1,20 @@
-"""The operator's CLI end to end, as separate processes: generate, import, list, verify, retire."""
+"""The operator's CLI end to end (in-process: tests/cli.py): generate, import, list, verify, retire."""
 
 from __future__ import annotations
 
+import asyncio
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.synth.corrupt import corrupt_release
+from tests.cli import tepat
 
 pytestmark = pytest.mark.slow
 
 RELEASE = "2021-03-31"
-
-
-def tepat(*args: str, database_url: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "TEPAT_DATABASE_URL": database_url, "COLUMNS": "200"}
-    return subprocess.run(
-        [sys.executable, "-m", "app.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
 
 
 def test_generate_import_list_show_verify_retire(
@@ -86,8 +74,6 @@ def test_generate_import_list_show_verify_retire(
         assert again.returncode == 1
         assert "retired" in again.stderr
     finally:
-        import asyncio
-
         import asyncpg
 
         from app import db
@@ -106,7 +92,7 @@ def test_generate_import_list_show_verify_retire(
 async def test_a_database_never_migrated_is_named_not_a_traceback(scratch: AsyncEngine) -> None:
     """The CLI against an empty database says to run `tepat db upgrade` (exit 1), no traceback."""
     url = scratch.url.render_as_string(hide_password=False)
-    out = tepat("snapshot", "list", database_url=url)
+    out = await asyncio.to_thread(tepat, "snapshot", "list", database_url=url)
     assert out.returncode == 1, out.stderr
     assert "tepat db upgrade" in out.stderr
     assert "Traceback" not in out.stderr + out.stdout
