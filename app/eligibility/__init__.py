@@ -2,6 +2,8 @@
 
 from app.eligibility.engine import (
     PROGRAM_ORDER,
+    SCHOOL_LEVEL_NAMES,
+    SCHOOL_LEVELS,
     Component,
     Criterion,
     Decision,
@@ -22,6 +24,8 @@ from app.eligibility.rule_set import (
 
 __all__ = [
     "PROGRAM_ORDER",
+    "SCHOOL_LEVELS",
+    "SCHOOL_LEVEL_NAMES",
     "Component",
     "Criterion",
     "Decision",

@@ -53,6 +53,10 @@ FAMILY_PROGRAMS: Final = (Program.PKH, Program.BPNT)
 PERSON_PROGRAMS: Final = (Program.PBI_JK, Program.SEKOLAH_RAKYAT)
 
 SR_LEVELS: Final = ("SD", "SMP", "SMA")
+# The school levels and their codes (SNAPSHOT_FORMAT.md `jenjang_sekolah`): one table for the
+# importer (name to code), the registry's rows and the stored decisions (code to name).
+SCHOOL_LEVELS: Final[Mapping[str, int]] = {"SD": 1, "SMP": 2, "SMA": 3, "PT": 4}
+SCHOOL_LEVEL_NAMES: Final[Mapping[int, str]] = {v: k for k, v in SCHOOL_LEVELS.items()}
 REASON_MEMBER_HAS_COMPONENT: Final = "member_has_component"
 REASON_CAP: Final = "cap"
 REASON_MEMBER_LIMIT: Final = "member_limit"

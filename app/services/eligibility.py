@@ -13,9 +13,16 @@ from typing import Any
 import orjson
 from cachetools import TTLCache
 
-from app.eligibility import Family, FamilyEvaluation, Member, Program, RuleSet, evaluate_family
+from app.eligibility import (
+    SCHOOL_LEVEL_NAMES,
+    Family,
+    FamilyEvaluation,
+    Member,
+    Program,
+    RuleSet,
+    evaluate_family,
+)
 from app.identifiers import as_str
-from app.ingest.columns import SCHOOL_LEVEL_NAMES
 from app.models.tables import DECISION_CODE, PERSON_CODE
 from app.repositories import decisions as decisions_repo
 from app.repositories import registry
@@ -260,9 +267,6 @@ async def stored_rule_set_key(conn: Conn, snapshot_key: int, rule_set_id: str) -
     return found
 
 
-_LEVEL_NAMES = {1: "SD", 2: "SMP", 3: "SMA"}
-
-
 def stored_decisions(
     row: Any, rule_set: RuleSet, programs: Sequence[Program], priority: bool = True
 ) -> list[dict[str, Any]]:
@@ -304,7 +308,7 @@ def stored_decisions(
                 "unit": "person",
                 "eligible": row["sr_eligible"],
                 "benefit": None,
-                "level": _LEVEL_NAMES.get(row["sr_level"]),
+                "level": SCHOOL_LEVEL_NAMES.get(row["sr_level"]),
             }
             if priority:  # the decile: the `decile` group (app.services.disclosure)
                 d["priority"] = row["sr_priority"]
