@@ -218,6 +218,6 @@ def test_the_batch_setting_cannot_exceed_the_published_limit() -> None:
 
     from app.config import MAX_BATCH
 
-    assert Settings(_env_file=None).max_batch == MAX_BATCH  # type: ignore[call-arg]
+    assert Settings(_env_file=None).max_batch == MAX_BATCH
     with pytest.raises(ValidationError):
-        Settings(_env_file=None, max_batch=MAX_BATCH + 1)  # type: ignore[call-arg]
+        Settings(_env_file=None, max_batch=MAX_BATCH + 1)
