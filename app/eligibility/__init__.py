@@ -13,6 +13,7 @@ from app.eligibility.engine import (
     Program,
     age_on,
     evaluate_family,
+    stored_decision,
 )
 from app.eligibility.rule_set import (
     RuleSet,
@@ -40,4 +41,5 @@ __all__ = [
     "load_rule_set",
     "rule_set_in_force",
     "shipped_rule_sets",
+    "stored_decision",
 ]
