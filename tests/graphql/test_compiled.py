@@ -354,7 +354,7 @@ async def test_every_compiled_field_reads_a_key_the_stored_answer_has(
     )
     benefits = [d["benefit"] for a in answers for d in a["decisions"] if d["benefit"]]
     assert _unserved(renamed, benefits, "Benefit") == [
-        "Benefit.monthly reads monthly: 0 of %d" % len(benefits)
+        f"Benefit.monthly reads monthly: 0 of {len(benefits)}"
     ]
     assert _unserved(compiled._BENEFIT, benefits, "Benefit") == []
 
