@@ -211,10 +211,9 @@ async def people(
     yet) the engine evaluates the families live. Both are the engine's decisions:
     tests/services/test_materialize.py checks the two paths answer alike for every person.
     """
-    if not view.explain:
-        rule_set_key = await stored_rule_set_key(conn, snapshot.key, rule_set.id)
-        if rule_set_key is not None:
-            return await _people_stored(conn, snapshot, rule_set, rule_set_key, niks, view)
+    rule_set_key = await plain_stored_key(conn, snapshot, rule_set, view)
+    if rule_set_key is not None:
+        return await people_stored(conn, snapshot, rule_set, rule_set_key, niks, view)
     results, found = await people_live(conn, snapshot, rule_set, niks, view)
     return Rendered(
         [orjson.dumps(r) for r in results], found, frozenset(disclosed_niks(results, niks))
@@ -252,6 +251,17 @@ async def people_live(
 # good; "not stored yet" is re-asked after a few seconds (a materialisation may just finish).
 _stored_keys: dict[tuple[int, str], int] = {}
 _not_stored: TTLCache[tuple[int, str], bool] = TTLCache(maxsize=1024, ttl=5)
+
+
+async def plain_stored_key(
+    conn: Conn, snapshot: Snapshot, rule_set: RuleSet, view: View
+) -> int | None:
+    """The rule set's key when an answer under `view` comes from the stored decisions (a plain
+    answer on a materialised snapshot and rule set); None: the engine evaluates live. Every
+    face falls back on this one condition."""
+    if view.explain:
+        return None
+    return await stored_rule_set_key(conn, snapshot.key, rule_set.id)
 
 
 async def stored_rule_set_key(conn: Conn, snapshot_key: int, rule_set_id: str) -> int | None:
@@ -408,7 +418,7 @@ def render_stored(
     return Rendered(parts, found)
 
 
-async def _people_stored(
+async def people_stored(
     conn: Conn,
     snapshot: Snapshot,
     rule_set: RuleSet,

@@ -32,6 +32,7 @@ from app.http.fast import FastStats
 from app.main import create_app
 from app.services import materialize, pinning
 from bench.suite import GRAPHQL_PERSON
+from tests.graphql.test_parity import rest_decision
 from tests.helpers import imported_release
 from tests.support import RELEASE, MakeClient, auth
 
@@ -364,3 +365,68 @@ def test_a_key_missing_from_an_answer_is_an_error_not_a_null() -> None:
     with pytest.raises(KeyError):
         nik.get({"nik": "3201014501900001", "found": True})  # identity granted, yet absent
     assert nik.get({"nik": "3201014501900001", "found": False}) is None
+
+
+STRAWBERRY_PEOPLE = """query($niks: [String!]!, $s: String) { people(niks: $niks, snapshot: $s) {
+  nik eligibility { program unit eligible recipient level priority
+    benefit { monthlyRupiah yearlyRupiah perTrancheRupiah }
+    components { nik component yearlyRupiah taken reason }
+    criteria { id observed required passed } } } }"""
+
+
+async def test_strawberry_person_decisions_are_rests_stored_answers(
+    http: httpx.AsyncClient,
+    strawberry_only: httpx.AsyncClient,
+    engine: AsyncEngine,
+    stored: Path,
+    full_key: str,
+) -> None:
+    """Strawberry's `person`/`people` decisions are read from the stored decisions, as REST's:
+    a stored row altered in the database shows up in both faces (the engine, evaluating live,
+    would not show it), and the two faces agree NIK by NIK."""
+    niks = _niks(stored, 40)
+    altered = niks[7]
+    headers = auth(full_key)
+
+    async def rest(explain: bool) -> dict[str, list[dict[str, Any]]]:
+        response = await http.post(
+            "/v1/people/lookup",
+            json={"niks": niks, "snapshot": STORED, "explain": explain},
+            headers=headers,
+        )
+        assert response.status_code == 200
+        return {r["nik"]: r["decisions"] for r in response.json()["results"]}
+
+    async def strawberry() -> dict[str, list[dict[str, Any]]]:
+        response = await strawberry_only.post(
+            "/graphql",
+            json={"query": STRAWBERRY_PEOPLE, "variables": {"niks": niks, "s": STORED}},
+            headers=headers,
+        )
+        body = response.json()
+        assert "errors" not in body, body
+        return {
+            p["nik"]: [rest_decision(d) for d in p["eligibility"]] for p in body["data"]["people"]
+        }
+
+    def bpnt(decisions: list[dict[str, Any]]) -> bool:
+        return next(bool(d["eligible"]) for d in decisions if d["program"] == "BPNT")
+
+    before = await rest(False)
+    assert await strawberry() == before
+    live = bpnt((await rest(True))[altered])  # explain: the engine, live
+    assert bpnt(before[altered]) is live
+    flip = text(
+        "UPDATE decisions SET bpnt_eligible = NOT bpnt_eligible WHERE nik = :nik "
+        "AND snapshot_key = (SELECT key FROM snapshots WHERE id = :s)"
+    )
+    async with engine.begin() as conn:
+        await conn.execute(flip, {"nik": int(altered), "s": STORED})
+    try:
+        after = await rest(False)
+        assert bpnt(after[altered]) is not live
+        assert await strawberry() == after
+    finally:
+        async with engine.begin() as conn:
+            await conn.execute(flip, {"nik": int(altered), "s": STORED})
+    assert await strawberry() == before
