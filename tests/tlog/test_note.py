@@ -161,6 +161,26 @@ def test_malformed_notes_are_refused() -> None:
             verify_note(data, [peter])
 
 
+# Go's checksum database: its published verifier key and a tree head it signed (a C2SP
+# checkpoint with origin "go.sum database tree"), as quoted in the sigsum project's notes.
+GO_SUMDB = "sum.golang.org+033de0ae+Ac4zctda0e5eza+HJyk9SxEdh+s3Ux18htTTAD8OuAn8"
+GO_SUMDB_NOTE = (
+    "go.sum database tree\n49189689\nftjbAOzaupaIvaPo/G+Dk63nxOZ2s1OPOKIaPtXs7S4=\n\n"
+    "— sum.golang.org Az3grlKZssqRoMNPpZfKt0TphbbcF+pzXqElURJKRNFKfaUAgqeI5k2AORH0QAhg/ebRwyIqD/OqP4oLtLnNumvOBAM=\n"
+).encode()
+
+
+def test_a_real_checkpoint_of_the_go_checksum_database_opens() -> None:
+    key = parse_verifier_key(GO_SUMDB)  # its base64 holds '+' signs
+    assert str(key) == GO_SUMDB
+    cp = open_note(GO_SUMDB_NOTE, [key], origin="go.sum database tree")
+    assert cp.size == 49189689
+    assert base64.b64encode(cp.root_hash) == b"ftjbAOzaupaIvaPo/G+Dk63nxOZ2s1OPOKIaPtXs7S4="
+    assert cp.body() + b"\n" == GO_SUMDB_NOTE.split("—".encode())[0]
+    with pytest.raises(BadSignature):
+        open_note(GO_SUMDB_NOTE.replace(b"49189689", b"49189690"), [key])
+
+
 # --- checkpoints -------------------------------------------------------------------------------
 
 
