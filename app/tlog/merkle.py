@@ -9,8 +9,9 @@ Storage: for every level L, the hash of each COMPLETE subtree, node (L, i) cover
 [i * 2^L, (i + 1) * 2^L). Node (0, i) is the hash of leaf i. A node never changes once written,
 so the store is append-only. Every range the RFC's recursion hashes (the tree itself, the
 siblings on a PATH, the subtrees of a PROOF) starts at a multiple of a power of two at least as
-large as the range, so its hash is a fold of at most log2(n) + 1 stored complete subtrees: a
-root or a proof at any size reads O(log^2 n) nodes at worst, O(log n) for a root.
+large as the range, so its hash is a fold of the stored complete subtrees its length's binary
+digits name. A root at size n reads at most log2(n) + 1 nodes; a proof, whose ranges are all
+complete but the topmost, at most 2 * (log2(n) + 1).
 
 `get` is a callable (level, index) -> hash. The `nodes_for_*` functions list which nodes a root
 or proof reads, so a database store can fetch them all in one query and hand a dict's

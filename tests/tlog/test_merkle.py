@@ -214,7 +214,18 @@ def test_inclusion_nodes_are_the_ones_read(store: MemoryStore) -> None:
         reads, get = recording(store.get)
         inclusion_proof(get, index, size)
         assert reads == nodes_for_inclusion(index, size)
-        assert len(reads) <= (size.bit_length() + 1) ** 2
+        assert len(reads) <= 2 * size.bit_length()
+
+
+def test_nodes_read_are_logarithmic() -> None:
+    for n in range(1, 300):
+        assert len(nodes_for_root(n)) == n.bit_count()
+        for m in range(n):
+            assert len(nodes_for_inclusion(m, n)) <= 2 * n.bit_length(), (m, n)
+            assert len(nodes_for_consistency(m + 1, n)) <= 2 * n.bit_length(), (m + 1, n)
+    for m, n in sampled_pairs(300, seed=3):
+        assert len(nodes_for_inclusion(m - 1, n)) <= 2 * n.bit_length(), (m, n)
+        assert len(nodes_for_consistency(m, n)) <= 2 * n.bit_length(), (m, n)
 
 
 def test_inclusion_fails_when_anything_changes(store: MemoryStore) -> None:
