@@ -1,4 +1,4 @@
-"""Tables for API clients and the chained, append-only audit trail (migration 0002)."""
+"""Tables for API clients and the chained, append-only audit trail (migration 0001_initial)."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ api_clients = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("expires_at", DateTime(timezone=True)),
     Column("revoked_at", DateTime(timezone=True)),
-    # Migration 0009: may call /v1/bulk/eligibility; NIKs a day (NULL: the default for its kind);
+    # May call /v1/bulk/eligibility; NIKs a day (NULL: the default for its kind);
     # suspended (every request refused) since when and why, until an operator reinstates it.
     Column("bulk", Boolean, nullable=False, server_default=text("false")),
     Column("daily_quota", BigInteger),
@@ -56,7 +56,7 @@ api_clients = Table(
 )
 
 # Per client: the day's NIK count (the day in WIB) and the rate limit's token bucket, leased
-# slice by slice by every process through the `client_lease` function (migration 0009,
+# slice by slice by every process through the `client_lease` function (migration 0001_initial,
 # app.repositories.allowance).
 client_usage = Table(
     "client_usage",
@@ -69,7 +69,7 @@ client_usage = Table(
 )
 
 # One row per access to personal data. Append-only: a trigger refuses UPDATE, DELETE and
-# TRUNCATE, and the service role holds only SELECT and INSERT (migration 0002).
+# TRUNCATE, and the service role holds only SELECT and INSERT (migration 0001_initial).
 audit_log = Table(
     "audit_log",
     metadata,

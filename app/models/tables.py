@@ -127,7 +127,7 @@ people = Table(
 # the first field lowest; a field of 0 bits takes the rest. A lookup reads that one integer and
 # the worker renders the fields from a memo of the few distinct codes, instead of the database
 # formatting seven or ten columns a person (bench/: 1,000 NIKs, ~2.5 of ~8 ms of its CPU).
-# app.repositories.decisions decodes them; migration 0007 created them with this SQL.
+# app.repositories.decisions decodes them; the initial migration holds a frozen copy of the SQL.
 CodeField = tuple[str, int, type]
 PERSON_CODE: tuple[CodeField, ...] = (
     ("marital_status", 4, int), ("school_status", 4, int), ("school_level", 4, int),
