@@ -76,6 +76,11 @@ class Settings(BaseSettings):
 
     # Keyed hash of NIKs and No. KKs in the audit trail.
     audit_hmac_key: SecretStr = SecretStr(DEV_AUDIT_KEY)
+    # The Ed25519 private key (PKCS#8 PEM file, `tepat audit keygen`) receipts and checkpoints
+    # are signed with. Required in production; elsewhere one is made under data_dir.
+    audit_signing_key: Path | None = None
+    # Public keys still published after a rotation (a JWKS file), so old receipts verify.
+    audit_public_keys: Path | None = None
 
     max_batch: int = Field(1000, ge=1, le=10000)
     max_body_bytes: int = 1_000_000
@@ -96,6 +101,11 @@ class Settings(BaseSettings):
     def _refuse_dev_secrets(self) -> Settings:
         if self.env == "production" and self.audit_hmac_key.get_secret_value() == DEV_AUDIT_KEY:
             raise ValueError("TEPAT_AUDIT_HMAC_KEY must be set to a secret outside dev")
+        if self.env == "production" and self.audit_signing_key is None:
+            raise ValueError(
+                "TEPAT_AUDIT_SIGNING_KEY must name the receipts' Ed25519 key file in production "
+                "(make one with `tepat audit keygen --out FILE`)"
+            )
         return self
 
     @property

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -21,10 +22,13 @@ from app.http import limits, problems
 from app.http.fast import FastStats
 from app.http.middleware import RequestContext
 from app.http.state import AppState
+from app.services import receipts, roles
 from app.services.audit import AuditWriter
 from app.services.catalog import close_reads, open_reads
 from app.services.clients import Authenticator
 from app.services.streams import StreamSlots
+
+log = logging.getLogger("tepat.main")
 
 DESCRIPTION = """
 Eligibility lookup over immutable **DTSEN** snapshots (Indonesia's single social-economic
@@ -53,6 +57,27 @@ registry): the decile, family membership and program decisions for **PKH**, **BP
   to 64 of `A-Z a-z 0-9 . _ -` with no 16 consecutive digits; otherwise the service assigns
   one. Answers carry `Cache-Control: no-store`.
 """
+
+
+def open_keyring(settings: Settings) -> receipts.Keyring:
+    """The receipts' signing key (TEPAT_AUDIT_SIGNING_KEY, or outside production one made under
+    the data directory) and the retired public keys still published."""
+    if settings.audit_signing_key is not None:
+        current = receipts.load(settings.audit_signing_key)
+    else:
+        current = receipts.dev_key(settings.data_dir)
+    return receipts.Keyring(current, receipts.retired_keys(settings.audit_public_keys))
+
+
+async def check_login_role(settings: Settings, url: str) -> None:
+    """Production refuses a login role that could rewrite the audit trail; dev warns."""
+    conn = await db.connect_raw(settings, url)
+    try:
+        found = await roles.startup_check(conn, production=settings.is_production)
+    finally:
+        await conn.close()
+    if found:
+        log.warning("%s (production refuses to start so)", roles.advice(found))
 
 
 def _outer_layers(app: FastAPI, settings: Settings) -> None:
@@ -105,12 +130,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         url = db.resolve_url(settings)
+        keyring = open_keyring(settings)  # before any connection: a bad key file stops here
+        await check_login_role(settings, url)
         engine = db.create_engine(settings, url=url, role=settings.db_role)
         audit = AuditWriter(engine, settings.audit_hmac_key.get_secret_value().encode())
         await audit.start()
         reads = await open_reads(settings, engine, url)
         authenticator = Authenticator(engine)
-        app.state.tepat = AppState(settings, engine, authenticator, audit, reads)
+        app.state.tepat = AppState(settings, engine, authenticator, audit, reads, keyring)
         # Leases have their own two connections: rare, and never waiting behind requests.
         leases = db.create_engine(
             settings.model_copy(update={"db_pool_size": 2}), url=url, role=settings.db_role

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import random
@@ -14,11 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import orjson
 
 from app import db
 from app.config import Settings
+from app.services import receipts, roles
 from bench import import_bench, servers
 from bench.common import emit, server_url
 from bench.prepare import PURPOSE, Prepared, log, prepare
@@ -110,6 +113,9 @@ def unavailable(target: str, what: str, reason: str) -> dict[str, Any]:
     return line
 
 
+SERVICE_LOGIN = "tepat_bench_api"
+
+
 class Run:
     def __init__(self, mode: Mode, workers: int, workdir: Path, url: str, data: Prepared) -> None:
         self.mode = mode
@@ -140,7 +146,10 @@ class Run:
         if name == "service":
             env = {
                 **common,
-                "TEPAT_DATABASE_URL": self.url,
+                # As production runs: a login role that cannot rewrite the audit trail, and a
+                # receipt signing key of its own.
+                "TEPAT_DATABASE_URL": self.service_login(),
+                "TEPAT_AUDIT_SIGNING_KEY": str(self.signing_key()),
                 "TEPAT_ENV": "production",
                 "TEPAT_AUDIT_HMAC_KEY": "bench-only-audit-key-not-a-secret",
                 # The rate limiter would cap P3/P4 at 20,000 NIK/s; the bench measures the
@@ -163,6 +172,24 @@ class Run:
         )
         self.servers[name] = server
         return server
+
+    def service_login(self) -> str:
+        """The bench database's URL as the service's own login role (`tepat db service-role`)."""
+
+        async def make() -> None:
+            conn = await asyncpg.connect(db.asyncpg_dsn(self.url))
+            try:
+                await roles.make_service_login(conn, SERVICE_LOGIN, None)
+            finally:
+                await conn.close()
+
+        asyncio.run(make())
+        url = db.sqlalchemy_url(self.url).set(username=SERVICE_LOGIN, password=None)
+        return url.render_as_string(hide_password=False)
+
+    def signing_key(self) -> Path:
+        receipts.dev_key(self.workdir)  # made once, kept with the bench's releases
+        return self.workdir / receipts.DEV_KEY_FILE
 
     def stop_all(self) -> None:
         for server in self.servers.values():

@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from app import resilience
 from app.errors import TepatError, Unauthenticated
 from app.http import problems
-from app.http.fast import Head, caller_of, replay
+from app.http.fast import FastPath, Head, caller_of, replay
 from app.http.request_ids import request_id_of
 from app.services.lookup import Caller
 
@@ -52,17 +52,21 @@ class GraphQLGate:
         if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
+        head = Head.scan(scope["headers"])
         try:
-            body = await self._admit(scope, receive)
+            body = await self._admit(scope, receive, head)
         except _Refused as refused:
             await _send(send, refused)
             return
         if body is None:
             return  # the client went away before sending its body
-        await self.app(scope, replay(body, receive), send)
+        if isinstance(self.app, FastPath) and self.app.path == PATH:
+            # The compiled path takes the body and headers read here: no second read or scan.
+            await self.app.serve(scope, receive, send, body, head)
+        else:
+            await self.app(scope, replay(body, receive), send)
 
-    async def _admit(self, scope: Scope, receive: Receive) -> bytes | None:
-        head = Head.scan(scope["headers"])
+    async def _admit(self, scope: Scope, receive: Receive, head: Head) -> bytes | None:
         if head.authorization is not None:
             try:
                 caller = await caller_of(scope, head)  # the key, then the purpose

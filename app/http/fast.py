@@ -100,7 +100,13 @@ class FastPath(ABC):
             chunks.append(message.get("body", b""))
             if not message.get("more_body", False):
                 break
-        body = b"".join(chunks)
+        await self.serve(scope, receive, send, b"".join(chunks), head)
+
+    async def serve(
+        self, scope: Scope, receive: Receive, send: Send, body: bytes, head: Head
+    ) -> None:
+        """Answer a request whose body and headers were already read (by this layer, or by a
+        layer in front that checked them first: app.graphql.gate), or hand it over."""
         try:
             data = (
                 await self.answer(scope, body, head) if _json_content(head.content_type) else None

@@ -12,6 +12,7 @@ from app.config import Settings
 from app.services.audit import AuditWriter
 from app.services.catalog import Reads
 from app.services.clients import Authenticator
+from app.services.receipts import Keyring
 
 
 @dataclass
@@ -23,6 +24,7 @@ class AppState:
     authenticator: Authenticator
     audit: AuditWriter
     reads: Reads
+    keyring: Keyring
 
 
 def state_of(scope: Scope) -> AppState:

@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter
 from sqlalchemy import text
+from starlette.responses import Response
 
 from app.api.deps import State
 from app.api.openapi import problems
@@ -34,6 +35,43 @@ async def readyz(state: State) -> dict[str, Any]:
         await conn.execute(text("SELECT 1"))
         current = await snapshots.resolve(conn, None)
     return {"status": "ready", "snapshot": current.id}
+
+
+@health.get(
+    "/.well-known/jwks.json",
+    summary="The public keys audit receipts and checkpoints are signed with (JWKS, RFC 7517)",
+    description="Every key still valid for verification, the current one first: after a "
+    "rotation the retired keys stay here, so receipts signed with them keep verifying. A "
+    "receipt's JWS header names its key (`kid`, the RFC 7638 thumbprint). See docs/receipts.md.",
+    tags=["audit"],
+    response_class=Response,
+    responses={
+        200: {
+            "content": {
+                "application/jwk-set+json": {
+                    "example": {
+                        "keys": [
+                            {
+                                "kty": "OKP",
+                                "crv": "Ed25519",
+                                "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo",
+                                "kid": "kGvGY2ICvHHfTl0RPttM_EaNlLxNWOW2rv4PoELGHco",
+                                "alg": "EdDSA",
+                                "use": "sig",
+                            }
+                        ]
+                    }
+                }
+            }
+        }
+    },
+)
+async def jwks(state: State) -> Response:
+    return Response(
+        state.keyring.jwks_bytes,
+        media_type="application/jwk-set+json",
+        headers={"Cache-Control": "public, max-age=300"},
+    )
 
 
 @router.get("/snapshots", summary="Loaded DTSEN releases, newest cut-off first")
