@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     # The Ed25519 private key (PKCS#8 PEM file, `tepat audit keygen`) receipts and checkpoints
     # are signed with. Required in production; elsewhere one is made under data_dir.
     audit_signing_key: Path | None = None
+    # A signed receipt with every answer (Tepat-Receipt; bulk: in the summary). Off only to
+    # measure what receipts cost (bench/ --no-receipts).
+    audit_receipts: bool = True
     # Public keys still published after a rotation (a JWKS file), so old receipts verify.
     audit_public_keys: Path | None = None
 

@@ -133,7 +133,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         keyring = open_keyring(settings)  # before any connection: a bad key file stops here
         await check_login_role(settings, url)
         engine = db.create_engine(settings, url=url, role=settings.db_role)
-        audit = AuditWriter(engine, settings.audit_hmac_key.get_secret_value().encode())
+        audit = AuditWriter(
+            engine,
+            settings.audit_hmac_key.get_secret_value().encode(),
+            keyring=keyring if settings.audit_receipts else None,
+        )
         await audit.start()
         reads = await open_reads(settings, engine, url)
         authenticator = Authenticator(engine)

@@ -78,7 +78,7 @@ def parse(body: bytes) -> Plain | None:
 class FastLookup(FastPath):
     path = PATH
 
-    async def answer(self, scope: Scope, body: bytes, head: Head) -> bytes | None:
+    async def answer(self, scope: Scope, body: bytes, head: Head) -> lookup.Answer | None:
         request = parse(body)
         if request is None:
             return None

@@ -5,8 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import BaseModel, Field
+from starlette.responses import Response
 
 from app.errors import PROBLEM_BASE
+from app.services.lookup import Answer
+from app.services.receipts import HEADER as RECEIPT
 
 PROBLEM_EXAMPLES: dict[int, tuple[str, str, str]] = {
     400: ("malformed_json", "The request body is not valid JSON", "Expecting value"),
@@ -80,3 +83,23 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 DATA_PROBLEMS = problems(400, 401, 403, 404, 409, 410, 413, 422, 429, 503)
+
+
+RECEIPT_HEADER: dict[str, Any] = {
+    "Tepat-Receipt": {
+        "description": "A signed receipt of this answer: a compact JWS (EdDSA, Ed25519; key "
+        "`kid` in /.well-known/jwks.json) whose payload names the audit record (`audit_id`, "
+        "`seq`), the snapshot and rule set (ids and checksums), `body_sha256` (the SHA-256 of "
+        "the exact response body) and `iat`. Verify it with any JOSE library: docs/receipts.md.",
+        "schema": {
+            "type": "string",
+            "pattern": "^[A-Za-z0-9_-]+\\.[A-Za-z0-9_-]+\\.[A-Za-z0-9_-]+$",
+        },
+    }
+}
+
+
+def answered(answer: Answer) -> Response:
+    """A data answer's bytes as rendered, with its receipt header."""
+    headers = None if answer.receipt is None else {RECEIPT: answer.receipt}
+    return Response(answer.body, media_type="application/json", headers=headers)

@@ -34,6 +34,7 @@ from app.services.pinning import Pinned
 
 Entry = tuple[FamilyRow, list[PersonRow]]
 OPERATION = "graphql"
+RECORDED = "graphql_recorded"  # scope state: the audit record this response's receipt names
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -337,8 +338,11 @@ class GraphContext(BaseContext):
         subjects = self.asked + [
             nik_subject(n) for n in sorted(self.disclosed.difference(self.asked_niks))
         ]
-        await lookup.record_access(
+        recorded = await lookup.record_access(
             self.state.audit, self.caller, audit_id, OPERATION, self._pinned, subjects,
             self.found, orjson.dumps(data),
         )  # fmt: skip
         self.meta = self._pinned.meta(self.request_id, audit_id)
+        # The receipt covers the response's exact bytes: signed once they exist (app.graphql.
+        # router), from what the record named.
+        self.http.scope.setdefault("state", {})[RECORDED] = (self._pinned, recorded)

@@ -14,6 +14,7 @@ given back.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import orjson
@@ -52,7 +53,7 @@ class FastGraphQL(FastPath):
         self.plans = Plans(schema, rules, extensions.MAX_TOKENS)
         self._plain: dict[frozenset[str], eligibility.View] = {}
 
-    async def answer(self, scope: Scope, body: bytes, head: Head) -> bytes | None:
+    async def answer(self, scope: Scope, body: bytes, head: Head) -> lookup.Answer | None:
         if not _plain_json(head.content_type) or head.accepts_stream:
             return None
         request = _request(body)
@@ -93,7 +94,7 @@ class FastGraphQL(FastPath):
                 disclosed = eligibility.disclosed_niks([answer], (nik,))
                 subjects += [nik_subject(n) for n in sorted(disclosed)]
             audit_id = new_audit_id()
-            await lookup.record_access(
+            recorded = await lookup.record_access(
                 state.audit, caller, audit_id, OPERATION, pinned, subjects, rendered.found,
                 orjson.dumps(data),
             )  # fmt: skip
@@ -102,7 +103,9 @@ class FastGraphQL(FastPath):
                 allowance.refund(principal, 1)
             return None  # nothing was sent: Strawberry runs it and answers (or fails) as ever
         meta = pinned.meta(caller.request_id, audit_id)
-        return orjson.dumps({"data": data, "extensions": {"meta": meta}})
+        out = orjson.dumps({"data": data, "extensions": {"meta": meta}})
+        digest = hashlib.sha256(out).digest()  # the receipt covers the whole response
+        return lookup.Answer(out, lookup.receipt(state.audit, pinned, recorded, digest))
 
     def _view(self, caller: Caller, plan: Plan) -> eligibility.View:
         if plan.eligibility:  # all granted programs, as `eligibility` without arguments

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +20,12 @@ from strawberry.types.unset import UNSET
 
 from app.config import Settings
 from app.graphql import errors
-from app.graphql.context import GraphContext
+from app.graphql.context import RECORDED, GraphContext
 from app.graphql.schema import build_schema
 from app.http import problems
 from app.http.request_ids import request_id_of
+from app.services import lookup
+from app.services.receipts import HEADER as RECEIPT
 
 PATH = "/graphql"
 MALFORMED = "the body is not valid JSON (or is nested deeper than 1,024 levels)"
@@ -66,7 +69,7 @@ class TepatGraphQLRouter(GraphQLRouter[GraphContext, None]):
         ):
             return self._transport_error(request, 405, "method_not_allowed", "use POST", POST)
         try:
-            return await super().run(request, context, root_value)
+            response = await super().run(request, context, root_value)
         except HTTPException as e:
             if e.status_code == 404:
                 return self._transport_error(request, 404, "not_found", "no such resource")
@@ -79,6 +82,15 @@ class TepatGraphQLRouter(GraphQLRouter[GraphContext, None]):
                 return self._transport_error(request, 415, "unsupported_media_type", detail)
             detail = errors.masked(e.reason)
             return self._transport_error(request, 400, "graphql_request_invalid", detail)
+        recorded = request.scope.get("state", {}).get(RECORDED)
+        if recorded is not None and isinstance(response, Response):
+            # Signed over the bytes as sent: data, errors and extensions (meta) alike.
+            digest = hashlib.sha256(response.body).digest()
+            pinned, done = recorded
+            receipt = lookup.receipt(request.app.state.tepat.audit, pinned, done, digest)
+            if receipt is not None:
+                response.headers[RECEIPT] = receipt
+        return response
 
     @staticmethod
     def _transport_error(

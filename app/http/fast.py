@@ -16,9 +16,11 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.http.caller import authenticate
-from app.services.lookup import Caller
+from app.services.lookup import Answer, Caller
+from app.services.receipts import HEADER
 
 _JSON_HEADERS = [(b"content-type", b"application/json")]
+_RECEIPT = HEADER.lower().encode("ascii")
 
 
 @dataclass(slots=True)
@@ -84,8 +86,8 @@ class FastPath(ABC):
         self.stats = stats
 
     @abstractmethod
-    async def answer(self, scope: Scope, body: bytes, head: Head) -> bytes | None:
-        """The 200's JSON body, or None to hand the request to the app behind."""
+    async def answer(self, scope: Scope, body: bytes, head: Head) -> Answer | None:
+        """The 200's JSON body and its receipt, or None to hand the request to the app behind."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != self.path or scope["method"] != "POST":
@@ -124,14 +126,11 @@ class FastPath(ABC):
             await self.app(scope, replay(body, receive), send)
             return
         self.stats.served += 1
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [(b"content-length", b"%d" % len(data)), *_JSON_HEADERS],
-            }
-        )
-        await send({"type": "http.response.body", "body": data})
+        headers = [(b"content-length", b"%d" % len(data.body)), *_JSON_HEADERS]
+        if data.receipt is not None:
+            headers.append((_RECEIPT, data.receipt.encode("ascii")))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": data.body})
 
 
 async def caller_of(scope: Scope, head: Head) -> Caller:

@@ -36,6 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from app.errors import AuditUnavailable
 from app.repositories import audit as repo
 from app.repositories.audit import AuditRecord
+from app.services.receipts import Keyring
 
 log = logging.getLogger("tepat.audit")
 
@@ -247,7 +248,7 @@ def chain(seq: int, prev: bytes, records: Sequence[AuditRecord]) -> list[AuditRe
 @dataclass(slots=True)
 class _Pending:
     record: AuditRecord
-    future: asyncio.Future[None]
+    future: asyncio.Future[int]  # the record's seq once durable
 
 
 @dataclass(slots=True)
@@ -267,12 +268,12 @@ class WriterStats:
 _STOP = object()
 
 
-def _expire(future: asyncio.Future[None]) -> None:
+def _expire(future: asyncio.Future[int]) -> None:
     if not future.done():
         future.set_exception(AuditUnavailable("the access could not be recorded in time"))
 
 
-def _consume(future: asyncio.Future[None]) -> None:
+def _consume(future: asyncio.Future[int]) -> None:
     # A caller that timed out or was cancelled no longer awaits its future; reading the
     # exception here keeps asyncio from logging "exception was never retrieved".
     if not future.cancelled():
@@ -298,11 +299,14 @@ class AuditWriter:
         max_wait: float = 0.002,
         queue_size: int = 10_000,
         timeout: float = 5.0,
+        keyring: Keyring | None = None,
     ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         self._engine = engine
         self._key = hmac_key
+        # Receipts for the records written (app.services.receipts); None: no receipts.
+        self.keyring = keyring
         self._max_batch = max_batch
         self._max_wait = max_wait
         self._timeout = timeout
@@ -349,11 +353,12 @@ class AuditWriter:
             with contextlib.suppress(Exception):
                 await conn.invalidate()  # its state is unknown: never back into the pool
 
-    async def record(self, entry: AuditEntry) -> None:
+    async def record(self, entry: AuditEntry) -> int:
+        """The record's seq (its place in the chain) once it is durable."""
         if self._task is None or self._closed:
             raise AuditUnavailable("the audit writer is not running")
         record = unchained_record(entry, self._key, dt.datetime.now(dt.UTC))
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         future.add_done_callback(_consume)
         try:
             self._queue.put_nowait(_Pending(record, future))
@@ -365,7 +370,7 @@ class AuditWriter:
         # The timer fails the future if the record is not durable in time (a stuck database).
         handle = asyncio.get_running_loop().call_later(self._timeout, _expire, future)
         try:
-            await future
+            return await future
         finally:
             handle.cancel()
 
@@ -433,9 +438,9 @@ class AuditWriter:
         self.stats.records += len(batch)
         self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
         self.stats.batch_sizes.append(len(batch))
-        for p in batch:
+        for p, placed in zip(batch, chained, strict=True):
             if not p.future.done():
-                p.future.set_result(None)
+                p.future.set_result(placed.seq)
 
 
 # --- verifying ---------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from app.identifiers import IdentifierError, is_nik, mask, parse_nik
 from app.services import eligibility
 from app.services.audit import AuditWriter, new_audit_id, nik_subject
 from app.services.catalog import Reads
-from app.services.lookup import Caller, record_access, view_for
+from app.services.lookup import Caller, receipt, record_access, view_for
 from app.services.pinning import Pinned, pin
 from app.services.streams import ClientGone
 
@@ -195,6 +195,7 @@ class Counts:
     errors: int = 0
     blank: int = 0
     audit_ids: list[str] = field(default_factory=list)
+    receipts: list[str | None] = field(default_factory=list)  # aligned with audit_ids
 
 
 def _line(payload: dict[str, Any]) -> bytes:
@@ -353,8 +354,10 @@ class Job:
         niks = [i.nik for i in items if i.nik is not None]
         # Named before the first await: chunks run concurrently, the summary lists them in order.
         audit_id = new_audit_id()
+        place = len(self.counts.audit_ids)
         if niks:  # a chunk of only malformed lines discloses nothing: no record
             self.counts.audit_ids.append(audit_id)
+            self.counts.receipts.append(None)
         rendered = eligibility.Rendered([], 0)
         if niks:
             if self.pace is not None:
@@ -380,9 +383,11 @@ class Job:
         subjects = [nik_subject(n) for n in niks]
         subjects += [nik_subject(n) for n in rendered.disclosed]
         if niks:
-            await record_access(
+            recorded = await record_access(
                 self.audit, self.caller, audit_id, OPERATION, self.pinned, subjects, found, data
             )
+            # Over this chunk's exact bytes; the summary lists them in chunk order.
+            self.counts.receipts[place] = receipt(self.audit, self.pinned, recorded)
         c = self.counts
         c.lines += len(items)
         c.found += found
@@ -402,6 +407,7 @@ class Job:
                     "blank": c.blank,
                     **self.pinned.meta(self.caller.request_id),
                     "audit_ids": c.audit_ids,
+                    **({"receipts": c.receipts} if self.audit.keyring is not None else {}),
                 }
             }
         )

@@ -7,6 +7,7 @@ record, which is durable before the bytes are handed back (UU 27/2022 art. 31).
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -17,10 +18,27 @@ from app.auth.principal import Principal
 from app.eligibility import Program, RuleSet
 from app.schemas.lookup import FamiliesLookup
 from app.schemas.snapshots import Snapshot
-from app.services import eligibility
+from app.services import eligibility, receipts
 from app.services.audit import AuditEntry, AuditWriter, new_audit_id, nik_subject, no_kk_subject
 from app.services.catalog import Reads
 from app.services.pinning import Pinned
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """An answer's exact bytes and its signed receipt (None when receipts are off)."""
+
+    body: bytes
+    receipt: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """An audit record made durable: its id, its place in the chain, the digest it names."""
+
+    audit_id: str
+    seq: int
+    digest: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +110,7 @@ async def _answer(
     request: Asked,
     fetch: Fetch,
     on_disclosed: Callable[[int], None] | None = None,
-) -> bytes:
+) -> Answer:
     view = view_for(caller, request.programs, request.explain)
     pinned = await reads.pin(request.snapshot, request.rule_set)
     rendered = await fetch(reads, pinned.snapshot, pinned.rule_set, asked, view)  # one statement
@@ -105,8 +123,10 @@ async def _answer(
         subjects = subjects + [nik_subject(n) for n in rendered.disclosed]
     if on_disclosed is not None:
         on_disclosed(len(rendered.disclosed))
-    await record_access(audit, caller, audit_id, operation, pinned, subjects, rendered.found, body)
-    return body
+    done = await record_access(
+        audit, caller, audit_id, operation, pinned, subjects, rendered.found, body
+    )
+    return Answer(body, receipt(audit, pinned, done))
 
 
 async def record_access(
@@ -118,12 +138,13 @@ async def record_access(
     subjects: Sequence[str],
     found: int,
     body: bytes,
-) -> None:
+) -> Recorded:
     """The audit record of one answer, durable before the answer leaves (every face uses it).
 
     `body` is exactly what is sent (REST, a bulk chunk) or the rendered `data` (GraphQL).
     """
-    await audit.record(
+    digest = hashlib.sha256(body).digest()
+    seq = await audit.record(
         AuditEntry(
             id=audit_id,
             client_id=caller.principal.client_id,
@@ -133,15 +154,38 @@ async def record_access(
             rule_set_id=pinned.rule_set.id,
             subjects=subjects,
             found=found,
-            response_digest=hashlib.sha256(body).digest(),
+            response_digest=digest,
             request_id=caller.request_id,
+        )
+    )
+    return Recorded(audit_id, seq, digest)
+
+
+def receipt(
+    audit: AuditWriter, pinned: Pinned, recorded: Recorded, body_digest: bytes | None = None
+) -> str | None:
+    """The signed receipt of a recorded answer (app.services.receipts), over `body_digest`: the
+    SHA-256 of the exact bytes sent, when they are more than the recorded digest covers
+    (GraphQL: the whole response, the record covering its `data`)."""
+    keyring = audit.keyring
+    if keyring is None:
+        return None
+    snapshot, rule_set = pinned.snapshot, pinned.rule_set
+    return keyring.sign(
+        receipts.claims(
+            recorded.audit_id,
+            recorded.seq,
+            (snapshot.id, snapshot.checksum),
+            (rule_set.id, rule_set.checksum),
+            body_digest or recorded.digest,
+            int(time.time()),
         )
     )
 
 
 async def people_lookup(
     reads: Reads, audit: AuditWriter, caller: Caller, request: PeopleAsked
-) -> bytes:
+) -> Answer:
     return await _answer(
         reads,
         audit,
@@ -160,7 +204,7 @@ async def families_lookup(
     caller: Caller,
     request: FamiliesLookup,
     on_disclosed: Callable[[int], None] | None = None,
-) -> bytes:
+) -> Answer:
     """`on_disclosed(n)`: told how many NIKs the answer names (members...) once it is known."""
     return await _answer(
         reads,

@@ -131,8 +131,8 @@ def retired_keys(path: Path | None) -> list[dict[str, Any]]:
 def claims(
     audit_id: str,
     seq: int,
-    snapshot: tuple[str, str],
-    rule_set: tuple[str, str],
+    snapshot: tuple[str, str | None],
+    rule_set: tuple[str, str | None],
     body_digest: bytes,
     iat: int,
 ) -> dict[str, Any]:

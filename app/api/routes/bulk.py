@@ -41,7 +41,8 @@ _RESPONSE_EXAMPLE = (
     '"snapshot":{"id":"2026-01-23","checksum":"sha256:6478..."},'
     '"rule_set":{"id":"kepmensos-79-2025","checksum":"sha256:d951..."},'
     '"evaluation_date":"2026-01-23","request_id":"0f5c8e2a9b1d4c7e",'
-    '"audit_ids":["019a4f2c-7d1e-7a3b-9c2d-5e6f7a8b9c0d"]}}\n'
+    '"audit_ids":["019a4f2c-7d1e-7a3b-9c2d-5e6f7a8b9c0d"],'
+    '"receipts":["eyJhbGciOiJFZERTQSIsInR5cCI6InRlcGF0LXJlY2VpcHQrandzIiwia2lkIjoi..."]}}\n'
 )
 
 DESCRIPTION = f"""
@@ -56,7 +57,9 @@ lines are skipped but counted, so `line` is the line of the input file):
   masked; codes `malformed_json`, `nik_missing`, `nik_format`, `nik_date`, `nik_serial`,
   `line_too_long` (over {bulk.MAX_LINE} bytes). A bad line never fails the job;
 * last, `{{"summary": {{"lines", "found", "not_found", "errors", "blank", "snapshot",
-  "rule_set", "evaluation_date", "request_id", "audit_ids"}}}}`.
+  "rule_set", "evaluation_date", "request_id", "audit_ids", "receipts"}}}}`: one audit record
+  per chunk, and for each its signed receipt (a compact JWS, as the `Tepat-Receipt` header of a
+  lookup) over the chunk's exact bytes: the answer lines of that chunk, in order.
 
 The options are query parameters (the body is the stream; they are flags, never identifiers).
 The snapshot and rule set are pinned once: every line is answered from the same snapshot, even

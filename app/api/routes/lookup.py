@@ -7,7 +7,7 @@ from starlette.responses import Response
 
 from app.api.deps import CallerDep, State
 from app.api.examples import FAMILIES_EXAMPLE, PEOPLE_EXAMPLE
-from app.api.openapi import DATA_PROBLEMS
+from app.api.openapi import DATA_PROBLEMS, RECEIPT_HEADER, answered
 from app.http import limits
 from app.http.bodies import JsonRoute
 from app.http.caller import charge
@@ -32,15 +32,17 @@ router = APIRouter(tags=["lookup"], route_class=JsonRoute)
     response_model=PeopleAnswer,
     responses={
         **DATA_PROBLEMS,
-        200: {"content": {"application/json": {"example": PEOPLE_EXAMPLE}}},
+        200: {
+            "content": {"application/json": {"example": PEOPLE_EXAMPLE}},
+            "headers": RECEIPT_HEADER,
+        },
     },
 )
 async def people_lookup(
     body: PeopleLookup, state: State, caller: CallerDep, request: Request
 ) -> Response:
     await charge(request.scope, caller.principal, len(body.niks))  # 429 before any SQL
-    data = await lookup.people_lookup(state.reads, state.audit, caller, body)
-    return Response(data, media_type="application/json")
+    return answered(await lookup.people_lookup(state.reads, state.audit, caller, body))
 
 
 @router.post(
@@ -55,7 +57,10 @@ async def people_lookup(
     response_model=FamiliesAnswer,
     responses={
         **DATA_PROBLEMS,
-        200: {"content": {"application/json": {"example": FAMILIES_EXAMPLE}}},
+        200: {
+            "content": {"application/json": {"example": FAMILIES_EXAMPLE}},
+            "headers": RECEIPT_HEADER,
+        },
     },
 )
 async def families_lookup(
@@ -68,5 +73,4 @@ async def families_lookup(
     def cost(members: int) -> None:
         limits.debit(request.scope, caller.principal, members - len(body.no_kks))
 
-    data = await lookup.families_lookup(state.reads, state.audit, caller, body, cost)
-    return Response(data, media_type="application/json")
+    return answered(await lookup.families_lookup(state.reads, state.audit, caller, body, cost))
