@@ -59,8 +59,7 @@ async def private_chain(
     """
     await conn.execute(text("ALTER TABLE audit_log DISABLE TRIGGER USER"))
     await conn.execute(text("DELETE FROM audit_log"))
-    # The tree and checkpoints of the old log go too: other tests (tests/api/
-    # test_audit_proofs.py) commit a tree over the shared database's log.
+    # The Merkle tree and checkpoints other tests committed describe the log just emptied.
     await conn.execute(text("DELETE FROM audit_tree"))
     await conn.execute(text("DELETE FROM audit_checkpoints"))
     await conn.execute(
