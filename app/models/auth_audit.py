@@ -94,7 +94,7 @@ audit_log = Table(
 )
 
 # Which records name a subject: the first 8 bytes of each subject hash (as a signed bigint) and
-# the record's seq, filled after the fact by `tepat audit index` (app.services.audit.
+# the record's seq, filled after the fact by `tepat audit index` (app.services.audit.trails.
 # index_subjects), never on the request path. An index entry per subject costs ~2.5 us of
 # database CPU; inside the request it made a 1,000-NIK lookup wait for a GIN update (P3 at 1 M
 # people: 77 vs 112 lookups/s without it, p99 360 ms from pending-list merges). A trail reads
