@@ -117,8 +117,18 @@ SERVICE_LOGIN = "tepat_bench_api"
 
 
 class Run:
-    def __init__(self, mode: Mode, workers: int, workdir: Path, url: str, data: Prepared) -> None:
+    def __init__(
+        self,
+        mode: Mode,
+        workers: int,
+        workdir: Path,
+        url: str,
+        data: Prepared,
+        *,
+        receipts: bool = True,
+    ) -> None:
         self.mode = mode
+        self.receipts = receipts
         self.workers = workers
         self.workdir = workdir
         self.url = url
@@ -155,6 +165,7 @@ class Run:
                 # The rate limiter would cap P3/P4 at 20,000 NIK/s; the bench measures the
                 # service's capacity, not the per-client limit (tested in tests/).
                 "TEPAT_RATE_LIMIT_NIKS_PER_SECOND": "0",
+                "TEPAT_AUDIT_RECEIPTS": "true" if self.receipts else "false",
             }
             app, ready = "app.main:create_app", "/healthz"
         elif name == "fixed":
@@ -478,6 +489,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--people", type=int, default=0, help="override the release size")
     parser.add_argument("--duration", type=float, default=0, help="override seconds per load")
     parser.add_argument("--workdir", type=Path, default=Path(".tepat/bench"))
+    parser.add_argument(
+        "--no-receipts",
+        action="store_true",
+        help="the service signs no receipts (TEPAT_AUDIT_RECEIPTS=false): what receipts cost",
+    )
     return parser.parse_args(argv)
 
 
@@ -510,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     data = prepare(url, mode.people, args.workdir)
     log(f"prepared {data.release} in {time.perf_counter() - started:.1f} s")
-    run = Run(mode, args.workers, args.workdir, url, data)
+    run = Run(mode, args.workers, args.workdir, url, data, receipts=not args.no_receipts)
     steps = {"P1": run.p1, "P2": run.p2, "P3": run.p3, "P4": run.p4}
     try:
         for target in ("P1", "P2", "P3", "P4"):
