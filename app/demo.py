@@ -9,6 +9,7 @@ import socket
 from dataclasses import dataclass
 
 import uvicorn
+from rich.markup import escape
 from rich.panel import Panel
 from starlette.types import ASGIApp
 
@@ -147,6 +148,12 @@ def run_demo(settings: Settings, *, people: int, port: int | None, seed: int) ->
         raise SystemExit(2)
     try:
         prepared = asyncio.run(prepare(settings, people, seed))
+    except migrate.PreReleaseSchema as e:
+        embedded.stop()
+        pgdata = settings.data_dir / "pgdata"
+        hint = "" if settings.database_url else f" (the demo's own database: delete {pgdata})"
+        err.print(f"[red]error:[/red] {escape(e.detail)}{escape(hint)}")
+        raise SystemExit(1) from None
     except BaseException:
         embedded.stop()
         raise

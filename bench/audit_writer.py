@@ -1,6 +1,6 @@
 """Audit writer throughput: group commit vs one transaction per record (run by hand).
 
-    .venv/bin/python -m tests.audit.bench_writer [postgresql://postgres@127.0.0.1:5432/postgres]
+    python -m bench.audit_writer [postgresql://postgres@127.0.0.1:5432/postgres]
 
 Creates a scratch database on that server, migrates it, records N entries from C concurrent
 tasks (each waits for its record to be durable, as a request does) with each configuration,

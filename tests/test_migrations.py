@@ -1,12 +1,18 @@
-"""The whole migration chain: base -> head -> base -> head, and the models match the schema."""
+"""The migration: base -> head -> base -> head, the models match the schema, and a database of
+the pre-release chain is refused with a message, not a traceback."""
 
 from __future__ import annotations
 
 import datetime as dt
 import importlib.util
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 from types import ModuleType
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import text
@@ -46,7 +52,18 @@ async def test_upgrade_downgrade_upgrade(scratch: AsyncEngine) -> None:
     assert await _tables(scratch) >= TABLES
     assert await migrate.current(scratch) is not None
     await migrate.run(scratch, "downgrade", "base")
-    assert not TABLES & await _tables(scratch)
+    # Empty again: only Alembic's own bookkeeping table is left.
+    assert await _tables(scratch) == {"alembic_version"}
+    async with scratch.connect() as c:
+        left = await c.exec_driver_sql(
+            "SELECT count(*) FROM pg_proc WHERE pronamespace = 'public'::regnamespace"
+        )
+        assert left.scalar() == 0
+        left = await c.exec_driver_sql(
+            "SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace"
+            " AND relname NOT LIKE 'alembic_version%'"
+        )
+        assert left.scalar() == 0
     await migrate.run(scratch, "upgrade", "head")
     assert await _tables(scratch) >= TABLES
 
@@ -75,26 +92,24 @@ async def test_models_match_the_migrations(engine: AsyncEngine) -> None:
         assert await c.run_sync(diff) == []
 
 
-def _revision(name: str) -> ModuleType:
-    path = next(Path(__file__).parent.parent.joinpath("migrations", "versions").glob(f"*_{name}_*"))
-    spec = importlib.util.spec_from_file_location(f"revision_{name}", path)
+def _initial() -> ModuleType:
+    path = Path(__file__).parent.parent / "migrations" / "versions" / "0001_initial.py"
+    spec = importlib.util.spec_from_file_location("revision_0001_initial", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-def test_the_codes_migration_computes_what_the_models_decode() -> None:
-    """0007's frozen SQL is the layout the decoder reads (a change needs a new migration)."""
-    codes = _revision("0007")
-    assert code_sql(PERSON_CODE, "integer") == codes.PERSON_CODE
-    assert code_sql(DECISION_CODE, "bigint") == codes.DECISION_CODE
+def test_the_migration_computes_what_the_models_decode() -> None:
+    """The migration's frozen SQL is the layout the decoder reads (a change needs a migration)."""
+    initial = _initial()
+    assert code_sql(PERSON_CODE, "integer") == initial.PERSON_CODE
+    assert code_sql(DECISION_CODE, "bigint") == initial.DECISION_CODE
 
 
-async def test_codes_are_filled_for_decisions_stored_before_the_upgrade(
-    scratch: AsyncEngine,
-) -> None:
-    await migrate.run(scratch, "upgrade", "0006")
+async def test_codes_are_computed_from_the_stored_columns(scratch: AsyncEngine) -> None:
+    await migrate.run(scratch, "upgrade", "head")
     columns = {
         "nik": 3201014501990007, "no_kk": 3201010101010001, "region_code": 3201010001,
         "pkh_yearly": 2_700_000, "snapshot_key": 1, "rule_set_key": 1, "relationship": 1,
@@ -114,10 +129,61 @@ async def test_codes_are_filled_for_decisions_stored_before_the_upgrade(
             ),
             columns,
         )
-    await migrate.run(scratch, "upgrade", "head")
     async with scratch.connect() as c:
         person, decision = (
             await c.execute(text("SELECT person_code, decision_code FROM decisions"))
         ).one()
     assert decode(person, PERSON_CODE) == {n: columns[n] for n, _, _ in PERSON_CODE}
     assert decode(decision, DECISION_CODE) == {n: columns[n] for n, _, _ in DECISION_CODE}
+
+
+async def _stamp(engine: AsyncEngine, revision: str) -> None:
+    """Make `engine`'s database look like one the pre-release chain left at `revision`."""
+    await migrate.run(engine, "upgrade", "head")
+    async with engine.begin() as c:
+        await c.execute(text("UPDATE alembic_version SET version_num = :r"), {"r": revision})
+
+
+@pytest.mark.parametrize("revision", ["0009", "0001"])
+async def test_a_pre_release_database_is_refused(scratch: AsyncEngine, revision: str) -> None:
+    await _stamp(scratch, revision)
+    for direction, target in (("upgrade", "head"), ("downgrade", "base")):
+        with pytest.raises(migrate.PreReleaseSchema, match="pre-release migration chain"):
+            await migrate.run(scratch, direction, target)
+    assert await migrate.current(scratch) == revision  # untouched
+
+
+def _tepat(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TEPAT_DATABASE_URL": url, "COLUMNS": "200"},
+        timeout=120,
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["db upgrade", "demo"])
+async def test_the_cli_on_a_pre_release_database_says_recreate_it(
+    scratch: AsyncEngine, command: str
+) -> None:
+    """`tepat db upgrade` and the demo name the cause and the remedy (exit 1), no traceback."""
+    await _stamp(scratch, "0009")
+    url = scratch.url.render_as_string(hide_password=False)
+    args = command.split() + (["--port", str(_free_port())] if command == "demo" else [])
+    out = _tepat(url, *args)
+    assert out.returncode == 1, out.stderr
+    message = " ".join(out.stderr.split())
+    assert "created by the pre-release migration chain" in message
+    assert "(it is at revision 0009)" in message
+    assert "recreate the database" in message
+    assert "Traceback" not in out.stderr + out.stdout
+    assert await migrate.current(scratch) == "0009"

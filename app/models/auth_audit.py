@@ -1,4 +1,4 @@
-"""Tables for API clients and the chained, append-only audit trail (migration 0002)."""
+"""Tables for API clients and the chained, append-only audit trail (migration 0001_initial)."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ api_clients = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("expires_at", DateTime(timezone=True)),
     Column("revoked_at", DateTime(timezone=True)),
-    # Migration 0009: may call /v1/bulk/eligibility; NIKs a day (NULL: the default for its kind);
+    # May call /v1/bulk/eligibility; NIKs a day (NULL: the default for its kind);
     # suspended (every request refused) since when and why, until an operator reinstates it.
     Column("bulk", Boolean, nullable=False, server_default=text("false")),
     Column("daily_quota", BigInteger),
@@ -56,7 +56,7 @@ api_clients = Table(
 )
 
 # Per client: the day's NIK count (the day in WIB) and the rate limit's token bucket, leased
-# slice by slice by every process through the `client_lease` function (migration 0009,
+# slice by slice by every process through the `client_lease` function (migration 0001_initial,
 # app.repositories.allowance).
 client_usage = Table(
     "client_usage",
@@ -69,7 +69,7 @@ client_usage = Table(
 )
 
 # One row per access to personal data. Append-only: a trigger refuses UPDATE, DELETE and
-# TRUNCATE, and the service role holds only SELECT and INSERT (migration 0002).
+# TRUNCATE, and the service role holds only SELECT and INSERT (migration 0001_initial).
 audit_log = Table(
     "audit_log",
     metadata,
@@ -95,9 +95,9 @@ audit_log = Table(
 
 # Which records name a subject: the first 8 bytes of each subject hash (as a signed bigint) and
 # the record's seq, filled after the fact by `tepat audit index` (app.services.audit.trails.
-# index_subjects), never on the request path. An index entry per subject costs ~2.5 us of
-# database CPU; inside the request it made a 1,000-NIK lookup wait for a GIN update (P3 at 1 M
-# people: 77 vs 112 lookups/s without it, p99 360 ms from pending-list merges). A trail reads
+# index_subjects), never on the request path: an index entry per subject costs database CPU,
+# and inside the request it made a 1,000-NIK lookup wait for a GIN update and its pending-list
+# merges (measured: bench/RESULTS.md). A trail reads
 # this index up to `audit_index.indexed_upto` and scans only the records after it, so it is
 # complete however far indexing lags. Prefix matches are confirmed against the full hash.
 audit_subjects = Table(

@@ -2,7 +2,7 @@
 
 Partitions are created, loaded and indexed by the importer as standalone tables and attached
 at publish (docs/architecture.md). The parents carry no index: each partition has its own,
-on the bare key (no snapshot column in the index), which keeps a person near 150 bytes on disk.
+on the bare key (no snapshot column in the index), which keeps rows small (bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -126,8 +126,8 @@ people = Table(
 # (a STORED generated column): each field as value + 1 (0 for NULL; booleans 1/2) in `bits` bits,
 # the first field lowest; a field of 0 bits takes the rest. A lookup reads that one integer and
 # the worker renders the fields from a memo of the few distinct codes, instead of the database
-# formatting seven or ten columns a person (bench/: 1,000 NIKs, ~2.5 of ~8 ms of its CPU).
-# app.repositories.decisions decodes them; migration 0007 created them with this SQL.
+# formatting seven or ten columns a person (measured: bench/RESULTS.md).
+# app.repositories.decisions decodes them; the initial migration holds a frozen copy of the SQL.
 CodeField = tuple[str, int, type]
 PERSON_CODE: tuple[CodeField, ...] = (
     ("marital_status", 4, int), ("school_status", 4, int), ("school_level", 4, int),
@@ -175,9 +175,8 @@ decisions = Table(
     Column("bpnt_recipient", Boolean),
     Column("pbi_recipient", Boolean),
     # The person's own fields a plain answer shows (identity, attributes, health), copied from
-    # `people` so a lookup is one index probe, not a second probe and a join: 3.4 against 9.9 ms
-    # of database CPU for 1,000 NIKs on 1 M people (about 40 bytes a row more). Ordered so no
-    # padding falls between them.
+    # `people` so a lookup is one index probe, not a second probe and a join (measured:
+    # bench/RESULTS.md). Ordered so no padding falls between them.
     Column("sex", SmallInteger, nullable=False),
     Column("marital_status", SmallInteger),
     Column("school_status", SmallInteger),

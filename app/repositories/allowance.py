@@ -1,4 +1,4 @@
-"""SQL for the client allowance: leases from client_usage (migration 0009), and the day's usage."""
+"""SQL for the client allowance: leases from client_usage (initial migration), the day's usage."""
 
 from __future__ import annotations
 

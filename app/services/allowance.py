@@ -1,6 +1,6 @@
 """What a client may look up: a NIK rate limit and a daily quota shared by every process.
 
-Both live in one PostgreSQL row per client (client_usage, migration 0009): a token bucket and
+Both live in one PostgreSQL row per client (client_usage, the initial migration): a token bucket and
 the day's count (the day in WIB). No process spends from it directly. Each process LEASES a
 slice of permits with one atomic statement (`client_lease`: the row is locked while it settles
 what the process gives back, refills the bucket and grants), then spends the slice locally, with

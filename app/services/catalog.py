@@ -2,7 +2,7 @@
 
 Snapshots and rule sets never change once published, except a snapshot's retirement, so
 pinning a request need not ask the database each time. The cache is correct because it is
-dropped on every change: triggers NOTIFY `tepat_catalog` at commit (migration 0004) and a
+dropped on every change: triggers NOTIFY `tepat_catalog` at commit (the initial migration) and a
 dedicated listener connection clears the cache. While that listener is down (database
 outage), nothing is cached and every request asks the database, so a change is never missed.
 

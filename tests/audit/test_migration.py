@@ -1,4 +1,4 @@
-"""Migration 0002: down and up again, repeatedly, in one database; the schema matches the models."""
+"""The audit tables: down and up again, repeatedly, in one database; the schema matches the models."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ async def test_downgrade_and_upgrade_repeatedly(scratch: AsyncEngine, engine: As
     for _ in range(2):
         await migrate.run(scratch, "upgrade", "head")
         assert await _tables(scratch) >= MINE
-        await migrate.run(scratch, "downgrade", "0001")
+        await migrate.run(scratch, "downgrade", "base")
         assert not MINE & await _tables(scratch)
         async with scratch.connect() as c:
             fn = await c.exec_driver_sql(
@@ -37,7 +37,10 @@ async def test_downgrade_and_upgrade_repeatedly(scratch: AsyncEngine, engine: As
                 " WHERE grantee = 'tepat_service'"
             )
             assert grants.scalar() == 0
-        await migrate.run(scratch, "downgrade", "base")
+            kept = await c.exec_driver_sql(
+                "SELECT count(*) FROM pg_roles WHERE rolname = 'tepat_service'"
+            )
+            assert kept.scalar() == 1
     await migrate.run(scratch, "upgrade", "head")
     async with scratch.connect() as c:
         head = await c.exec_driver_sql("SELECT seq, hash FROM audit_head")
