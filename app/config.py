@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     # A signed receipt with every answer (Tepat-Receipt; bulk: in the summary). Off only to
     # measure what receipts cost (bench/ --no-receipts).
     audit_receipts: bool = True
+    # The audit log's name in its checkpoints (C2SP origin line and signing key name): set it
+    # to the deployment's own host and path, e.g. tepat.kemensos.go.id/audit-log.
+    audit_log_origin: str = Field("tepat.local/audit-log", pattern=r"^[^\s+]+$")
     # Public keys still published after a rotation (a JWKS file), so old receipts verify.
     audit_public_keys: Path | None = None
 

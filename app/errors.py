@@ -164,6 +164,18 @@ class AuditUnavailable(Unavailable):
     title = "The access could not be recorded, so no data is returned; retry later"
 
 
+class AuditRecordNotFound(TepatError):
+    code = "audit_record_not_found"
+    title = "No such audit record of this client"
+    status = 404
+
+
+class NoCheckpoint(TepatError):
+    code = "no_checkpoint"
+    title = "No checkpoint of the audit log has been published yet"
+    status = 404
+
+
 ALL_ERRORS: tuple[type[TepatError], ...] = (
     ValidationFailed,
     SnapshotNotFound,
@@ -185,4 +197,6 @@ ALL_ERRORS: tuple[type[TepatError], ...] = (
     ClientSuspended,
     Unavailable,
     AuditUnavailable,
+    AuditRecordNotFound,
+    NoCheckpoint,
 )

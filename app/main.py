@@ -13,6 +13,7 @@ from starlette.types import ASGIApp
 
 from app import __version__, db, embedded, logs
 from app.api.fast import FastLookup
+from app.api.routes import audit as audit_routes
 from app.api.routes import bulk, lookup, meta
 from app.config import Settings, get_settings
 from app.graphql.fast import FastGraphQL
@@ -183,6 +184,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(lookup.router, prefix="/v1")
     app.state.graphql_schema = mount_graphql(app, settings)
     app.include_router(bulk.router, prefix="/v1")
+    app.include_router(audit_routes.router, prefix="/v1")
     app.state.fast_lookup = FastStats()
     app.state.fast_graphql = FastStats()
     _outer_layers(app, settings)

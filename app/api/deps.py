@@ -8,7 +8,8 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from app.http.caller import authenticate
+from app.auth.principal import Principal
+from app.http.caller import authenticate, authenticate_key
 from app.http.state import AppState, state_of
 from app.services.lookup import Caller
 
@@ -41,5 +42,13 @@ async def caller(
     return await authenticate(request.scope, request.headers.get("authorization"), x_purpose)
 
 
+async def client(
+    request: Request,
+    _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Principal:
+    return await authenticate_key(request.scope, request.headers.get("authorization"))
+
+
 State = Annotated[AppState, Depends(get_state)]
+ClientDep = Annotated[Principal, Depends(client)]
 CallerDep = Annotated[Caller, Depends(caller)]

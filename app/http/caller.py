@@ -40,6 +40,15 @@ async def authenticate(
     return Caller(principal, granted, request_id_of(scope))
 
 
+async def authenticate_key(scope: Scope, authorization: str | None) -> Principal:
+    """The key alone (401), for calls about the client's own records (no personal data, so no
+    purpose): the audit log's proofs."""
+    principal = await state_of(scope).authenticator.authenticate(authorization)
+    state: dict[str, Any] = scope.setdefault("state", {})
+    state["client_id"] = principal.client_id
+    return principal
+
+
 def require_groups(principal: Principal, groups: Mapping[str, str]) -> None:
     """403 naming every selected field group the client was not granted, and its fields."""
     missing = [g for g in FIELD_GROUPS if g in groups and not principal.can_see(g)]

@@ -1,10 +1,12 @@
 """SQLAlchemy tables (Core): the schema Alembic migrates and the repositories query."""
 
 from app.models.auth_audit import api_clients as api_clients
+from app.models.auth_audit import audit_checkpoints as audit_checkpoints
 from app.models.auth_audit import audit_head as audit_head
 from app.models.auth_audit import audit_index as audit_index
 from app.models.auth_audit import audit_log as audit_log
 from app.models.auth_audit import audit_subjects as audit_subjects
+from app.models.auth_audit import audit_tree as audit_tree
 from app.models.auth_audit import client_usage as client_usage
 from app.models.tables import (
     SNAPSHOT_STATUSES,

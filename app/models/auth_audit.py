@@ -127,3 +127,27 @@ audit_head = Table(
     Column("hash", LargeBinary, nullable=False),
     CheckConstraint("id = 1", name="single_row"),
 )
+
+# The audit log's Merkle tree (RFC 9162; app.services.transparency): the hash of every complete
+# subtree, node (level, idx) covering leaves [idx * 2^level, (idx + 1) * 2^level); leaf i is the
+# record of seq i + 1. Appended by `tepat audit checkpoint`, never changed; the service reads it.
+audit_tree = Table(
+    "audit_tree",
+    metadata,
+    Column("level", SmallInteger, primary_key=True, autoincrement=False),
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("hash", LargeBinary, nullable=False),
+    CheckConstraint("level >= 0 AND level < 64 AND idx >= 0", name="node_in_range"),
+)
+
+# Every checkpoint `tepat audit checkpoint` signed (C2SP tlog-checkpoint notes), also written
+# out where the database's administrators cannot write; GET /v1/audit/checkpoint serves the last.
+audit_checkpoints = Table(
+    "audit_checkpoints",
+    metadata,
+    Column("size", BigInteger, primary_key=True, autoincrement=False),
+    Column("root", LargeBinary, nullable=False),
+    Column("note", Text, nullable=False),
+    Column("made_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("size > 0", name="size_positive"),
+)

@@ -13,6 +13,7 @@ Outside production, without one, a key is made once under the data directory.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import os
@@ -48,12 +49,13 @@ class SigningKey:
     kid: str
     jwk: OKPKey
     header: Mapping[str, str]
+    private: Ed25519PrivateKey | None = None  # also signs the audit log's checkpoints
 
     @classmethod
     def of(cls, private: Ed25519PrivateKey) -> SigningKey:
         jwk = OKPKey.import_key(private)
         kid = jwk.thumbprint()
-        return cls(kid, jwk, {"alg": ALG, "typ": TYP, "kid": kid})
+        return cls(kid, jwk, {"alg": ALG, "typ": TYP, "kid": kid}, private)
 
     def public_jwk(self) -> dict[str, Any]:
         out: dict[str, Any] = self.jwk.as_dict(private=False)
@@ -165,3 +167,13 @@ def verify(receipt: str, body: bytes, jwks: Mapping[str, Any]) -> dict[str, Any]
             f"{found.get('body_sha256')}"
         )
     return found
+
+
+def ed25519_public_keys(jwks: Mapping[str, Any]) -> list[bytes]:
+    """The raw Ed25519 public keys of a JWKS (the checkpoints' verifier keys are made of them)."""
+    out = []
+    for key in jwks.get("keys", []):
+        if key.get("kty") == "OKP" and key.get("crv") == "Ed25519" and "x" in key:
+            x = str(key["x"])
+            out.append(base64.urlsafe_b64decode(x + "=" * (-len(x) % 4)))
+    return out

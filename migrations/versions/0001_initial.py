@@ -20,7 +20,8 @@ What it builds, besides the tables of app.models:
   trigger refuses them even to the table owner's own tools. The chain starts at `audit_head`
   (seq 0, 32 zero bytes). Which records name a subject is kept in `audit_subjects`, filled in
   bulk by `tepat audit index` (operator work, never on the request path) up to
-  `audit_index.indexed_upto`.
+  `audit_index.indexed_upto`. The log's Merkle tree (`audit_tree`, RFC 9162) and its signed
+  checkpoints (`audit_checkpoints`) are the operator's to extend; the service only reads them.
 * `people`, `families` and `decisions` are LIST-partitioned by snapshot; the importer and the
   materializer create the partitions. Stored decisions carry the person's own answer fields and
   two packed codes (STORED generated columns) so a plain lookup is one index probe on the NIK.
@@ -79,8 +80,12 @@ GRANTS = (
     f"GRANT SELECT, UPDATE ON audit_head TO {ROLE}",
     # Indexing the trail is the operator's work: the service only reads these.
     f"GRANT SELECT ON audit_subjects, audit_index TO {ROLE}",
+    # The Merkle tree and its checkpoints are the operator's (`tepat audit checkpoint`): the
+    # service reads them to answer proofs and the latest checkpoint.
+    f"GRANT SELECT ON audit_tree, audit_checkpoints TO {ROLE}",
     f"REVOKE UPDATE, DELETE, TRUNCATE ON audit_log FROM {ROLE}",
     f"REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON audit_subjects, audit_index FROM {ROLE}",
+    f"REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON audit_tree, audit_checkpoints FROM {ROLE}",
 )
 
 DROP_ROLE = f"""
@@ -508,6 +513,27 @@ def _audit() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_index")),
     )
     op.execute("INSERT INTO audit_index (id, indexed_upto) VALUES (1, 0)")
+    op.create_table(
+        "audit_tree",
+        sa.Column("level", sa.SmallInteger(), autoincrement=False, nullable=False),
+        sa.Column("idx", sa.BigInteger(), autoincrement=False, nullable=False),
+        sa.Column("hash", sa.LargeBinary(), nullable=False),
+        sa.CheckConstraint(
+            "level >= 0 AND level < 64 AND idx >= 0", name=op.f("ck_audit_tree_node_in_range")
+        ),
+        sa.PrimaryKeyConstraint("level", "idx", name=op.f("pk_audit_tree")),
+    )
+    op.create_table(
+        "audit_checkpoints",
+        sa.Column("size", sa.BigInteger(), autoincrement=False, nullable=False),
+        sa.Column("root", sa.LargeBinary(), nullable=False),
+        sa.Column("note", sa.Text(), nullable=False),
+        sa.Column(
+            "made_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False
+        ),
+        sa.CheckConstraint("size > 0", name=op.f("ck_audit_checkpoints_size_positive")),
+        sa.PrimaryKeyConstraint("size", name=op.f("pk_audit_checkpoints")),
+    )
     op.execute(APPEND_ONLY_FUNCTION)
     op.execute(
         "CREATE TRIGGER audit_log_no_update_delete BEFORE UPDATE OR DELETE ON audit_log "
@@ -543,6 +569,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     # Triggers go with their tables, sequences with their columns, partitions with their parents.
     for table in (
+        "audit_checkpoints",
+        "audit_tree",
         "audit_index",
         "audit_subjects",
         "audit_head",
