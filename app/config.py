@@ -10,6 +10,9 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_AUDIT_KEY = "dev-only-audit-key-change-me"
+# The most NIKs or No. KKs one lookup may name: the ceiling the OpenAPI document publishes
+# (the request models' maxItems). TEPAT_MAX_BATCH may lower it, never raise it.
+MAX_BATCH = 1000
 
 
 class Settings(BaseSettings):
@@ -88,7 +91,9 @@ class Settings(BaseSettings):
     # Public keys still published after a rotation (a JWKS file), so old receipts verify.
     audit_public_keys: Path | None = None
 
-    max_batch: int = Field(1000, ge=1, le=10000)
+    # Identifiers a lookup may name, on every face (REST, its fast path, GraphQL): at most the
+    # published MAX_BATCH, which REST's request models check; a lower value is checked too.
+    max_batch: int = Field(MAX_BATCH, ge=1, le=MAX_BATCH)
     max_body_bytes: int = 1_000_000
     # POST /graphql bodies (app.graphql.gate): with an API key, and without one (only documents
     # without personal fields run without a key: snapshots, programs, rule sets, introspection).

@@ -128,10 +128,24 @@ def as_str(value: int) -> str:
     return f"{value:016d}"
 
 
-# Snapshot and rule-set ids as the fast paths check them (ASCII only, `fullmatch`): what fails
-# here goes on to the request models, which name the field in their refusal.
-SNAPSHOT_ID = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}(-r[1-9][0-9]*)?")
-RULE_SET_ID = re.compile(r"[a-z0-9][a-z0-9-]{2,63}")
+# Snapshot ids (DTSEN release ids: a date, then -rN for a re-release) and rule-set ids
+# (lower-case slugs), defined once here.
+
+
+def _snapshot_id(digit: str) -> str:
+    return f"{digit}{{4}}-{digit}{{2}}-{digit}{{2}}(-r[1-9]{digit}*)?"
+
+
+_RULE_SET_ID = "[a-z0-9][a-z0-9-]{2,63}"
+# As the request models write them (pydantic `pattern`, anchored): these strings are published
+# in the OpenAPI document.
+SNAPSHOT_ID_PATTERN = "^" + _snapshot_id(r"\d") + "$"
+RULE_SET_ID_PATTERN = "^" + _RULE_SET_ID + "$"
+# As the fast paths and the services check them: ASCII digits only, and always with
+# `fullmatch` (a `$` would let a trailing newline through). What fails here goes on to the
+# request models, which name the field in their refusal.
+SNAPSHOT_ID = re.compile(_snapshot_id("[0-9]"))
+RULE_SET_ID = re.compile(_RULE_SET_ID)
 
 _ECHO_CHARS = 32
 _LONG_DIGITS = re.compile(r"[0-9]{8,}")

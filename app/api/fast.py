@@ -19,11 +19,11 @@ import orjson
 from starlette.types import Scope
 
 from app.auth.principal import PROGRAMS
+from app.config import MAX_BATCH
 from app.http.caller import charge
 from app.http.fast import FastPath, Head, caller_of
 from app.http.state import state_of
 from app.identifiers import RULE_SET_ID, SNAPSHOT_ID, is_nik
-from app.schemas.lookup import MAX_BATCH
 from app.services import lookup
 
 PATH = "/v1/people/lookup"
@@ -42,8 +42,9 @@ class Plain:
     explain: bool
 
 
-def parse(body: bytes) -> Plain | None:
-    """The request if the body is plainly valid (the model would accept it as is), else None."""
+def parse(body: bytes, max_batch: int = MAX_BATCH) -> Plain | None:
+    """The request if the body is plainly valid (the model would accept it as is, and it names
+    at most `max_batch` NIKs: the configured limit), else None."""
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -51,7 +52,7 @@ def parse(body: bytes) -> Plain | None:
     if type(doc) is not dict or not _FIELDS.issuperset(doc):
         return None
     niks = doc.get("niks")
-    if type(niks) is not list or not 1 <= len(niks) <= MAX_BATCH:
+    if type(niks) is not list or not 1 <= len(niks) <= max_batch:
         return None
     for nik in niks:
         if type(nik) is not str or not is_nik(nik):
@@ -79,11 +80,11 @@ class FastLookup(FastPath):
     path = PATH
 
     async def answer(self, scope: Scope, body: bytes, head: Head) -> lookup.Answer | None:
-        request = parse(body)
+        state = state_of(scope)
+        request = parse(body, state.settings.max_batch)
         if request is None:
             return None
         # The route's steps, in its order (app.api.deps.caller, then the route body).
         caller = await caller_of(scope, head)
         await charge(scope, caller.principal, len(request.niks))  # 429 before any SQL
-        state = state_of(scope)
         return await lookup.people_lookup(state.reads, state.audit, caller, request)

@@ -2,6 +2,8 @@
 
 from app.eligibility.engine import (
     PROGRAM_ORDER,
+    SCHOOL_LEVEL_NAMES,
+    SCHOOL_LEVELS,
     Component,
     Criterion,
     Decision,
@@ -11,6 +13,7 @@ from app.eligibility.engine import (
     Program,
     age_on,
     evaluate_family,
+    stored_decision,
 )
 from app.eligibility.rule_set import (
     RuleSet,
@@ -22,6 +25,8 @@ from app.eligibility.rule_set import (
 
 __all__ = [
     "PROGRAM_ORDER",
+    "SCHOOL_LEVELS",
+    "SCHOOL_LEVEL_NAMES",
     "Component",
     "Criterion",
     "Decision",
@@ -36,4 +41,5 @@ __all__ = [
     "load_rule_set",
     "rule_set_in_force",
     "shipped_rule_sets",
+    "stored_decision",
 ]

@@ -53,6 +53,10 @@ FAMILY_PROGRAMS: Final = (Program.PKH, Program.BPNT)
 PERSON_PROGRAMS: Final = (Program.PBI_JK, Program.SEKOLAH_RAKYAT)
 
 SR_LEVELS: Final = ("SD", "SMP", "SMA")
+# The school levels and their codes (SNAPSHOT_FORMAT.md `jenjang_sekolah`): one table for the
+# importer (name to code), the registry's rows and the stored decisions (code to name).
+SCHOOL_LEVELS: Final[Mapping[str, int]] = {"SD": 1, "SMP": 2, "SMA": 3, "PT": 4}
+SCHOOL_LEVEL_NAMES: Final[Mapping[int, str]] = {v: k for k, v in SCHOOL_LEVELS.items()}
 REASON_MEMBER_HAS_COMPONENT: Final = "member_has_component"
 REASON_CAP: Final = "cap"
 REASON_MEMBER_LIMIT: Final = "member_limit"
@@ -319,7 +323,7 @@ def evaluate_family(
                 "family",
                 eligible,
                 family.bpnt_recipient,
-                {"monthly_rupiah": rules.bpnt_monthly} if eligible else None,
+                _benefit(Program.BPNT, rules, eligible, 0),
                 (criterion, not_excluded),
                 subject=family.no_kk,
             )
@@ -340,7 +344,7 @@ def evaluate_family(
                         "person",
                         pbi_eligible,
                         member.pbi_recipient,
-                        {"monthly_rupiah": rules.pbi_monthly} if pbi_eligible else None,
+                        _benefit(Program.PBI_JK, rules, pbi_eligible, 0),
                         pbi_criteria,
                         subject=member.nik,
                     )
@@ -429,10 +433,54 @@ def _pkh(family: Family, ages: list[int], rules: _Compiled, not_excluded: Criter
         "family",
         eligible,
         family.pkh_recipient,
-        {"yearly_rupiah": yearly, "per_tranche_rupiah": yearly // rules.tranches}
-        if eligible
-        else None,
+        _benefit(Program.PKH, rules, eligible, yearly),
         (decile_criterion, not_excluded, has_component),
         tuple(components),
         subject=family.no_kk,
+    )
+
+
+def _benefit(
+    program: Program, rules: _Compiled, eligible: bool, yearly: int
+) -> dict[str, int] | None:
+    """What an eligible unit receives (RULES.md), None when not eligible. `yearly`: the sum of
+    PKH's taken components (PKH only), paid in the rule set's tranches."""
+    if not eligible:
+        return None
+    if program is Program.PKH:
+        return {"yearly_rupiah": yearly, "per_tranche_rupiah": yearly // rules.tranches}
+    if program is Program.BPNT:
+        return {"monthly_rupiah": rules.bpnt_monthly}
+    if program is Program.PBI_JK:
+        return {"monthly_rupiah": rules.pbi_monthly}
+    return None  # Sekolah Rakyat: a place, no amount
+
+
+def stored_decision(
+    program: Program,
+    rule_set: RuleSet,
+    *,
+    eligible: bool,
+    recipient: bool | None,
+    pkh_yearly: int = 0,
+    level: str | None = None,
+    priority: int | None = None,
+    subject: str = "",
+) -> Decision:
+    """A decision rebuilt from what app.services.materialize stores of the engine's: the outcome,
+    the snapshot's recipient flag, PKH's yearly amount, Sekolah Rakyat's level and priority.
+    The benefit follows the engine's own formula; criteria and components are not stored, so
+    the decision renders as a plain answer only (`to_dict(False)`)."""
+    rules = _compiled(rule_set)
+    sr = program is Program.SEKOLAH_RAKYAT
+    return Decision(
+        program,
+        program.unit,
+        eligible,
+        None if sr else recipient,
+        _benefit(program, rules, eligible, pkh_yearly),
+        (),
+        level=level if sr else None,
+        priority=priority if sr else None,
+        subject=subject,
     )

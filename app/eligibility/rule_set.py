@@ -24,6 +24,8 @@ from pydantic import (
     model_validator,
 )
 
+from app.identifiers import RULE_SET_ID_PATTERN
+
 # RULES.md's PKH table, in its order: that order is the second sort key of the selection, so a
 # rule set must list the components exactly so (the order is logic, not a parameter).
 COMPONENT_ORDER: Final = ("HAMIL", "USIA_DINI", "DISABILITAS_BERAT", "LANSIA", "SMA", "SMP", "SD")
@@ -57,7 +59,7 @@ Count = Annotated[int, Strict(), Field(ge=1)]
 DecileRange = Annotated[tuple[Decile, Decile], AfterValidator(_ordered_pair)]
 AgeRange = Annotated[tuple[Age, Age], AfterValidator(_ordered_pair)]
 Cap = Annotated[Count | None, BeforeValidator(_none_as_null)]
-Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{2,63}$")]
+Slug = Annotated[str, StringConstraints(pattern=RULE_SET_ID_PATTERN)]
 
 
 class _Frozen(BaseModel):

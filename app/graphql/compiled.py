@@ -15,6 +15,7 @@ answer alike, byte for byte apart from the per-request ids, and audit alike.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -37,7 +38,10 @@ from graphql import (
 )
 from graphql.language import NamedTypeNode
 from graphql.validation import ASTValidationRule
+from strawberry.schema.config import StrawberryConfig
+from strawberry.types.private import is_private
 
+from app.graphql import types
 from app.graphql.documents import DocumentCache, cacheable
 from app.graphql.permissions import REQUIREMENTS, Needs
 
@@ -97,85 +101,145 @@ class Plan:
 # --- the schema's fields, each read from the REST answer's shape ---------------------------------
 #
 # Source objects: Person and Family read the person's answer (a Family's fields are the
-# person's `family` group and decile), the others read their own sub-object of it. A field in
-# a table with a sub-table is an object (or a list of them); None in a table: not compiled.
+# person's `family` group and decile), the others read their own sub-object of it. The tables
+# are generated from the Strawberry types themselves (app.graphql.types: each field's Python
+# name is the answer's key, its GraphQL name the table's), so a renamed field renames the key
+# it reads, and tests/graphql/test_compiled.py checks every key is one the answer has. A key is
+# read strictly (`source[key]`: a missing one is an error, never a silent null) unless the
+# answer leaves it out by definition (`optional`: recipient when unknown, a program's benefit
+# amounts...). A field in a table with a sub-table is an object (or a list of them); a field
+# left out of a table is not compiled.
 
-Table = dict[str, tuple[Getter, "Table | None"]]
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    """How the compiled path serves one field: a getter, a sub-table for an object, and the
+    answer's keys it reads (a path from its source object; () when it reads none)."""
+
+    get: Getter
+    table: Table | None
+    path: tuple[str, ...]
+    optional: bool = False  # the answer may leave the key out: read as null
 
 
-def _key(name: str) -> Getter:
-    return lambda source: source.get(name)
+Table = dict[str, Served]
+_NAMES = StrawberryConfig().name_converter
+_TYPENAMES: dict[int, str] = {}
 
 
 def _constant(value: str) -> Getter:
     return lambda _: value
 
 
-_BENEFIT: Table = {
-    "monthlyRupiah": (_key("monthly_rupiah"), None),
-    "yearlyRupiah": (_key("yearly_rupiah"), None),
-    "perTrancheRupiah": (_key("per_tranche_rupiah"), None),
-}
-_COMPONENT: Table = {
-    "nik": (_key("nik"), None),
-    "component": (_key("component"), None),
-    "yearlyRupiah": (_key("yearly_rupiah"), None),
-    "taken": (_key("taken"), None),
-    "reason": (_key("reason"), None),
-}
-_DECISION: Table = {
-    "program": (_key("program"), None),
-    "unit": (_key("unit"), None),
-    "eligible": (_key("eligible"), None),
-    "recipient": (_key("recipient"), None),
-    "level": (_key("level"), None),
-    "priority": (_key("priority"), None),
-    "benefit": (_key("benefit"), _BENEFIT),
-    "components": (_key("components"), _COMPONENT),
-}
-_IDENTITY: Table = {
-    "name": (_key("name"), None),
-    "sex": (_key("sex"), None),
-    "birthDate": (_key("birth_date"), None),
-}
-_PERSON_ATTRIBUTES: Table = {
-    "maritalStatus": (_key("marital_status"), None),
-    "schoolStatus": (_key("school_status"), None),
-    "schoolLevel": (_key("school_level"), None),
-    "working": (_key("working"), None),
-}
-_HEALTH: Table = {
-    "disability": (_key("disability"), None),
-    "chronicIllness": (_key("chronic_illness"), None),
-    "pregnant": (_key("pregnant"), None),
-}
-_FAMILY: Table = {
-    "noKk": (lambda p: p["family"]["no_kk"], None),
-    "found": (lambda p: True, None),
-    "decile": (_key("decile"), None),
-    "kodeWilayah": (lambda p: p["family"]["kode_wilayah"], None),
-}
-_PERSON: Table = {
-    "nik": (_key("nik"), None),
-    "found": (_key("found"), None),
-    "decile": (_key("decile"), None),
-    "relationship": (lambda p: p["family"]["relationship"] if "family" in p else None, None),
-    "family": (lambda p: p if "family" in p else None, _FAMILY),
-    "identity": (_key("identity"), _IDENTITY),
-    "attributes": (_key("attributes"), _PERSON_ATTRIBUTES),
-    "health": (_key("health"), _HEALTH),
-    "eligibility": (_key("decisions"), _DECISION),
-}
-_TYPENAMES = {
-    id(_PERSON): "Person",
-    id(_FAMILY): "Family",
-    id(_IDENTITY): "Identity",
-    id(_PERSON_ATTRIBUTES): "PersonAttributes",
-    id(_HEALTH): "Health",
-    id(_DECISION): "Decision",
-    id(_BENEFIT): "Benefit",
-    id(_COMPONENT): "Component",
-}
+def _strict(name: str) -> Getter:
+    return operator.itemgetter(name)
+
+
+def _optional(name: str) -> Getter:
+    return lambda source: source.get(name)
+
+
+def _inner(type_: object) -> object:
+    while hasattr(type_, "of_type"):  # Optional[...], list[...]
+        type_ = type_.of_type
+    return type_
+
+
+def _table(
+    cls: type,
+    *,
+    optional: frozenset[str] = frozenset(),
+    subs: dict[str, Table] | None = None,
+    special: dict[str, Served] | None = None,
+    skip: frozenset[str] = frozenset(),
+    found_only: bool = False,
+) -> Table:
+    """The table of a Strawberry type's fields, by GraphQL name: each reads the answer's key of
+    its Python name, unless `special` says how (or `skip`: not compiled). Every name given here
+    must be one of the type's fields, and every object field must have a sub-table or be
+    skipped: a renamed field fails at import, it cannot silently read nothing. `found_only`:
+    every field but nik and found is null when the answer says not found."""
+    definition = cls.__strawberry_definition__  # type: ignore[attr-defined]
+    subs, special = subs or {}, special or {}
+    fields = {f.python_name: f for f in definition.fields if not is_private(f.type)}
+    unknown = (set(subs) | set(special) | optional | skip) - set(fields)
+    if unknown:
+        raise TypeError(f"{definition.name} has no field(s) {sorted(unknown)}")
+    table: Table = {}
+    for python_name, field in fields.items():
+        if python_name in skip:
+            continue
+        sub = subs.get(python_name)
+        if sub is not None and _TYPENAMES[id(sub)] != _inner(field.type).__name__:  # type: ignore[attr-defined]
+            raise TypeError(f"{definition.name}.{python_name}: the sub-table is of another type")
+        served = special.get(python_name)
+        if served is None:
+            if sub is None and hasattr(_inner(field.type), "__strawberry_definition__"):
+                raise TypeError(f"{definition.name}.{python_name} is an object: give a table")
+            is_optional = python_name in optional
+            get = _optional(python_name) if is_optional else _strict(python_name)
+            served = Served(get, sub, (python_name,), is_optional)
+        elif sub is not None:
+            served = Served(served.get, sub, served.path, served.optional)
+        if found_only and python_name not in ("nik", "found"):
+            served = _found(served)
+        table[_NAMES.get_graphql_name(field)] = served
+    _TYPENAMES[id(table)] = definition.name
+    return table
+
+
+def _found(served: Served) -> Served:
+    """A Person field: null when the NIK is not found (the answer then has nik and found only)."""
+    get = served.get
+    return Served(
+        lambda p: get(p) if p["found"] else None, served.table, served.path, served.optional
+    )
+
+
+_BENEFIT = _table(
+    types.Benefit, optional=frozenset({"monthly_rupiah", "yearly_rupiah", "per_tranche_rupiah"})
+)
+_COMPONENT = _table(types.Component)
+_DECISION = _table(
+    types.Decision,
+    # recipient: left out when the snapshot has no flag; level and priority: Sekolah Rakyat's;
+    # components: with explain only (never compiled).
+    optional=frozenset({"recipient", "level", "priority", "components"}),
+    subs={"benefit": _BENEFIT, "components": _COMPONENT},
+    skip=frozenset({"criteria"}),
+)
+_IDENTITY = _table(types.Identity)
+_PERSON_ATTRIBUTES = _table(types.PersonAttributes)
+_HEALTH = _table(types.Health)
+_FAMILY = _table(
+    types.Family,
+    special={
+        "no_kk": Served(lambda p: p["family"]["no_kk"], None, ("family", "no_kk")),
+        "found": Served(lambda p: True, None, ()),
+        "kode_wilayah": Served(
+            lambda p: p["family"]["kode_wilayah"], None, ("family", "kode_wilayah")
+        ),
+    },
+    skip=frozenset({"attributes", "members", "eligibility"}),
+)
+_PERSON = _table(
+    types.Person,
+    special={
+        "relationship": Served(
+            lambda p: p["family"]["relationship"], None, ("family", "relationship")
+        ),
+        "family": Served(lambda p: p, None, ()),  # its fields read the person's answer
+        "eligibility": Served(_strict("decisions"), None, ("decisions",)),
+    },
+    subs={
+        "family": _FAMILY,
+        "identity": _IDENTITY,
+        "attributes": _PERSON_ATTRIBUTES,
+        "health": _HEALTH,
+        "eligibility": _DECISION,
+    },
+    found_only=True,
+)
 
 
 class _NotCompiled(Exception):
@@ -194,12 +258,12 @@ def _nodes(selection: SelectionSetNode | None, table: Table) -> tuple[Node, ...]
         if name == "__typename":
             out.append(Node(key, _constant(_TYPENAMES[id(table)])))
             continue
-        entry = table.get(name)
-        if entry is None:
+        served = table.get(name)
+        if served is None:
             raise _NotCompiled
-        get, sub = entry
+        sub = served.table
         children = None if sub is None else _nodes(field.selection_set, sub)
-        out.append(Node(key, get, children))
+        out.append(Node(key, served.get, children))
     return tuple(out)
 
 

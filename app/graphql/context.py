@@ -110,6 +110,7 @@ class GraphContext(BaseContext):
         self._people: DataLoader[int, Entry | None] | None = None
         self._families: DataLoader[int, Entry | None] | None = None
         self._evaluations: dict[tuple[int, tuple[Program, ...]], FamilyEvaluation] = {}
+        self._stored: dict[eligibility.View, DataLoader[str, list[dict[str, Any]]]] = {}
         # What the audit record names (UU 27/2022 art. 31): subjects asked, NIKs disclosed.
         self.asked: list[str] = []
         self.asked_niks: set[str] = set()
@@ -296,11 +297,40 @@ class GraphContext(BaseContext):
         explain: bool,
     ) -> list[dict[str, Any]]:
         view, rule_set = await self._view(programs, rule_set_id, explain)
+        assert self._pinned is not None
+        snapshot = self._pinned.snapshot
+        # Where REST answers from the stored decisions, so does this (the same condition and
+        # the same rendering, app.services.eligibility); elsewhere the engine, as REST's live path.
+        async with self.session.use() as conn:
+            key = await eligibility.plain_stored_key(conn, snapshot, rule_set, view)
+        if key is not None:
+            return await self._stored_loader(snapshot, rule_set, key, view).load(nik)
         evaluation = self._evaluation(entry, rule_set, view.programs)
         found = {entry[0].no_kk: entry}
         shaped = eligibility.person_results([nik], found, {entry[0].no_kk: evaluation}, view)
         decisions: list[dict[str, Any]] = shaped[0]["decisions"]
         return decisions
+
+    def _stored_loader(
+        self, snapshot: Snapshot, rule_set: RuleSet, key: int, view: eligibility.View
+    ) -> DataLoader[str, list[dict[str, Any]]]:
+        """People's stored decisions under `view`, the NIKs of one execution step read in one
+        statement on the request's connection: REST's rendered answers, their `decisions`."""
+        loader = self._stored.get(view)
+        if loader is None:
+            session = self.session
+
+            async def load(niks: list[str]) -> list[list[dict[str, Any]]]:
+                async with session.use() as conn:
+                    rendered = await eligibility.people_stored(
+                        conn, snapshot, rule_set, key, niks, view
+                    )
+                # Every NIK here was found in the registry: its stored answer has decisions
+                # (a KeyError otherwise, never a silent empty list).
+                return [orjson.loads(part)["decisions"] for part in rendered.parts]
+
+            loader = self._stored[view] = DataLoader(load)
+        return loader
 
     async def family_decisions(
         self, entry: Entry, programs: list[str] | None, rule_set_id: str | None, explain: bool

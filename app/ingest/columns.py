@@ -11,12 +11,10 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from app.eligibility.engine import SCHOOL_LEVELS
 from app.identifiers import IdentifierError, parse_nik
 
 NULL = "\\N"
-
-SCHOOL_LEVELS = {"SD": 1, "SMP": 2, "SMA": 3, "PT": 4}
-SCHOOL_LEVEL_NAMES = {v: k for k, v in SCHOOL_LEVELS.items()}
 
 
 class FieldError(ValueError):

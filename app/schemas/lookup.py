@@ -8,9 +8,17 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
-from app.identifiers import IdentifierError, check_no_kk, echo, is_nik, parse_nik
+from app.config import MAX_BATCH
+from app.identifiers import (
+    RULE_SET_ID_PATTERN,
+    SNAPSHOT_ID_PATTERN,
+    IdentifierError,
+    check_no_kk,
+    echo,
+    is_nik,
+    parse_nik,
+)
 
-MAX_BATCH = 1000
 # What `explain` adds and what it leaves out (app.services.disclosure; docs/disclosure.md).
 EXPLAIN = (
     "Include every criterion (observed, required, passed) and, for PKH, every candidate "
@@ -76,7 +84,7 @@ SnapshotId = Annotated[
     Field(
         description="Pin a snapshot (DTSEN release id). Default: the current one.",
         examples=["2026-01-23"],
-        pattern=r"^\d{4}-\d{2}-\d{2}(-r[1-9]\d*)?$",
+        pattern=SNAPSHOT_ID_PATTERN,
     ),
 ]
 RuleSetId = Annotated[
@@ -84,7 +92,7 @@ RuleSetId = Annotated[
     Field(
         description="Pin a rule set. Default: the one in force on the snapshot's cut-off date.",
         examples=["kepmensos-79-2025"],
-        pattern=r"^[a-z0-9][a-z0-9-]{2,63}$",
+        pattern=RULE_SET_ID_PATTERN,
     ),
 ]
 

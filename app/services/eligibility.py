@@ -13,16 +13,24 @@ from typing import Any
 import orjson
 from cachetools import TTLCache
 
-from app.eligibility import Family, FamilyEvaluation, Member, Program, RuleSet, evaluate_family
+from app.eligibility import (
+    SCHOOL_LEVEL_NAMES,
+    Family,
+    FamilyEvaluation,
+    Member,
+    Program,
+    RuleSet,
+    evaluate_family,
+    stored_decision,
+)
 from app.identifiers import as_str
-from app.ingest.columns import SCHOOL_LEVEL_NAMES
 from app.models.tables import DECISION_CODE, PERSON_CODE
 from app.repositories import decisions as decisions_repo
 from app.repositories import registry
 from app.repositories.registry import Conn, FamilyMembers, FamilyRow, PersonRow
 from app.schemas.snapshots import Snapshot
 from app.services.catalog import Reads
-from app.services.disclosure import disclosure, shape_decisions
+from app.services.disclosure import shape_decisions
 
 FIELD_GROUPS = ("decision", "decile", "membership", "identity", "attributes", "health")
 ALL_GROUPS = frozenset(FIELD_GROUPS)
@@ -203,10 +211,9 @@ async def people(
     yet) the engine evaluates the families live. Both are the engine's decisions:
     tests/services/test_materialize.py checks the two paths answer alike for every person.
     """
-    if not view.explain:
-        rule_set_key = await stored_rule_set_key(conn, snapshot.key, rule_set.id)
-        if rule_set_key is not None:
-            return await _people_stored(conn, snapshot, rule_set, rule_set_key, niks, view)
+    rule_set_key = await plain_stored_key(conn, snapshot, rule_set, view)
+    if rule_set_key is not None:
+        return await people_stored(conn, snapshot, rule_set, rule_set_key, niks, view)
     results, found = await people_live(conn, snapshot, rule_set, niks, view)
     return Rendered(
         [orjson.dumps(r) for r in results], found, frozenset(disclosed_niks(results, niks))
@@ -246,6 +253,17 @@ _stored_keys: dict[tuple[int, str], int] = {}
 _not_stored: TTLCache[tuple[int, str], bool] = TTLCache(maxsize=1024, ttl=5)
 
 
+async def plain_stored_key(
+    conn: Conn, snapshot: Snapshot, rule_set: RuleSet, view: View
+) -> int | None:
+    """The rule set's key when an answer under `view` comes from the stored decisions (a plain
+    answer on a materialised snapshot and rule set); None: the engine evaluates live. Every
+    face falls back on this one condition."""
+    if view.explain:
+        return None
+    return await stored_rule_set_key(conn, snapshot.key, rule_set.id)
+
+
 async def stored_rule_set_key(conn: Conn, snapshot_key: int, rule_set_id: str) -> int | None:
     key = (snapshot_key, rule_set_id)
     if key in _stored_keys:
@@ -260,56 +278,37 @@ async def stored_rule_set_key(conn: Conn, snapshot_key: int, rule_set_id: str) -
     return found
 
 
-_LEVEL_NAMES = {1: "SD", 2: "SMP", 3: "SMA"}
+# The stored columns of each program's decision (app.services.materialize writes them).
+_STORED_COLUMNS = {
+    Program.PKH: ("pkh_eligible", "pkh_recipient"),
+    Program.BPNT: ("bpnt_eligible", "bpnt_recipient"),
+    Program.PBI_JK: ("pbi_eligible", "pbi_recipient"),
+    Program.SEKOLAH_RAKYAT: ("sr_eligible", None),
+}
 
 
 def stored_decisions(
-    row: Any, rule_set: RuleSet, programs: Sequence[Program], priority: bool = True
+    row: Any, rule_set: RuleSet, programs: Sequence[Program], groups: frozenset[str]
 ) -> list[dict[str, Any]]:
-    """A plain answer's decisions from a stored row: the engine's `Decision.to_dict(False)`, as
-    `shape_decisions` leaves it (`priority`: whether the client may see Sekolah Rakyat's)."""
-    out: list[dict[str, Any]] = []
+    """A plain answer's decisions from a stored row (`decisions_repo.decode` of a decision_code,
+    or the row itself): the engine's decisions rebuilt (`stored_decision`) and shaped as any
+    plain answer is, for a client holding `groups` (app.services.disclosure)."""
+    decisions = []
     for program in programs:
-        if program is Program.PKH:
-            d: dict[str, Any] = {
-                "program": "PKH",
-                "unit": "family",
-                "eligible": row["pkh_eligible"],
-            }
-            if row["pkh_recipient"] is not None:
-                d["recipient"] = row["pkh_recipient"]
-            yearly = row["pkh_yearly"]
-            d["benefit"] = (
-                {"yearly_rupiah": yearly,
-                 "per_tranche_rupiah": yearly // rule_set.pkh.tranches_per_year}
-                if row["pkh_eligible"] else None
-            )  # fmt: skip
-        elif program is Program.BPNT:
-            d = {"program": "BPNT", "unit": "family", "eligible": row["bpnt_eligible"]}
-            if row["bpnt_recipient"] is not None:
-                d["recipient"] = row["bpnt_recipient"]
-            d["benefit"] = (
-                {"monthly_rupiah": rule_set.bpnt.monthly_rupiah} if row["bpnt_eligible"] else None
+        eligible, recipient = _STORED_COLUMNS[program]
+        level = row["sr_level"]
+        decisions.append(
+            stored_decision(
+                program,
+                rule_set,
+                eligible=row[eligible],
+                recipient=None if recipient is None else row[recipient],
+                pkh_yearly=row["pkh_yearly"],
+                level=SCHOOL_LEVEL_NAMES.get(level) if level else None,
+                priority=row["sr_priority"],
             )
-        elif program is Program.PBI_JK:
-            d = {"program": "PBI_JK", "unit": "person", "eligible": row["pbi_eligible"]}
-            if row["pbi_recipient"] is not None:
-                d["recipient"] = row["pbi_recipient"]
-            d["benefit"] = (
-                {"monthly_rupiah": rule_set.pbi.monthly_rupiah} if row["pbi_eligible"] else None
-            )
-        else:
-            d = {
-                "program": "SEKOLAH_RAKYAT",
-                "unit": "person",
-                "eligible": row["sr_eligible"],
-                "benefit": None,
-                "level": _LEVEL_NAMES.get(row["sr_level"]),
-            }
-            if priority:  # the decile: the `decile` group (app.services.disclosure)
-                d["priority"] = row["sr_priority"]
-        out.append(d)
-    return out
+        )
+    return shape_decisions(decisions, groups, None, False)
 
 
 # --- the stored path, rendered straight to bytes -------------------------------------------------
@@ -362,15 +361,17 @@ def _memo(shape: tuple[Any, ...], render: Callable[[int], bytes]) -> _Memo:
     return memo
 
 
-def _decisions_memo(rule_set: RuleSet, programs: tuple[Program, ...], priority: bool) -> _Memo:
+def _decisions_memo(
+    rule_set: RuleSet, programs: tuple[Program, ...], groups: frozenset[str]
+) -> _Memo:
     """`,"decisions":[...]` by decision_code, as `stored_decisions` renders it. The shape
-    includes what the client may see (`priority`), so one client's is never another's."""
+    includes what the client may see (its field groups), so one client's is never another's."""
 
     def render(code: int) -> bytes:
         row = decisions_repo.decode(code, DECISION_CODE)
-        return b',"decisions":' + orjson.dumps(stored_decisions(row, rule_set, programs, priority))
+        return b',"decisions":' + orjson.dumps(stored_decisions(row, rule_set, programs, groups))
 
-    return _memo(("decisions", rule_set.checksum, programs, priority), render)
+    return _memo(("decisions", rule_set.checksum, programs, groups), render)
 
 
 def _person_memo(groups: frozenset[str]) -> _Memo:
@@ -395,11 +396,7 @@ def render_stored(
     `decisions_repo.stored_query(view.groups)` by NIK (more rows than asked are fine)."""
     groups = view.groups
     person = _person_memo(groups) if groups.intersection(decisions_repo.CODED_GROUPS) else None
-    decisions = (
-        _decisions_memo(rule_set, view.programs, disclosure(groups).priority)
-        if "decision" in groups
-        else None
-    )
+    decisions = _decisions_memo(rule_set, view.programs, groups) if "decision" in groups else None
     parts: list[bytes] = []
     append = parts.append
     found = 0
@@ -421,7 +418,7 @@ def render_stored(
     return Rendered(parts, found)
 
 
-async def _people_stored(
+async def people_stored(
     conn: Conn,
     snapshot: Snapshot,
     rule_set: RuleSet,

@@ -15,7 +15,14 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from app.eligibility import PROGRAM_ORDER, FamilyEvaluation, Program, RuleSet, evaluate_family
+from app.eligibility import (
+    PROGRAM_ORDER,
+    SCHOOL_LEVELS,
+    FamilyEvaluation,
+    Program,
+    RuleSet,
+    evaluate_family,
+)
 from app.identifiers import as_str
 from app.repositories.registry import FamilyRow, PersonRow
 from app.schemas.snapshots import Snapshot
@@ -39,7 +46,7 @@ COLUMNS = (
     "sex", "marital_status", "school_status", "school_level", "disability", "pregnant",
     "chronic_illness", "working", "birth_date", "name",
 )  # fmt: skip
-_LEVEL = {"SD": "1", "SMP": "2", "SMA": "3"}
+_LEVEL = {name: str(code) for name, code in SCHOOL_LEVELS.items()}  # Sekolah Rakyat's: SR_LEVELS
 NULL = "\\N"
 
 

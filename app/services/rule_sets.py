@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
 from pathlib import Path
 
 from cachetools import TTLCache
@@ -17,6 +16,7 @@ from app.eligibility import (
     shipped_rule_sets,
 )
 from app.errors import NoRuleSetInForce, RuleSetConflict, RuleSetNotFound, ValidationFailed
+from app.identifiers import RULE_SET_ID
 from app.repositories import rule_sets as repo
 from app.schemas.snapshots import Snapshot
 
@@ -72,11 +72,8 @@ async def list_rule_sets(conn: AsyncConnection) -> list[RuleSet]:
     return cached
 
 
-_RULE_SET_ID = re.compile(r"^[a-z0-9][a-z0-9-]{2,63}$")
-
-
 async def get_rule_set(conn: AsyncConnection, rule_set_id: str) -> RuleSet:
-    if not _RULE_SET_ID.match(rule_set_id):  # cannot name a rule set; never reaches SQL
+    if not RULE_SET_ID.fullmatch(rule_set_id):  # cannot name a rule set; never reaches SQL
         raise RuleSetNotFound("no rule set has that id (a rule set id is a lower-case slug)")
     for r in await list_rule_sets(conn):
         if r.id == rule_set_id:

@@ -186,3 +186,38 @@ def test_parse_accepts_exactly_the_plain_shape() -> None:
     wide = {"niks": ["3201014501900001"], "snapshot": "２０２６-01-23"}  # full-width digits
     assert parse(orjson.dumps(wide)) is None
     assert parse(orjson.dumps({"niks": ["3201014501900001"] * 1001})) is None
+
+
+async def test_a_lower_configured_batch_limit_holds_on_both_rest_paths(
+    settings: Settings, published: Path, full_key: str, niks: list[str]
+) -> None:
+    """TEPAT_MAX_BATCH (at most the published MAX_BATCH) limits REST as it limits GraphQL."""
+    application = create_app(settings.model_copy(update={"max_batch": 2}))
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://tepat.test") as c:
+            headers = {**auth(full_key), **JSON}
+            ok = await c.post(URL, content=orjson.dumps({"niks": niks[:2]}), headers=headers)
+            assert ok.status_code == 200
+            over = await c.post(URL, content=orjson.dumps({"niks": niks[:3]}), headers=headers)
+            assert over.status_code == 422
+            assert over.json()["field"] == "niks"
+            families = await c.post(
+                "/v1/families/lookup",
+                content=orjson.dumps({"no_kks": ["3201010101200001"] * 3}),
+                headers=headers,
+            )
+            assert families.status_code == 422
+            assert families.json()["field"] == "no_kks"
+    assert parse(orjson.dumps({"niks": niks[:3]}), 2) is None
+    assert parse(orjson.dumps({"niks": niks[:2]}), 2) is not None
+
+
+def test_the_batch_setting_cannot_exceed_the_published_limit() -> None:
+    from pydantic import ValidationError
+
+    from app.config import MAX_BATCH
+
+    assert Settings(_env_file=None).max_batch == MAX_BATCH
+    with pytest.raises(ValidationError):
+        Settings(_env_file=None, max_batch=MAX_BATCH + 1)

@@ -11,11 +11,17 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.eligibility import Family, Member, evaluate_family, load_rule_set, shipped_rule_sets
-from app.ingest.columns import SCHOOL_LEVELS
+from app.eligibility import (
+    SCHOOL_LEVEL_NAMES,
+    Family,
+    Member,
+    evaluate_family,
+    load_rule_set,
+    shipped_rule_sets,
+)
 from tests.support import RELEASE, auth
 
-LEVELS = {v: k for k, v in SCHOOL_LEVELS.items()}
+LEVELS = SCHOOL_LEVEL_NAMES
 ReleaseData = tuple[dict[str, dict[str, str]], dict[str, list[dict[str, str]]]]
 
 

@@ -18,18 +18,21 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+import strawberry
 from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app import db
 from app.config import Settings
+from app.graphql import compiled
 from app.graphql.compiled import compile_document
 from app.graphql.extensions import LIMIT_RULES, MAX_TOKENS
 from app.http.fast import FastStats
 from app.main import create_app
 from app.services import materialize, pinning
 from bench.suite import GRAPHQL_PERSON
+from tests.graphql.test_parity import rest_decision
 from tests.helpers import imported_release
 from tests.support import RELEASE, MakeClient, auth
 
@@ -286,3 +289,144 @@ def test_compiled_shapes(app: FastAPI) -> None:
     assert compile_document(schema, SMALL, "Other", rules, MAX_TOKENS) is None
     deep = '{ person(nik: "1") { ' + " ".join(f"a{i}: nik" for i in range(11)) + " } }"
     assert compile_document(schema, deep, None, rules, MAX_TOKENS) is None  # aliases limit
+
+
+def _unserved(table: compiled.Table, sources: list[dict[str, Any]], where: str) -> list[str]:
+    """Fields of `table` (and its sub-tables) whose answer key the `sources` (found answers'
+    objects) never carry, or lack though the key is not optional. [] when every field reads
+    a key the answer has."""
+    problems: list[str] = []
+    for name, served in table.items():
+        present = 0
+        for source in sources:
+            value: Any = source
+            for key in served.path:
+                if not isinstance(value, dict) or key not in value:
+                    break
+                value = value[key]
+            else:
+                present += 1
+        if served.path and (present == 0 or (not served.optional and present < len(sources))):
+            problems.append(
+                f"{where}.{name} reads {'.'.join(served.path)}: {present} of {len(sources)}"
+            )
+        if served.table is not None:
+            children: list[dict[str, Any]] = []
+            for source in sources:
+                found = served.get(source)
+                children.extend(found if isinstance(found, list) else [found] if found else [])
+            problems += _unserved(served.table, children, f"{where}.{name}")
+    return problems
+
+
+async def test_every_compiled_field_reads_a_key_the_stored_answer_has(
+    http: httpx.AsyncClient, stored: Path, full_key: str
+) -> None:
+    """The compiled tables come from the Strawberry types' fields: each field (required or
+    optional) must read a key that REST's answers actually carry, so a renamed field or answer
+    key fails here instead of answering null."""
+    niks = _niks(stored, 400)
+    answers: list[dict[str, Any]] = []
+    for explain in (False, True):  # components come with explain only
+        response = await http.post(
+            "/v1/people/lookup",
+            json={"niks": niks, "snapshot": STORED, "explain": explain},
+            headers=auth(full_key),
+        )
+        assert response.status_code == 200
+        answers += [r for r in response.json()["results"] if r["found"]]
+    assert answers
+    assert _unserved(compiled._PERSON, answers, "Person") == []
+
+    # A type whose field is renamed: naming the old field fails at import time, and a table
+    # built from it reads a key no answer has.
+    @strawberry.type
+    class Benefit:
+        monthly: int | None = None
+        yearly_rupiah: int | None = None
+        per_tranche_rupiah: int | None = None
+
+    with pytest.raises(TypeError):
+        compiled._table(
+            Benefit, optional=frozenset({"monthly_rupiah", "yearly_rupiah", "per_tranche_rupiah"})
+        )
+    renamed = compiled._table(
+        Benefit, optional=frozenset({"monthly", "yearly_rupiah", "per_tranche_rupiah"})
+    )
+    benefits = [d["benefit"] for a in answers for d in a["decisions"] if d["benefit"]]
+    assert _unserved(renamed, benefits, "Benefit") == [
+        f"Benefit.monthly reads monthly: 0 of {len(benefits)}"
+    ]
+    assert _unserved(compiled._BENEFIT, benefits, "Benefit") == []
+
+
+def test_a_key_missing_from_an_answer_is_an_error_not_a_null() -> None:
+    nik = compiled._PERSON["identity"]
+    with pytest.raises(KeyError):
+        nik.get({"nik": "3201014501900001", "found": True})  # identity granted, yet absent
+    assert nik.get({"nik": "3201014501900001", "found": False}) is None
+
+
+STRAWBERRY_PEOPLE = """query($niks: [String!]!, $s: String) { people(niks: $niks, snapshot: $s) {
+  nik eligibility { program unit eligible recipient level priority
+    benefit { monthlyRupiah yearlyRupiah perTrancheRupiah }
+    components { nik component yearlyRupiah taken reason }
+    criteria { id observed required passed } } } }"""
+
+
+async def test_strawberry_person_decisions_are_rests_stored_answers(
+    http: httpx.AsyncClient,
+    strawberry_only: httpx.AsyncClient,
+    engine: AsyncEngine,
+    stored: Path,
+    full_key: str,
+) -> None:
+    """Strawberry's `person`/`people` decisions are read from the stored decisions, as REST's:
+    a stored row altered in the database shows up in both faces (the engine, evaluating live,
+    would not show it), and the two faces agree NIK by NIK."""
+    niks = _niks(stored, 40)
+    altered = niks[7]
+    headers = auth(full_key)
+
+    async def rest(explain: bool) -> dict[str, list[dict[str, Any]]]:
+        response = await http.post(
+            "/v1/people/lookup",
+            json={"niks": niks, "snapshot": STORED, "explain": explain},
+            headers=headers,
+        )
+        assert response.status_code == 200
+        return {r["nik"]: r["decisions"] for r in response.json()["results"]}
+
+    async def strawberry() -> dict[str, list[dict[str, Any]]]:
+        response = await strawberry_only.post(
+            "/graphql",
+            json={"query": STRAWBERRY_PEOPLE, "variables": {"niks": niks, "s": STORED}},
+            headers=headers,
+        )
+        body = response.json()
+        assert "errors" not in body, body
+        return {
+            p["nik"]: [rest_decision(d) for d in p["eligibility"]] for p in body["data"]["people"]
+        }
+
+    def bpnt(decisions: list[dict[str, Any]]) -> bool:
+        return next(bool(d["eligible"]) for d in decisions if d["program"] == "BPNT")
+
+    before = await rest(False)
+    assert await strawberry() == before
+    live = bpnt((await rest(True))[altered])  # explain: the engine, live
+    assert bpnt(before[altered]) is live
+    flip = text(
+        "UPDATE decisions SET bpnt_eligible = NOT bpnt_eligible WHERE nik = :nik "
+        "AND snapshot_key = (SELECT key FROM snapshots WHERE id = :s)"
+    )
+    async with engine.begin() as conn:
+        await conn.execute(flip, {"nik": int(altered), "s": STORED})
+    try:
+        after = await rest(False)
+        assert bpnt(after[altered]) is not live
+        assert await strawberry() == after
+    finally:
+        async with engine.begin() as conn:
+            await conn.execute(flip, {"nik": int(altered), "s": STORED})
+    assert await strawberry() == before

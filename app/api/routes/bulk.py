@@ -19,6 +19,7 @@ from app.errors import BulkNotGranted
 from app.http import limits
 from app.http.request_ids import request_id_of
 from app.http.state import AppState
+from app.identifiers import RULE_SET_ID_PATTERN, SNAPSHOT_ID_PATTERN
 from app.schemas.lookup import EXPLAIN
 from app.services import bulk, clients
 from app.services.lookup import Caller
@@ -214,14 +215,14 @@ async def bulk_eligibility(
     snapshot: Annotated[
         str | None,
         Query(
-            pattern=r"^\d{4}-\d{2}-\d{2}(-r[1-9]\d*)?$",
+            pattern=SNAPSHOT_ID_PATTERN,
             description="Pin a snapshot (DTSEN release id). Default: current.",
         ),
     ] = None,
     rule_set: Annotated[
         str | None,
         Query(
-            pattern=r"^[a-z0-9][a-z0-9-]{2,63}$",
+            pattern=RULE_SET_ID_PATTERN,
             description="Pin a rule set. Default: in force on the cut-off.",
         ),
     ] = None,

@@ -8,13 +8,22 @@ from starlette.responses import Response
 from app.api.deps import CallerDep, State
 from app.api.examples import FAMILIES_EXAMPLE, PEOPLE_EXAMPLE
 from app.api.openapi import DATA_PROBLEMS, RECEIPT_HEADER, answered
+from app.errors import ValidationFailed
 from app.http import limits
 from app.http.bodies import JsonRoute
 from app.http.caller import charge
+from app.http.state import AppState
 from app.schemas.lookup import FamiliesAnswer, FamiliesLookup, PeopleAnswer, PeopleLookup
 from app.services import lookup
 
 router = APIRouter(tags=["lookup"], route_class=JsonRoute)
+
+
+def _within_batch(state: AppState, count: int, field: str) -> None:
+    """The configured limit (TEPAT_MAX_BATCH), when it is below the model's MAX_BATCH."""
+    limit = state.settings.max_batch
+    if count > limit:
+        raise ValidationFailed(f"{field}: at most {limit} per request", field=field)
 
 
 @router.post(
@@ -41,6 +50,7 @@ router = APIRouter(tags=["lookup"], route_class=JsonRoute)
 async def people_lookup(
     body: PeopleLookup, state: State, caller: CallerDep, request: Request
 ) -> Response:
+    _within_batch(state, len(body.niks), "niks")
     await charge(request.scope, caller.principal, len(body.niks))  # 429 before any SQL
     return answered(await lookup.people_lookup(state.reads, state.audit, caller, body))
 
@@ -68,6 +78,7 @@ async def families_lookup(
 ) -> Response:
     # One per family before the lookup (429 before any SQL); then a family costs the members
     # the answer discloses (docs/quotas.md): charged once known, the debt paid at the next lease.
+    _within_batch(state, len(body.no_kks), "no_kks")
     await charge(request.scope, caller.principal, len(body.no_kks))
 
     def cost(members: int) -> None:
