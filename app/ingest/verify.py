@@ -7,8 +7,9 @@ import datetime as dt
 import asyncpg
 
 from app.ingest.columns import FAMILIES, PEOPLE
-from app.ingest.importer import partition_name, snapshot_checksum
+from app.ingest.manifest import snapshot_checksum
 from app.ingest.validate import HASH_MOD, row_hash
+from app.repositories.imports import partition_name
 from app.schemas.snapshots import Snapshot
 
 

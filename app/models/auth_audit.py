@@ -94,7 +94,7 @@ audit_log = Table(
 )
 
 # Which records name a subject: the first 8 bytes of each subject hash (as a signed bigint) and
-# the record's seq, filled after the fact by `tepat audit index` (app.services.audit.
+# the record's seq, filled after the fact by `tepat audit index` (app.services.audit.trails.
 # index_subjects), never on the request path: an index entry per subject costs database CPU,
 # and inside the request it made a 1,000-NIK lookup wait for a GIN update and its pending-list
 # merges (measured: bench/RESULTS.md). A trail reads

@@ -15,7 +15,8 @@ from app.db import read_connection
 from app.errors import TepatError
 from app.identifiers import IdentifierError, is_nik, mask, parse_nik
 from app.services import eligibility
-from app.services.audit import AuditWriter, new_audit_id, nik_subject
+from app.services.audit.records import new_audit_id, nik_subject
+from app.services.audit.writer import AuditWriter
 from app.services.catalog import Reads
 from app.services.lookup import Caller, receipt, record_access, view_for
 from app.services.pinning import Pinned, pin

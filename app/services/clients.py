@@ -27,7 +27,8 @@ from app.errors import (
 )
 from app.repositories import allowance as allowance_repo
 from app.repositories import clients as repo
-from app.services.audit import AuditEntry, AuditWriter, new_audit_id
+from app.services.audit.records import AuditEntry, new_audit_id
+from app.services.audit.writer import AuditWriter
 
 # One message for unknown, revoked and expired keys: the answer must not tell a key holder
 # (or a thief) which of the three it is.

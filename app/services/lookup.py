@@ -19,7 +19,8 @@ from app.eligibility import Program, RuleSet
 from app.schemas.lookup import FamiliesLookup
 from app.schemas.snapshots import Snapshot
 from app.services import eligibility, receipts
-from app.services.audit import AuditEntry, AuditWriter, new_audit_id, nik_subject, no_kk_subject
+from app.services.audit.records import AuditEntry, new_audit_id, nik_subject, no_kk_subject
+from app.services.audit.writer import AuditWriter
 from app.services.catalog import Reads
 from app.services.pinning import Pinned
 

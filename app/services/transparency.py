@@ -23,7 +23,7 @@ import asyncpg
 
 from app.repositories import tree as repo
 from app.repositories.audit import AuditRecord
-from app.services.audit import canonical_bytes
+from app.services.audit.records import canonical_bytes
 from app.tlog import merkle, note
 
 BATCH = 20_000  # records read, hashed and stored per step
