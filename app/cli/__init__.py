@@ -1,12 +1,13 @@
 """The `tepat` command line: one module per command group, registered on the root `app` here.
 
 common       run (one async action, clear errors), JsonOpt
-db           tepat db upgrade|downgrade
+db           tepat db upgrade|downgrade|service-role
 snapshot     tepat snapshot import|list|show|verify|retire
 rule_set     tepat rule-set load|list|show
 eligibility  tepat eligibility explain|materialize|report
 client       tepat client create|list|show|revoke|reinstate
-audit        tepat audit verify|index|trail
+audit        tepat audit verify|index|trail|keygen|checkpoint
+receipt      tepat receipt verify
 bulk         tepat bulk
 generate     tepat generate
 serve        tepat serve, tepat demo
@@ -16,7 +17,18 @@ from __future__ import annotations
 
 import typer
 
-from app.cli import audit, bulk, client, db, eligibility, generate, rule_set, serve, snapshot
+from app.cli import (
+    audit,
+    bulk,
+    client,
+    db,
+    eligibility,
+    generate,
+    receipt,
+    rule_set,
+    serve,
+    snapshot,
+)
 
 app = typer.Typer(
     name="tepat",
@@ -35,6 +47,7 @@ app.add_typer(rule_set.rule_set_app, name="rule-set")
 app.add_typer(eligibility.eligibility_app, name="eligibility")
 app.add_typer(client.client_app, name="client")
 app.add_typer(audit.audit_app, name="audit")
+app.add_typer(receipt.receipt_app, name="receipt")
 
 
 def main() -> None:
