@@ -1,5 +1,8 @@
-# Tepat API image. Production sets TEPAT_DATABASE_URL (PostgreSQL 15+) and TEPAT_AUDIT_HMAC_KEY;
-# the embedded PostgreSQL of the demo is not used in a container.
+# Tepat API image. Production sets TEPAT_DATABASE_URL (PostgreSQL 15+), logging in as the
+# service's own role (made once by the owner: `tepat db service-role tepat_api`; the service
+# refuses to start as a superuser or an owner), TEPAT_AUDIT_HMAC_KEY and TEPAT_AUDIT_SIGNING_KEY
+# (a key file from `tepat audit keygen`, mounted read-only, e.g. as a secret).
+# The embedded PostgreSQL of the demo is not used in a container.
 FROM python:3.11-slim AS build
 ENV UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy UV_PYTHON_DOWNLOADS=never
 RUN pip install --no-cache-dir uv==0.13.8
