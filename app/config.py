@@ -73,6 +73,24 @@ class Settings(BaseSettings):
     bulk_min_body_rate: int = Field(256, ge=0)
     # --- end overload and shutdown ---
 
+    # --- bulk jobs (docs/bulk.md#bulk-jobs) ---
+    # An upload to POST /v1/bulk/jobs larger than this is refused (413) and nothing is kept.
+    bulk_job_max_bytes: int = Field(4_000_000_000, ge=1)
+    # A finished job (succeeded, failed or cancelled) and its answers are deleted this many days
+    # after it ended (the worker purges them).
+    bulk_job_retention_days: float = Field(7.0, ge=0)
+    # Every process of `tepat serve` (and `tepat demo`) also runs a job worker; `tepat worker`
+    # runs one alone. false: this process runs none.
+    jobs_worker: bool = True
+    # Jobs one worker process runs at once.
+    jobs_concurrency: int = Field(2, ge=1)
+    # A running job whose worker has not beaten its heart for this long (it died: kill -9, a
+    # lost machine) is taken over by another worker at its last committed chunk.
+    jobs_heartbeat_timeout: float = Field(30.0, gt=0)
+    # How often a worker deletes expired jobs.
+    jobs_purge_interval: float = Field(300.0, gt=0)
+    # --- end bulk jobs ---
+
     # The role the API's connections run as (created by the migrations): it may read the
     # registry and append to the audit trail, never UPDATE or DELETE it. Empty: the login role.
     db_role: str | None = "tepat_service"

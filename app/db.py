@@ -85,14 +85,20 @@ def _replace_closed(dbapi_connection: Any, record: Any, proxy: Any) -> None:
 
 
 async def connect_raw(
-    settings: Settings, url: str | None = None, *, statement_timeout: bool = False
+    settings: Settings,
+    url: str | None = None,
+    *,
+    statement_timeout: bool = False,
+    role: str | None = None,
 ) -> asyncpg.Connection:
-    """A plain asyncpg connection for long operator work (import, verify): no statement timeout."""
+    """A plain asyncpg connection for long operator work (import, verify): no statement timeout.
+    `role`: as the service runs (bulk jobs' uploads and worker)."""
     url = url or resolve_url(settings)
+    server = server_settings(settings, statement_timeout=statement_timeout)
+    if role:
+        server["role"] = role
     return await asyncpg.connect(
-        asyncpg_dsn(url),
-        timeout=settings.db_connect_timeout,
-        server_settings=server_settings(settings, statement_timeout=statement_timeout),
+        asyncpg_dsn(url), timeout=settings.db_connect_timeout, server_settings=server
     )
 
 

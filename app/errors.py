@@ -176,6 +176,36 @@ class NoCheckpoint(TepatError):
     status = 404
 
 
+class UnsupportedMediaType(TepatError):
+    code = "unsupported_media_type"
+    title = "The body's Content-Type is not one this endpoint reads"
+    status = 415
+
+
+class JobNotFound(TepatError):
+    code = "job_not_found"
+    title = "No such bulk job of this client"
+    status = 404
+
+
+class JobNotFinished(TepatError):
+    code = "job_not_finished"
+    title = "The bulk job has not finished; its answers are not complete yet"
+    status = 409
+
+
+class JobCancelled(TepatError):
+    code = "job_cancelled"
+    title = "The bulk job was cancelled and its answers deleted"
+    status = 410
+
+
+class RangeNotSatisfiable(TepatError):
+    code = "range_not_satisfiable"
+    title = "The requested byte range is outside the answer"
+    status = 416
+
+
 ALL_ERRORS: tuple[type[TepatError], ...] = (
     ValidationFailed,
     SnapshotNotFound,
@@ -198,5 +228,10 @@ ALL_ERRORS: tuple[type[TepatError], ...] = (
     Unavailable,
     AuditUnavailable,
     AuditRecordNotFound,
+    UnsupportedMediaType,
+    JobNotFound,
+    JobNotFinished,
+    JobCancelled,
+    RangeNotSatisfiable,
     NoCheckpoint,
 )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -14,7 +16,7 @@ from starlette.types import ASGIApp
 from app import __version__, db, embedded, logs
 from app.api.fast import FastLookup
 from app.api.routes import audit as audit_routes
-from app.api.routes import bulk, lookup, meta
+from app.api.routes import bulk, jobs, lookup, meta
 from app.config import Settings, get_settings
 from app.graphql.fast import FastGraphQL
 from app.graphql.gate import GraphQLGate
@@ -28,6 +30,7 @@ from app.services.audit import AuditWriter
 from app.services.catalog import close_reads, open_reads
 from app.services.clients import Authenticator
 from app.services.streams import StreamSlots
+from app.services.worker import Worker
 
 log = logging.getLogger("tepat.main")
 
@@ -61,13 +64,7 @@ registry): the decile, family membership and program decisions for **PKH**, **BP
 
 
 def open_keyring(settings: Settings) -> receipts.Keyring:
-    """The receipts' signing key (TEPAT_AUDIT_SIGNING_KEY, or outside production one made under
-    the data directory) and the retired public keys still published."""
-    if settings.audit_signing_key is not None:
-        current = receipts.load(settings.audit_signing_key)
-    else:
-        current = receipts.dev_key(settings.data_dir)
-    return receipts.Keyring(current, receipts.retired_keys(settings.audit_public_keys))
+    return receipts.open_keyring(settings)
 
 
 async def check_login_role(settings: Settings, url: str) -> None:
@@ -153,12 +150,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             dsn=db.asyncpg_dsn(url),
             connect_timeout=settings.db_connect_timeout,
         )
+        # The bulk job worker of this process (TEPAT_JOBS_WORKER; `tepat worker` runs one alone).
+        job_worker: Worker | None = None
+        worker_task: asyncio.Task[None] | None = None
+        if settings.jobs_worker:
+            job_worker = Worker(
+                settings,
+                url,
+                engine,
+                audit,
+                limits.allowance_of(app),
+                on_suspended=authenticator.note_suspended,
+            )
+            worker_task = asyncio.create_task(job_worker.run(), name="bulk-job-worker")
+        app.state.job_worker = job_worker
         # What start-up built lives as long as the process: out of the collector's sight, so
         # the full collections that requests' garbage triggers do not walk it each time.
         gc.freeze()
         try:
             yield
         finally:
+            if job_worker is not None and worker_task is not None:
+                # A running job stops at its next chunk and is queued again (it resumes there).
+                job_worker.stop.set()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(worker_task, settings.shutdown_timeout)
             await audit.stop()
             await close_reads(reads)
             await leases.dispose()
@@ -184,6 +200,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(lookup.router, prefix="/v1")
     app.state.graphql_schema = mount_graphql(app, settings)
     app.include_router(bulk.router, prefix="/v1")
+    app.include_router(jobs.router, prefix="/v1")
     app.include_router(audit_routes.router, prefix="/v1")
     app.state.fast_lookup = FastStats()
     app.state.fast_graphql = FastStats()

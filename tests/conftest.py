@@ -72,6 +72,9 @@ def database_url() -> Iterator[str]:
 
     asyncio.run(recreate())
     os.environ["TEPAT_DATABASE_URL"] = url  # for subprocesses (CLI, servers) the tests start
+    # No bulk job worker in the apps and servers the tests start, unless a test asks for one
+    # (tests/jobs): a worker is a queue consumer the other tests do not expect.
+    os.environ["TEPAT_JOBS_WORKER"] = "false"
     yield url
     asyncio.run(drop())
     embedded.stop()

@@ -28,6 +28,16 @@ PROBLEM_EXAMPLES: dict[int, tuple[str, str, str]] = {
     ),
     410: ("snapshot_retired", "The snapshot is retired", "snapshot 2025-09-30 was retired"),
     413: ("payload_too_large", "The request body is too large", "at most 1000000 bytes"),
+    415: (
+        "unsupported_media_type",
+        "The body's Content-Type is not one this endpoint reads",
+        "a bulk job's body is application/x-ndjson (one NIK a line) or text/csv; got text/plain",
+    ),
+    416: (
+        "range_not_satisfiable",
+        "The requested byte range is outside the answer",
+        "the answer is 27,000,512 bytes; bytes 30000000- are past it",
+    ),
     422: (
         "validation_failed",
         "The request is not valid",

@@ -11,6 +11,7 @@ receipt      tepat receipt verify
 bulk         tepat bulk
 generate     tepat generate
 serve        tepat serve, tepat demo
+worker       tepat worker (bulk jobs)
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from app.cli import (
     rule_set,
     serve,
     snapshot,
+    worker,
 )
 
 app = typer.Typer(
@@ -41,6 +43,7 @@ app.command("bulk")(bulk.bulk_command)
 app.command()(generate.generate)
 app.command()(serve.serve)
 app.command()(serve.demo)
+app.command()(worker.worker)
 app.add_typer(db.db_app, name="db")
 app.add_typer(snapshot.snapshot_app, name="snapshot")
 app.add_typer(rule_set.rule_set_app, name="rule-set")

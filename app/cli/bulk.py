@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import secrets
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -26,7 +24,6 @@ from app.services.lookup import Caller
 CLIENT_ID = "cli-operator"
 PURPOSE = "operator-bulk"
 READ_BYTES = 64 * 1024
-CSV_ROWS = 2000  # rows per piece handed to the job: bounded memory for CSV too
 
 OPERATOR = Principal(
     client_id=CLIENT_ID,
@@ -44,30 +41,11 @@ def _ndjson_pieces(f: BinaryIO) -> Iterator[bytes]:
 
 
 def _csv_pieces(f: BinaryIO) -> Iterator[bytes]:
-    """Each CSV row's NIK as a bare-NIK line; the header (if any) becomes a blank line so `line`
-    in the output is still the file's line number."""
-    rows = csv.reader(io.TextIOWrapper(f, encoding="utf-8-sig", newline=""))
-    first = next(rows, None)
-    if first is None:
-        return
-    header = [c.strip().lower() for c in first]
-    column = header.index("nik") if "nik" in header else 0
-    piece: list[bytes] = [b"\n" if "nik" in header else _cell(first, 0)]
-    for row in rows:
-        piece.append(_cell(row, column))
-        if len(piece) >= CSV_ROWS:
-            yield b"".join(piece)
-            piece = []
-    if piece:
-        yield b"".join(piece)
-
-
-def _cell(row: list[str], column: int) -> bytes:
-    value = row[column] if column < len(row) else ""
-    # A quoted cell may hold newlines; one row must stay one line. An empty cell is answered
-    # as an error, not skipped as a blank line, so every data row gets its answer line.
-    value = " ".join(value.split()) or '""'
-    return value.encode() + b"\n"
+    """Each CSV row's NIK as a line (app.services.bulk.CsvLines, as bulk jobs read CSV)."""
+    lines = bulk.CsvLines()
+    for data in _ndjson_pieces(f):
+        yield lines.feed(data)
+    yield lines.end()
 
 
 async def _body(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 import typer
@@ -14,6 +15,13 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Default: TEPAT_HOST")] = None,
     port: Annotated[int | None, typer.Option(help="Default: TEPAT_PORT")] = None,
     workers: Annotated[int, typer.Option(min=1)] = 1,
+    worker: Annotated[
+        bool,
+        typer.Option(
+            help="Run a bulk job worker in each process (else only `tepat worker` runs jobs). "
+            "Default: TEPAT_JOBS_WORKER (on)."
+        ),
+    ] = True,
     graceful_timeout: Annotated[
         float | None,
         typer.Option(
@@ -26,6 +34,8 @@ def serve(
     import uvicorn
 
     settings = get_settings()
+    if not worker:
+        os.environ["TEPAT_JOBS_WORKER"] = "false"  # read by each process's settings
     uvicorn.run(
         "app.main:create_app",
         factory=True,

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import codecs
+import csv
 import logging
-from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Sequence
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -188,6 +191,19 @@ def parse_lines(lines: Sequence[tuple[int, bytes | None]]) -> list[Item | None]:
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """One chunk answered: its exact bytes and what its audit record names (None: no record,
+    the chunk had no valid NIK)."""
+
+    data: bytes
+    lines: int
+    niks: int
+    found: int
+    subjects: list[str]
+    audit_id: str | None
+
+
 @dataclass(slots=True)
 class Counts:
     lines: int = 0
@@ -197,6 +213,12 @@ class Counts:
     blank: int = 0
     audit_ids: list[str] = field(default_factory=list)
     receipts: list[str | None] = field(default_factory=list)  # aligned with audit_ids
+
+    def add(self, chunk: Chunk) -> None:
+        self.lines += chunk.lines
+        self.found += chunk.found
+        self.not_found += chunk.niks - chunk.found
+        self.errors += chunk.lines - chunk.niks
 
 
 def _line(payload: dict[str, Any]) -> bytes:
@@ -352,25 +374,38 @@ class Job:
 
     async def answer(self, items: Sequence[Item]) -> bytes:
         """One chunk: one SQL statement, one audit record (durable before the bytes are returned)."""
-        niks = [i.nik for i in items if i.nik is not None]
         # Named before the first await: chunks run concurrently, the summary lists them in order.
         audit_id = new_audit_id()
         place = len(self.counts.audit_ids)
-        if niks:  # a chunk of only malformed lines discloses nothing: no record
+        if any(i.nik is not None for i in items):  # only malformed lines disclose nothing
             self.counts.audit_ids.append(audit_id)
             self.counts.receipts.append(None)
+        chunk = await self.lookup(items, audit_id)
+        if chunk.audit_id is not None:
+            recorded = await record_access(
+                self.audit, self.caller, audit_id, OPERATION, self.pinned, chunk.subjects,
+                chunk.found, chunk.data,
+            )  # fmt: skip
+            # Over this chunk's exact bytes; the summary lists them in chunk order.
+            self.counts.receipts[place] = receipt(self.audit, self.pinned, recorded)
+        self.counts.add(chunk)
+        return chunk.data
+
+    async def lookup(self, items: Sequence[Item], audit_id: str) -> Chunk:
+        """A chunk's answer lines (one statement), not yet recorded: the stream records it with
+        the audit writer, a bulk job in the transaction that stores it (app.services.jobs)."""
+        niks = [i.nik for i in items if i.nik is not None]
         rendered = eligibility.Rendered([], 0)
         if niks:
             if self.pace is not None:
                 await self.pace(len(niks))
             # The API's lean pool (one statement, no transaction) when there is one; the CLI
-            # reads through the engine.
+            # and the worker read through the engine.
             connect = self.reads.connection() if self.reads else read_connection(self.engine)
             async with connect as conn:
                 rendered = await eligibility.people(
                     conn, self.pinned.snapshot, self.pinned.rule_set, niks, self.view
                 )
-        found = rendered.found
         # Each result is a rendered JSON object; the line number goes first: {"line":n,...}.
         lines: list[bytes] = []
         answers = iter(rendered.parts)
@@ -379,39 +414,39 @@ class Job:
                 lines.append(_line({"line": item.line, "error": item.error}))
             else:
                 lines.append(b'{"line":%d,%b\n' % (item.line, next(answers)[1:]))
-        data = b"".join(lines)
-
         subjects = [nik_subject(n) for n in niks]
         subjects += [nik_subject(n) for n in rendered.disclosed]
-        if niks:
-            recorded = await record_access(
-                self.audit, self.caller, audit_id, OPERATION, self.pinned, subjects, found, data
-            )
-            # Over this chunk's exact bytes; the summary lists them in chunk order.
-            self.counts.receipts[place] = receipt(self.audit, self.pinned, recorded)
-        c = self.counts
-        c.lines += len(items)
-        c.found += found
-        c.not_found += len(niks) - found
-        c.errors += len(items) - len(niks)
-        return data
+        return Chunk(
+            data=b"".join(lines),
+            lines=len(items),
+            niks=len(niks),
+            found=rendered.found,
+            subjects=subjects,
+            audit_id=audit_id if niks else None,
+        )
 
     def summary(self) -> bytes:
-        c = self.counts
-        return _line(
-            {
-                "summary": {
-                    "lines": c.lines,
-                    "found": c.found,
-                    "not_found": c.not_found,
-                    "errors": c.errors,
-                    "blank": c.blank,
-                    **self.pinned.meta(self.caller.request_id),
-                    "audit_ids": c.audit_ids,
-                    **({"receipts": c.receipts} if self.audit.keyring is not None else {}),
-                }
-            }
+        return summary_line(
+            self.counts, self.pinned.meta(self.caller.request_id), self.audit.keyring is not None
         )
+
+
+def summary_line(c: Counts, meta: dict[str, Any], receipts: bool) -> bytes:
+    """The last line of a whole job: the counts, the pin (`meta`), the audit ids and receipts."""
+    return _line(
+        {
+            "summary": {
+                "lines": c.lines,
+                "found": c.found,
+                "not_found": c.not_found,
+                "errors": c.errors,
+                "blank": c.blank,
+                **meta,
+                "audit_ids": c.audit_ids,
+                **({"receipts": c.receipts} if receipts else {}),
+            }
+        }
+    )
 
 
 async def open_job(
@@ -435,3 +470,158 @@ async def open_job(
         async with read_connection(engine) as conn:
             pinned = await pin(conn, options.snapshot, options.rule_set)
     return Job(engine, audit, caller, pinned, view, pace=pace, reads=reads, guard=guard)
+
+
+# --- CSV input and the chunks a bulk job stores --------------------------------------------------
+
+CSV_RECORD_MAX = 64 * 1024  # a CSV record (a quoted cell may hold newlines) longer than this is
+# answered `line_too_long` and dropped, so an unclosed quote cannot hold the rest of the file
+
+
+class CsvLines:
+    """CSV bytes in, bulk lines out, incrementally: each row becomes one line holding its NIK.
+
+    The NIK is the `nik` column when the first row names one (that header row becomes a blank
+    line, so `line` in the answers is still the row's number), else the first column. A quoted
+    cell may hold newlines: a row stays one line. An empty cell becomes `""`, answered as an
+    error line rather than skipped, so every data row gets its answer.
+    """
+
+    def __init__(self) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8-sig")("replace")
+        self._tail = ""  # text after the last newline
+        self._record: list[str] = []  # the physical lines of a record whose quote is open
+        self._record_size = 0
+        self._ready: deque[str] = deque()
+        self._reader = csv.reader(self)  # pulls from _ready, one complete record at a time
+        self._column: int | None = None
+
+    def __iter__(self) -> CsvLines:
+        return self
+
+    def __next__(self) -> str:
+        if not self._ready:
+            raise StopIteration
+        return self._ready.popleft()
+
+    def feed(self, data: bytes) -> bytes:
+        text = self._tail + self._decoder.decode(data)
+        *lines, self._tail = text.split("\n")
+        return self._rows(line + "\n" for line in lines)
+
+    def end(self) -> bytes:
+        text = self._tail + self._decoder.decode(b"", final=True)
+        self._tail = ""
+        out = [self._rows([text] if text else [])]
+        if self._record:  # an unclosed quote at the end of the file: the record as it is
+            self._ready.extend(self._record)
+            self._record = []
+            self._drain(out)
+        return b"".join(out)
+
+    def _rows(self, lines: Iterable[str]) -> bytes:
+        out: list[bytes] = []
+        for line in lines:
+            self._record.append(line)
+            self._record_size += len(line)
+            if sum(part.count('"') for part in self._record) % 2 == 0:
+                self._ready.extend(self._record)
+                self._record, self._record_size = [], 0
+                self._drain(out)
+            elif self._record_size > CSV_RECORD_MAX:
+                self._record, self._record_size = [], 0
+                out.append(b"\x00" * (MAX_LINE + 1) + b"\n")  # answered line_too_long
+        return b"".join(out)
+
+    def _drain(self, out: list[bytes]) -> None:
+        while self._ready:
+            try:
+                row = next(self._reader)
+            except StopIteration:
+                return
+            except csv.Error:  # e.g. a NUL byte: the row is answered as an error line
+                row = [""] * ((self._column or 0) + 1)
+            out.append(self._convert(row))
+
+    def _convert(self, row: list[str]) -> bytes:
+        if self._column is None:
+            header = [c.strip().lower() for c in row]
+            self._column = header.index("nik") if "nik" in header else 0
+            if "nik" in header:
+                return b"\n"
+        value = row[self._column] if self._column < len(row) else ""
+        value = " ".join(value.split()) or '""'
+        return value.encode() + b"\n"
+
+
+@dataclass(frozen=True, slots=True)
+class InputChunk:
+    """The lines a bulk job answers as its chunk `number` (as many non-blank lines as the
+    stream answers in one chunk): `first_line` is the number of the line before them."""
+
+    number: int
+    first_line: int
+    data: bytes
+
+
+class Chunker:
+    """Cuts an upload into the chunks the stream would answer, whatever the read boundaries.
+
+    Blank lines are kept in place (they only advance the line numbers); a line over MAX_LINE
+    bytes is kept as MAX_LINE + 1 zero bytes, so it is answered `line_too_long` as in the
+    stream. `items` counts the non-blank lines, `blank` the blank ones.
+    """
+
+    def __init__(self, chunk: int = CHUNK) -> None:
+        self.chunk = chunk
+        self.items = 0
+        self.blank = 0
+        self.chunks = 0
+        self._splitter = LineSplitter()
+        self._lines: list[bytes] = []
+        self._first = 0
+        self._pending = 0
+
+    def feed(self, data: bytes) -> list[InputChunk]:
+        return self._add(self._splitter.feed(data))
+
+    def end(self) -> list[InputChunk]:
+        out = self._add(self._splitter.end())
+        if self._pending:
+            out.append(self._cut())
+        return out
+
+    def _add(self, lines: list[tuple[int, bytes | None]]) -> list[InputChunk]:
+        out: list[InputChunk] = []
+        for number, raw in lines:
+            if raw is not None and not raw.strip():
+                self.blank += 1
+                if self._lines:  # kept in place; before a chunk's first line, not needed
+                    self._lines.append(b"")
+                continue
+            if not self._lines:
+                self._first = number - 1
+            self._lines.append(raw if raw is not None else b"\x00" * (MAX_LINE + 1))
+            self.items += 1
+            self._pending += 1
+            if self._pending >= self.chunk:
+                out.append(self._cut())
+        return out
+
+    def _cut(self) -> InputChunk:
+        while self._lines and not self._lines[-1]:  # trailing blank lines: counted already
+            self._lines.pop()
+        cut = InputChunk(self.chunks, self._first, b"\n".join(self._lines))
+        self.chunks += 1
+        self._lines, self._pending = [], 0
+        return cut
+
+
+def chunk_items(chunk: InputChunk) -> list[Item]:
+    """The items of a stored chunk, numbered as the stream numbers them."""
+    lines = chunk.data.split(b"\n")
+    numbered = [
+        (chunk.first_line + i, raw if len(raw) <= MAX_LINE else None)
+        for i, raw in enumerate(lines, start=1)
+    ]
+    return [item for item in parse_lines(numbered) if item is not None]

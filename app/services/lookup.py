@@ -144,22 +144,34 @@ async def record_access(
 
     `body` is exactly what is sent (REST, a bulk chunk) or the rendered `data` (GraphQL).
     """
-    digest = hashlib.sha256(body).digest()
-    seq = await audit.record(
-        AuditEntry(
-            id=audit_id,
-            client_id=caller.principal.client_id,
-            purpose=caller.purpose,
-            operation=operation,
-            snapshot_id=pinned.snapshot.id,
-            rule_set_id=pinned.rule_set.id,
-            subjects=subjects,
-            found=found,
-            response_digest=digest,
-            request_id=caller.request_id,
-        )
-    )
+    entry = access_entry(caller, audit_id, operation, pinned, subjects, found, body)
+    seq = await audit.record(entry)
+    digest = entry.response_digest
     return Recorded(audit_id, seq, digest)
+
+
+def access_entry(
+    caller: Caller,
+    audit_id: str,
+    operation: str,
+    pinned: Pinned,
+    subjects: Sequence[str],
+    found: int,
+    body: bytes,
+) -> AuditEntry:
+    """What the audit record of one answer says (its digest over `body`)."""
+    return AuditEntry(
+        id=audit_id,
+        client_id=caller.principal.client_id,
+        purpose=caller.purpose,
+        operation=operation,
+        snapshot_id=pinned.snapshot.id,
+        rule_set_id=pinned.rule_set.id,
+        subjects=subjects,
+        found=found,
+        response_digest=hashlib.sha256(body).digest(),
+        request_id=caller.request_id,
+    )
 
 
 def receipt(

@@ -30,6 +30,8 @@ from joserfc import jws
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet, OKPKey
 
+from app.config import Settings
+
 ALG = "EdDSA"
 TYP = "tepat-receipt+jws"
 HEADER = "Tepat-Receipt"
@@ -117,6 +119,16 @@ class Keyring:
 
     def sign(self, claims: Mapping[str, Any]) -> str:
         return self.current.sign(claims)
+
+
+def open_keyring(settings: Settings) -> Keyring:
+    """The receipts' signing key (TEPAT_AUDIT_SIGNING_KEY, or outside production one made under
+    the data directory) and the retired public keys still published."""
+    if settings.audit_signing_key is not None:
+        current = load(settings.audit_signing_key)
+    else:
+        current = dev_key(settings.data_dir)
+    return Keyring(current, retired_keys(settings.audit_public_keys))
 
 
 def retired_keys(path: Path | None) -> list[dict[str, Any]]:

@@ -147,6 +147,11 @@ class AuditWriter:
             with contextlib.suppress(Exception):
                 await conn.invalidate()  # its state is unknown: never back into the pool
 
+    def unchained(self, entry: AuditEntry) -> AuditRecord:
+        """The record `entry` becomes (subjects hashed under this writer's key), for a caller
+        that appends it in its own transaction (`append`): a bulk job's chunk."""
+        return unchained_record(entry, self._key, dt.datetime.now(dt.UTC))
+
     async def record(self, entry: AuditEntry) -> int:
         """The record's seq (its place in the chain) once it is durable."""
         if self._task is None or self._closed:

@@ -1,0 +1,606 @@
+"""Bulk jobs: an upload stored in PostgreSQL, answered by a worker chunk by chunk, downloaded later.
+
+The stream (`POST /v1/bulk/eligibility`, app.services.bulk) asks its client to read while it
+sends. A job does not: the upload is stored (`submit`), a worker answers it (`Runner`, queued
+through pgqueuer: app.services.worker), and the client downloads the answers when it likes,
+resuming a cut download by byte range or by chunk (`Download`).
+
+Every chunk of 1,000 lines is answered by the stream's own code (`bulk.Job.lookup`), and its
+answer bytes, its audit record (appended to the chain in the same transaction: `append`), its
+receipt and the job's committed progress are written in ONE transaction. So a job survives any
+crash of its worker: the next one resumes at the first chunk not committed, no line is answered
+twice or skipped, and no chunk has two audit records (a rolled-back chunk takes its record with
+it). docs/bulk.md#bulk-jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import datetime as dt
+import hashlib
+import io
+import logging
+import uuid
+from collections import deque
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import orjson
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.auth.principal import ClientInfo, Principal
+from app.db import read_connection
+from app.eligibility import Program
+from app.errors import (
+    ClientSuspended,
+    JobCancelled,
+    JobNotFinished,
+    JobNotFound,
+    PayloadTooLarge,
+    QuotaExceeded,
+    RangeNotSatisfiable,
+    TepatError,
+    ValidationFailed,
+)
+from app.repositories import clients as clients_repo
+from app.repositories import jobs as repo
+from app.repositories.jobs import JobRow
+from app.resilience import DATABASE_ERRORS
+from app.services import bulk, eligibility
+from app.services.audit.records import new_audit_id
+from app.services.audit.writer import AuditWriter, append
+from app.services.catalog import Reads
+from app.services.lookup import Caller, Recorded, access_entry, receipt, view_for
+from app.services.pinning import Pinned, pin
+
+log = logging.getLogger("tepat.jobs")
+
+ENTRYPOINT = "tepat.bulk_job"  # the queue's name for "run this job"
+QUEUE_SCHEMA = "tepat_queue"  # the schema the migration installs the queue's tables in
+FORMATS = {"application/x-ndjson": "ndjson", "text/csv": "csv"}
+STORE_BATCH = 8  # input chunks written (COPY) at once during an upload
+
+
+def retention(days: float) -> dt.timedelta:
+    return dt.timedelta(days=days)
+
+
+# --- submission -----------------------------------------------------------------------------
+
+
+async def submit(
+    raw: asyncpg.Connection,
+    reads: Reads,
+    caller: Caller,
+    options: bulk.Options,
+    input_format: str,
+    body: AsyncIterable[bytes],
+    *,
+    max_bytes: int,
+    enqueue: Callable[[asyncpg.Connection, uuid.UUID], Awaitable[None]],
+) -> JobRow:
+    """Store an upload as a queued job, in ONE transaction: the job, its input in chunks and
+    its place in the queue appear together at commit, or not at all (a refused or cut upload
+    leaves nothing). The pin (snapshot, rule set), the programs and field groups are fixed
+    here, before the first byte is read, so a refusal is a problem, not a failed job."""
+    view = view_for(caller, options.programs, options.explain)
+    pinned = await reads.pin(options.snapshot, options.rule_set)
+    job_id = uuid.uuid4()
+    digest = hashlib.sha256()
+    size = 0
+    chunker = bulk.Chunker()
+    lines = bulk.CsvLines() if input_format == "csv" else None
+    async with raw.transaction():
+        await repo.insert_job(
+            raw,
+            id=job_id,
+            client_id=caller.principal.client_id,
+            purpose=caller.purpose,
+            request_id=caller.request_id,
+            snapshot_id=pinned.snapshot.id,
+            rule_set_id=pinned.rule_set.id,
+            programs=[p.value for p in view.programs],
+            field_groups=sorted(view.groups),
+            explain=view.explain,
+            meta=orjson.dumps(pinned.meta(caller.request_id)).decode(),
+            input_format=input_format,
+            input_sha256=bytes(32),
+            input_bytes=0,
+            lines=0,
+            blank=0,
+            chunks=0,
+            status="queued",
+        )
+        pending: list[bulk.InputChunk] = []
+        async for data in body:
+            size += len(data)
+            if size > max_bytes:
+                raise PayloadTooLarge(f"a bulk job's upload may be at most {max_bytes:,} bytes")
+            digest.update(data)
+            pending += chunker.feed(lines.feed(data) if lines is not None else data)
+            if len(pending) >= STORE_BATCH:
+                await _store(raw, job_id, pending)
+                pending = []
+        if lines is not None:
+            pending += chunker.feed(lines.end())
+        pending += chunker.end()
+        await _store(raw, job_id, pending)
+        if chunker.items == 0:
+            raise ValidationFailed(
+                "the upload holds no line to answer: send one NIK a line"
+                + (" (CSV: a row per NIK)" if lines is not None else ""),
+                field="body",
+            )
+        await repo.finish_upload(
+            raw,
+            job_id,
+            input_sha256=digest.digest(),
+            input_bytes=size,
+            lines=chunker.items,
+            blank=chunker.blank,
+            chunks=chunker.chunks,
+        )
+        await enqueue(raw, job_id)
+        job = await repo.get(raw, job_id, caller.principal.client_id)
+    assert job is not None
+    return job
+
+
+async def _store(raw: asyncpg.Connection, job_id: uuid.UUID, chunks: list[bulk.InputChunk]) -> None:
+    if chunks:
+        await repo.insert_input(raw, job_id, [(c.number, c.first_line, c.data) for c in chunks])
+
+
+# --- what a client sees -----------------------------------------------------------------------
+
+
+async def get(raw: asyncpg.Connection, job_id: uuid.UUID, client_id: str) -> JobRow:
+    """The job, only for its own client: any other (or none) is 404, never 403."""
+    job = await repo.get(raw, job_id, client_id)
+    if job is None:
+        raise JobNotFound("no bulk job with this id for this client")
+    return job
+
+
+def describe(job: JobRow, now: dt.datetime | None = None) -> dict[str, Any]:
+    """The job's status document (GET /v1/bulk/jobs/{id})."""
+    now = now or dt.datetime.now(dt.UTC)
+    meta = orjson.loads(job.meta)
+    rate: float | None = None
+    left: float | None = None
+    if job.started_at is not None:
+        end = job.finished_at or now
+        elapsed = (end - job.started_at).total_seconds()
+        if elapsed > 0 and job.answered > 0:
+            rate = round(job.answered / elapsed, 1)
+            if job.status == "running":
+                left = round((job.lines - job.answered) / (job.answered / elapsed), 1)
+    out: dict[str, Any] = {
+        "id": str(job.id),
+        "status": job.status,
+        "created_at": job.created_at.isoformat(),
+        "started_at": job.started_at.isoformat() if job.started_at else None,
+        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+        "expires_at": job.expires_at.isoformat() if job.expires_at else None,
+        "input": {
+            "format": job.input_format,
+            "bytes": job.input_bytes,
+            "sha256": job.input_sha256.hex(),
+            "lines": job.lines,
+            "blank": job.blank,
+            "chunks": job.chunks,
+        },
+        "progress": {
+            "lines_read": job.lines,
+            "answered": job.answered,
+            "found": job.found,
+            "not_found": job.not_found,
+            "errors": job.errors,
+            "chunks_done": job.chunks_done,
+            "chunks": job.chunks,
+            "lines_per_second": rate,
+            "seconds_left": left,
+        },
+        "purpose": job.purpose,
+        "programs": job.programs,
+        "explain": job.explain,
+        **meta,
+        "error": (
+            {"code": job.error_code, "message": job.error_message} if job.error_code else None
+        ),
+    }
+    return out
+
+
+async def cancel(
+    raw: asyncpg.Connection, job_id: uuid.UUID, client_id: str, keep: dt.timedelta
+) -> str:
+    """Cancel a queued or running job (its input and answers deleted at once; the worker stops
+    at its next chunk), or delete a finished one. The status it had."""
+    before = await repo.cancel(raw, job_id, client_id, keep)
+    if before is None:
+        raise JobNotFound("no bulk job with this id for this client")
+    return before
+
+
+# --- downloads ------------------------------------------------------------------------------
+
+CSV_HEAD = ["line", "nik", "found", "decile"]
+CSV_TAIL = ["error_code", "error_message", "chunk", "audit_id"]
+
+
+@dataclass(frozen=True, slots=True)
+class Download:
+    """The answers of a finished job as one document: the chunks' exact bytes in order, then
+    the summary (or, for a failed job, its error line), as the stream would have sent them."""
+
+    job: JobRow
+    tail: bytes
+
+    @property
+    def size(self) -> int:
+        return self.job.result_bytes + len(self.tail)
+
+    @property
+    def etag(self) -> str:
+        return f'"{self.job.id}-{self.size}"'
+
+
+async def download(raw: asyncpg.Connection, job: JobRow, receipts: bool) -> Download:
+    """What GET .../results serves: only once the job has ended (409 before, 410 cancelled)."""
+    if job.status in ("queued", "running"):
+        raise JobNotFinished(
+            f"the job is {job.status}: {job.answered:,} of {job.lines:,} lines answered; "
+            "poll GET /v1/bulk/jobs/{id} until it has ended",
+            status_of_job=job.status,
+        )
+    if job.status == "cancelled":
+        raise JobCancelled("the job was cancelled and its answers deleted")
+    if job.status == "failed":
+        tail = bulk.error_line(job.error_code or "internal", job.error_message or "failed")
+    else:
+        recorded = await repo.receipts(raw, job.id)
+        counts = bulk.Counts(
+            lines=job.answered,
+            found=job.found,
+            not_found=job.not_found,
+            errors=job.errors,
+            blank=job.blank,
+            audit_ids=[a for a, _ in recorded],
+            receipts=[r for _, r in recorded],
+        )
+        tail = bulk.summary_line(counts, orjson.loads(job.meta), receipts)
+    return Download(job, tail)
+
+
+def byte_range(header: str, size: int) -> tuple[int, int] | None:
+    """The one range of a `Range: bytes=...` header as [first, last], or None to serve the
+    whole (a header we do not read: several ranges, another unit). 416 when unsatisfiable."""
+    unit, _, spec = header.partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
+        return None
+    first_s, dash, last_s = spec.strip().partition("-")
+    if not dash:
+        return None
+    try:
+        if first_s == "":  # the last N bytes
+            n = int(last_s)
+            if n <= 0:
+                raise RangeNotSatisfiable(f"the answer is {size:,} bytes")
+            return max(0, size - n), size - 1
+        first = int(first_s)
+        last = int(last_s) if last_s else size - 1
+    except ValueError:
+        return None
+    if first < 0 or first >= size or last < first:
+        raise RangeNotSatisfiable(f"the answer is {size:,} bytes; bytes {first}- are past it")
+    return first, min(last, size - 1)
+
+
+async def ndjson_bytes(
+    raw: asyncpg.Connection, d: Download, first: int = 0, last: int | None = None
+) -> AsyncIterator[bytes]:
+    """Bytes first..last (inclusive) of the document, read a few chunks at a time."""
+    last = d.size - 1 if last is None else last
+    body_end = d.job.result_bytes  # where the tail starts
+    if first < body_end:
+        start = await repo.chunk_at(raw, d.job.id, first)
+        async for _, at, data, _ in repo.results(raw, d.job.id, start, d.job.chunks_done):
+            if at > last:
+                return
+            lo, hi = max(first - at, 0), min(last - at + 1, len(data))
+            if lo < hi:
+                yield data[lo:hi]
+    if last >= body_end:
+        yield d.tail[max(first - body_end, 0) : last - body_end + 1]
+
+
+async def ndjson_after(raw: asyncpg.Connection, d: Download, after: int) -> AsyncIterator[bytes]:
+    """Chunks after the first `after` (a client that holds them), then the tail."""
+    async for _, _, data, _ in repo.results(raw, d.job.id, after, d.job.chunks_done):
+        yield data
+    yield d.tail
+
+
+async def csv_rows(raw: asyncpg.Connection, d: Download, after: int = 0) -> AsyncIterator[bytes]:
+    """The answers as CSV (a header, then a row per answer line): the decisions of the job's
+    programs, each row naming its chunk and that chunk's audit record. Receipts cover the
+    NDJSON bytes, so verification uses the NDJSON download."""
+    programs = d.job.programs
+    columns = CSV_HEAD + [f"{p}_{f}" for p in programs for f in ("eligible", "recipient")]
+    columns += CSV_TAIL
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(columns)
+    yield out.getvalue().encode()
+    async for number, _, data, audit_id in repo.results(raw, d.job.id, after, d.job.chunks_done):
+        out.seek(0)
+        out.truncate()
+        for line in data.splitlines():
+            writer.writerow(_csv_row(orjson.loads(line), programs, number + 1, audit_id))
+        yield out.getvalue().encode()
+    if d.job.status == "failed":
+        out.seek(0)
+        out.truncate()
+        writer.writerow(
+            ["", "", "", ""] + [""] * (2 * len(programs))
+            + [d.job.error_code, d.job.error_message, "", ""]
+        )  # fmt: skip
+        yield out.getvalue().encode()
+
+
+def _csv_row(
+    answer: dict[str, Any], programs: list[str], chunk: int, audit_id: str | None
+) -> list[Any]:
+    error = answer.get("error")
+    if error is not None:
+        return (
+            [answer["line"], error.get("nik", ""), "", ""] + [""] * (2 * len(programs))
+            + [error["code"], error["message"], chunk, audit_id or ""]
+        )  # fmt: skip
+    by_program = {d["program"]: d for d in answer.get("decisions", ())}
+    row: list[Any] = [answer["line"], answer["nik"], _flag(answer["found"])]
+    row.append(answer.get("decile", ""))
+    for p in programs:
+        decided = by_program.get(p, {})
+        row += [_flag(decided.get("eligible")), _flag(decided.get("recipient"))]
+    return [*row, "", "", chunk, audit_id or ""]
+
+
+def _flag(value: object) -> str:
+    return "" if value is None else ("true" if value else "false")
+
+
+# --- the worker's side ----------------------------------------------------------------------
+
+
+class Lost(Exception):
+    """The job is no longer this worker's: cancelled, or taken over after a missed heartbeat."""
+
+
+class Wait(Exception):
+    """The job must wait (the client's daily quota): re-queued to run after `seconds`."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"wait {seconds:g} s")
+        self.seconds = seconds
+
+
+@dataclass
+class Runner:
+    """Runs jobs in a worker process: what every job needs, shared by the jobs it runs."""
+
+    engine: AsyncEngine
+    audit: AuditWriter
+    connect: Callable[[], Awaitable[asyncpg.Connection]]  # as the service role
+    keep: dt.timedelta  # how long a finished job is kept
+    pace: Callable[[Principal, int], Awaitable[None]] | None = None  # the client's allowance
+    guard: Callable[[Caller], bulk.Guard | None] | None = None  # enumeration detection
+    ahead: int = bulk.AHEAD
+    stopping: asyncio.Event | None = None  # set: stop at the next chunk, re-queue the job
+
+    async def run(self, job_id: uuid.UUID) -> None:
+        """Answer the job from its first chunk not committed to its last, then end it.
+
+        Raises Wait (re-queue later) and lets database errors through (the queue retries).
+        """
+        me = uuid.uuid4()
+        conn = await self.connect()
+        try:
+            job = await repo.claim(conn, job_id, me)
+            if job is None:
+                return  # cancelled, finished or gone: nothing to do
+            try:
+                await self._answer(conn, job, me)
+            except Lost:
+                log.info("bulk job %s: no longer this worker's (cancelled or taken over)", job_id)
+                return
+            except Wait:
+                raise
+            except TepatError as e:
+                if isinstance(e, QuotaExceeded):
+                    await repo.requeue(conn, job_id, me, (e.code, e.detail))
+                    raise Wait(float(e.extra.get("retry_after", 3600))) from None
+                log.warning("bulk job %s failed: %s", job_id, e.code)
+                await repo.finish(conn, job_id, me, "failed", self.keep, (e.code, e.detail))
+                return
+            except DATABASE_ERRORS:
+                raise  # the queue tries again; the job resumes at its last committed chunk
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.error("bulk job %s failed", job_id, exc_info=e)
+                message = f"the job stopped; quote its id ({job_id}) when reporting it"
+                await repo.finish(conn, job_id, me, "failed", self.keep, ("internal", message))
+                return
+            if not await repo.finish(conn, job_id, me, "succeeded", self.keep):
+                log.info("bulk job %s: ended elsewhere (cancelled)", job_id)
+        finally:
+            await conn.close()
+
+    async def _answer(self, conn: asyncpg.Connection, job: JobRow, me: uuid.UUID) -> None:
+        caller = await self._caller(conn, job)
+        async with read_connection(self.engine) as read:
+            pinned = await pin(read, job.snapshot_id, job.rule_set_id)
+        view = eligibility.View(
+            programs=tuple(Program(p) for p in job.programs),
+            groups=frozenset(job.field_groups),
+            explain=job.explain,
+        )
+        pace = self.pace
+
+        async def paced(n: int) -> None:
+            if pace is not None:
+                await pace(caller.principal, n)
+
+        stream = bulk.Job(self.engine, self.audit, caller, pinned, view, pace=paced)
+        counts = bulk.Counts(
+            lines=job.answered, found=job.found, not_found=job.not_found, errors=job.errors
+        )
+        guard = self.guard(caller) if self.guard is not None else None
+        window: deque[tuple[int, asyncio.Task[bulk.Chunk]]] = deque()
+        try:
+            async for chunk in self._inputs(conn, job.id, job.chunks_done):
+                if self.stopping is not None and self.stopping.is_set():
+                    raise Wait(0)
+                task = asyncio.create_task(stream.lookup(bulk.chunk_items(chunk), new_audit_id()))
+                window.append((chunk.number, task))
+                if len(window) >= self.ahead:
+                    await self._commit(conn, job, me, caller, pinned, counts, *window.popleft())
+                    await self._guarded(guard, counts)
+            while window:
+                await self._commit(conn, job, me, caller, pinned, counts, *window.popleft())
+                await self._guarded(guard, counts)
+        finally:
+            for _, task in window:
+                task.cancel()
+            # Their errors are not news: the job ended (or stops here).
+            await asyncio.gather(*(task for _, task in window), return_exceptions=True)
+
+    @staticmethod
+    async def _guarded(guard: bulk.Guard | None, counts: bulk.Counts) -> None:
+        """After each chunk, as the stream before each: a job that looks like an enumeration of
+        the registry is ended and its client suspended."""
+        if guard is not None and guard.suspects(counts):
+            await guard.act(counts)
+            raise _enumeration(guard, counts)
+
+    async def _inputs(
+        self, conn: asyncpg.Connection, job_id: uuid.UUID, start: int
+    ) -> AsyncIterator[bulk.InputChunk]:
+        while True:
+            rows = await repo.read_input(conn, job_id, start, self.ahead)
+            if not rows:
+                return
+            for number, first, data in rows:
+                yield bulk.InputChunk(number, first, data)
+            start = rows[-1][0] + 1
+
+    async def _caller(self, conn: asyncpg.Connection, job: JobRow) -> Caller:
+        """The job's client as it is now: still there, not revoked, expired or suspended, and
+        still granted what the job was submitted with (its view never changes mid-job)."""
+        async with self.engine.connect() as c:
+            info: ClientInfo | None = await clients_repo.get_by_id(c, job.client_id)
+        now = dt.datetime.now(dt.UTC)
+        if (
+            info is None
+            or info.revoked_at is not None
+            or (info.expires_at is not None and info.expires_at <= now)
+        ):
+            raise _ClientGone("the client was revoked or its key expired; the job is ended")
+        if info.suspended_at is not None:
+            raise ClientSuspended("the client is suspended; the job is ended")
+        principal = Principal.from_client(info)
+        if not set(job.programs) <= principal.programs or not set(job.field_groups) <= set(
+            principal.field_groups
+        ):
+            raise _GrantsChanged(
+                "the client's programs or field groups were narrowed after the job was "
+                "submitted; the job is ended (submit it again)"
+            )
+        return Caller(principal, job.purpose, job.request_id)
+
+    async def _commit(
+        self,
+        conn: asyncpg.Connection,
+        job: JobRow,
+        me: uuid.UUID,
+        caller: Caller,
+        pinned: Pinned,
+        counts: bulk.Counts,
+        number: int,
+        task: asyncio.Task[bulk.Chunk],
+    ) -> None:
+        """Chunk `number`'s answer, audit record, receipt and the job's progress: ONE
+        transaction, under the job's row lock and only while this worker holds the job."""
+        chunk = await task
+        async with conn.transaction():
+            held = await repo.lock_progress(conn, job.id, me)
+            if held is None:
+                raise Lost
+            done, start = held
+            if done != number:  # cannot happen under the lease; never store a chunk twice
+                raise Lost
+            signed: str | None = None
+            if chunk.audit_id is not None:
+                entry = access_entry(
+                    caller, chunk.audit_id, bulk.OPERATION, pinned, chunk.subjects, chunk.found,
+                    chunk.data,
+                )  # fmt: skip
+                # Chained under audit_head's row lock, in this transaction: the record is
+                # durable exactly when the chunk is, and a rolled-back chunk leaves none.
+                [placed] = await append(conn, [self.audit.unchained(entry)])
+                recorded = Recorded(chunk.audit_id, placed.seq, entry.response_digest)
+                signed = receipt(self.audit, pinned, recorded)
+            await repo.store_chunk(
+                conn, job.id, number, start, chunk.data, chunk.audit_id, signed,
+                (chunk.lines, chunk.found, chunk.niks - chunk.found, chunk.lines - chunk.niks),
+            )  # fmt: skip
+        counts.add(chunk)
+
+
+class _ClientGone(TepatError):
+    code = "client_revoked"
+    title = "The client was revoked"
+    status = 403
+
+
+class _GrantsChanged(TepatError):
+    code = "grants_changed"
+    title = "The client's grants changed"
+    status = 403
+
+
+def _enumeration(guard: bulk.Guard, counts: bulk.Counts) -> TepatError:
+    class Enumeration(TepatError):
+        code = bulk.ENUMERATION
+        status = 403
+
+    return Enumeration(
+        f"under {guard.min_found_rate:.0%} of the NIKs were found after {counts.lines:,} "
+        "lines: the job is ended and the client suspended until an operator reinstates it"
+    )
+
+
+__all__ = [
+    "ENTRYPOINT",
+    "FORMATS",
+    "QUEUE_SCHEMA",
+    "Download",
+    "Lost",
+    "Runner",
+    "Wait",
+    "byte_range",
+    "cancel",
+    "csv_rows",
+    "describe",
+    "download",
+    "get",
+    "ndjson_after",
+    "ndjson_bytes",
+    "retention",
+    "submit",
+]
