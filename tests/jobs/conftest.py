@@ -1,4 +1,8 @@
-"""Bulk job tests' setup: an app whose lifespan runs a job worker, and the job client's steps."""
+"""Bulk job tests' setup: an app whose lifespan runs a job worker, and the job client's steps.
+
+The app (and so its worker) lives for one test module: the crash tests run their own worker
+processes, with no other worker to take their jobs.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from fastapi import FastAPI
 
 from app.config import Settings
 from app.main import create_app
-from tests.bulk.conftest import absent_nik, found_and_absent, ndjson, parse  # noqa: F401
+from tests.bulk.conftest import parse
 from tests.support import auth
 
 JOBS = "/v1/bulk/jobs"
@@ -34,7 +38,7 @@ def worker_settings(settings: Settings) -> Settings:
     return settings.model_copy(update={"jobs_worker": True, "jobs_heartbeat_timeout": 3.0})
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 async def jobs_app(worker_settings: Settings, published: Path) -> AsyncIterator[FastAPI]:
     application = create_app(worker_settings)
     async with application.router.lifespan_context(application):
