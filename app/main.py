@@ -161,6 +161,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 audit,
                 limits.allowance_of(app),
                 on_suspended=authenticator.note_suspended,
+                reads=reads,
             )
             worker_task = asyncio.create_task(job_worker.run(), name="bulk-job-worker")
         app.state.job_worker = job_worker

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import json
 import os
 import random
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,9 +28,9 @@ from bench import import_bench, servers
 from bench.common import emit, server_url
 from bench.prepare import PURPOSE, Prepared, log, prepare
 
-TARGETS = ("P1", "P2", "P3", "P4", "P5", "P6")
+TARGETS = ("P1", "P2", "P3", "P4", "P5", "P6", "P9")
 # The lines a complete run prints (some targets have two goals, hence two lines).
-LINES = ("P1", "P1-p99", "P2", "P3", "P4", "P4-rss", "P5", "P5-rss", "P6")
+LINES = ("P1", "P1-p99", "P2", "P3", "P4", "P4-rss", "P5", "P5-rss", "P6", "P9", "P9-rss")
 
 GRAPHQL_PERSON = """
 query Person($nik: String!, $snapshot: String) {
@@ -166,6 +168,8 @@ class Run:
                 # service's capacity, not the per-client limit (tested in tests/).
                 "TEPAT_RATE_LIMIT_NIKS_PER_SECOND": "0",
                 "TEPAT_AUDIT_RECEIPTS": "true" if self.receipts else "false",
+                # Each process runs a bulk job worker, as `tepat serve` does (P9).
+                "TEPAT_JOBS_WORKER": "true",
             }
             app, ready = "app.main:create_app", "/healthz"
         elif name == "fixed":
@@ -467,6 +471,105 @@ class Run:
             )
         )
 
+    def p9(self) -> None:
+        """A bulk job (upload, poll, download) against the stream, same input, same run."""
+        n = self.mode.bulk_niks
+        what = f"bulk job {n:,} NIKs, upload to last answer byte, vs the stream's wall time"
+        rss_what = f"bulk job {n:,} NIKs, server peak RSS"
+        service = self.server("service")
+        body_file = self.workdir / f"bulk-{n}.ndjson"
+        if not body_file.exists():
+            with body_file.open("w") as f:
+                for nik in self.niks(n):
+                    f.write(f'{{"nik": "{nik}"}}\n')
+        path = f"/v1/bulk/eligibility?snapshot={self.data.release}"
+        spec = {
+            "kind": "bulk",
+            "port": service.port,
+            "path": path,
+            "headers": {k: v for k, v in self.headers.items() if k != "Content-Type"},
+            "body_file": str(body_file),
+            "limit": self.mode.bulk_limit,
+        }
+        stream = self._run_load(spec, service, timeout=self.mode.bulk_limit + 60)
+        stream.pop("usage")
+        if stream["timed_out"] or not stream["complete"]:
+            raise Unavailable(f"P9: the stream did not complete: {stream['last_line']}")
+        base = f"http://127.0.0.1:{service.port}/v1/bulk/jobs"
+        headers = {k: v for k, v in self.headers.items() if k != "Content-Type"}
+
+        def pieces() -> Iterator[bytes]:
+            with body_file.open("rb") as f:
+                while data := f.read(256 * 1024):
+                    yield data
+
+        with service.watch() as usage, httpx.Client(timeout=60) as client:
+            began = time.perf_counter()
+            r = client.post(
+                f"{base}?snapshot={self.data.release}",
+                content=pieces(),
+                headers={**headers, "Content-Type": "application/x-ndjson"},
+            )
+            if r.status_code != 202:
+                raise Unavailable(f"POST /v1/bulk/jobs: {r.status_code} {r.text[:300]}")
+            uploaded = time.perf_counter() - began
+            location = f"http://127.0.0.1:{service.port}{r.headers['location']}"
+            # As a client reads a large job: the answers as they are committed (?wait=true).
+            size = 0
+            last = b""
+            with client.stream(
+                "GET", location + "/results?wait=true", headers=headers, timeout=None
+            ) as got:
+                for data in got.iter_bytes():
+                    size += len(data)
+                    last = (last + data)[-(2 << 20) :]  # the summary: ~450 B a chunk
+            job = client.get(location, headers=headers).json()
+            answered = (
+                dt.datetime.fromisoformat(job["finished_at"])
+                - dt.datetime.fromisoformat(job["created_at"])
+            ).total_seconds()
+            seconds = time.perf_counter() - began
+        if job["status"] != "succeeded" or b'"summary"' not in last:
+            raise Unavailable(f"P9: the job ended {job['status']}: {job.get('error')}")
+        log(
+            f"bulk job  upload {uploaded:.1f} s, answered at {answered:.1f} s, downloaded "
+            f"{size:,} bytes at {seconds:.1f} s; stream {stream['seconds']:.1f} s; "
+            f"server cpu {usage.cpu}"
+        )
+        extra = {
+            "niks": n,
+            "job_seconds": round(seconds, 2),
+            "upload_seconds": round(uploaded, 2),
+            "answered_seconds": round(answered, 2),
+            "stream_seconds": stream["seconds"],
+            "answer_bytes": size,
+            "job_lines_per_second": job["progress"]["lines_per_second"],
+            "service_cpu_per_worker": usage.cpu,
+        }
+        self.lines.append(
+            emit(
+                "P9",
+                what,
+                n / seconds,
+                n / float(stream["seconds"]),
+                0.7,
+                unit="NIK/s",
+                extra=extra,
+            )
+        )
+        self.lines.append(
+            emit(
+                "P9-rss",
+                rss_what,
+                usage.peak_rss_mb,
+                250,
+                None,
+                unit="MB",
+                lower_is_better=True,
+                extra={"peak_total_rss_mb": round(usage.peak_total_rss_mb, 1)},
+            )
+        )
+
     def p5_p6(self) -> None:
         self.stop_all()  # the import has the machine to itself, as the baseline COPY does
         self.lines.extend(import_bench.run(self.url, self.mode.import_people, self.workdir))
@@ -527,9 +630,9 @@ def main(argv: list[str] | None = None) -> int:
     data = prepare(url, mode.people, args.workdir)
     log(f"prepared {data.release} in {time.perf_counter() - started:.1f} s")
     run = Run(mode, args.workers, args.workdir, url, data, receipts=not args.no_receipts)
-    steps = {"P1": run.p1, "P2": run.p2, "P3": run.p3, "P4": run.p4}
+    steps = {"P1": run.p1, "P2": run.p2, "P3": run.p3, "P4": run.p4, "P9": run.p9}
     try:
-        for target in ("P1", "P2", "P3", "P4"):
+        for target in ("P1", "P2", "P3", "P4", "P9"):
             if target in only:
                 try:
                     steps[target]()

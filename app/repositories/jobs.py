@@ -162,39 +162,27 @@ async def lock_progress(
     return (row["chunks_done"], row["result_bytes"]) if row is not None else None
 
 
-async def store_chunk(
+async def store_chunks(
     raw: asyncpg.Connection,
     job_id: uuid.UUID,
-    chunk: int,
-    start: int,
-    data: bytes,
-    audit_id: str | None,
-    receipt: str | None,
+    rows: Sequence[tuple[int, int, bytes, str | None, str | None]],
     counts: tuple[int, int, int, int],
 ) -> None:
-    """A chunk's answer, and the job's committed progress past it (in the caller's
-    transaction, after `lock_progress`)."""
-    await raw.execute(
-        f"INSERT INTO {bulk_job_results.name} (job_id, chunk, start, data, audit_id, receipt) "
-        "VALUES ($1, $2, $3, $4, $5, $6)",
-        job_id,
-        chunk,
-        start,
-        data,
-        audit_id,
-        receipt,
+    """Chunks' answers (number, start byte, data, audit id, receipt), and the job's committed
+    progress past them (in the caller's transaction, after `lock_progress`)."""
+    await raw.copy_records_to_table(
+        bulk_job_results.name,
+        records=[(job_id, *row) for row in rows],
+        columns=["job_id", "chunk", "start", "data", "audit_id", "receipt"],
     )
-    lines, found, not_found, errors = counts
     await raw.execute(
-        "UPDATE bulk_jobs SET chunks_done = chunks_done + 1, answered = answered + $2, "
-        "found = found + $3, not_found = not_found + $4, errors = errors + $5, "
-        "result_bytes = result_bytes + $6 WHERE id = $1",
+        "UPDATE bulk_jobs SET chunks_done = chunks_done + $2, result_bytes = result_bytes + $3, "
+        "answered = answered + $4, found = found + $5, not_found = not_found + $6, "
+        "errors = errors + $7 WHERE id = $1",
         job_id,
-        lines,
-        found,
-        not_found,
-        errors,
-        len(data),
+        len(rows),
+        sum(len(r[2]) for r in rows),
+        *counts,
     )
 
 

@@ -325,6 +325,30 @@ async def ndjson_after(raw: asyncpg.Connection, d: Download, after: int) -> Asyn
     yield d.tail
 
 
+async def ndjson_follow(
+    raw: asyncpg.Connection, job: JobRow, after: int, receipts: bool, poll: float = 0.05
+) -> AsyncIterator[bytes]:
+    """For a job still queued or running: its chunks as they are committed, then the tail
+    (summary, or error line) once it has ended. A client may so read while the job runs."""
+    start = after
+    while True:
+        async for number, _, data, _ in repo.results(raw, job.id, start, job.chunks_done):
+            yield data
+            start = number + 1
+        if job.status not in ("queued", "running"):
+            if job.status == "cancelled":
+                yield bulk.error_line("job_cancelled", "the job was cancelled")
+                return
+            yield (await download(raw, job, receipts)).tail
+            return
+        await asyncio.sleep(poll)
+        fresh = await repo.get(raw, job.id, job.client_id)
+        if fresh is None:
+            yield bulk.error_line("job_cancelled", "the job was deleted")
+            return
+        job = fresh
+
+
 async def csv_rows(raw: asyncpg.Connection, d: Download, after: int = 0) -> AsyncIterator[bytes]:
     """The answers as CSV (a header, then a row per answer line): the decisions of the job's
     programs, each row naming its chunk and that chunk's audit record. Receipts cover the
@@ -401,6 +425,7 @@ class Runner:
     guard: Callable[[Caller], bulk.Guard | None] | None = None  # enumeration detection
     ahead: int = bulk.AHEAD
     stopping: asyncio.Event | None = None  # set: stop at the next chunk, re-queue the job
+    reads: Reads | None = None  # the API's lean pool, when the worker runs in a server process
 
     async def run(self, job_id: uuid.UUID) -> None:
         """Answer the job from its first chunk not committed to its last, then end it.
@@ -456,7 +481,9 @@ class Runner:
             if pace is not None:
                 await pace(caller.principal, n)
 
-        stream = bulk.Job(self.engine, self.audit, caller, pinned, view, pace=paced)
+        stream = bulk.Job(
+            self.engine, self.audit, caller, pinned, view, pace=paced, reads=self.reads
+        )
         counts = bulk.Counts(
             lines=job.answered, found=job.found, not_found=job.not_found, errors=job.errors
         )
@@ -469,10 +496,10 @@ class Runner:
                 task = asyncio.create_task(stream.lookup(bulk.chunk_items(chunk), new_audit_id()))
                 window.append((chunk.number, task))
                 if len(window) >= self.ahead:
-                    await self._commit(conn, job, me, caller, pinned, counts, *window.popleft())
+                    await self._commit(conn, job, me, caller, pinned, counts, _ready(window))
                     await self._guarded(guard, counts)
             while window:
-                await self._commit(conn, job, me, caller, pinned, counts, *window.popleft())
+                await self._commit(conn, job, me, caller, pinned, counts, _ready(window))
                 await self._guarded(guard, counts)
         finally:
             for _, task in window:
@@ -531,35 +558,57 @@ class Runner:
         caller: Caller,
         pinned: Pinned,
         counts: bulk.Counts,
-        number: int,
-        task: asyncio.Task[bulk.Chunk],
+        ready: list[tuple[int, asyncio.Task[bulk.Chunk]]],
     ) -> None:
-        """Chunk `number`'s answer, audit record, receipt and the job's progress: ONE
-        transaction, under the job's row lock and only while this worker holds the job."""
-        chunk = await task
+        """The next chunks' answers, audit records, receipts and the job's progress: ONE
+        transaction (for each chunk all of them, or none), under the job's row lock and only
+        while this worker holds the job. Several chunks whose answers are ready go together."""
+        chunks = [(number, await task) for number, task in ready]
         async with conn.transaction():
             held = await repo.lock_progress(conn, job.id, me)
             if held is None:
                 raise Lost
             done, start = held
-            if done != number:  # cannot happen under the lease; never store a chunk twice
+            if done != chunks[0][0]:  # cannot happen under the lease; never store one twice
                 raise Lost
-            signed: str | None = None
-            if chunk.audit_id is not None:
-                entry = access_entry(
-                    caller, chunk.audit_id, bulk.OPERATION, pinned, chunk.subjects, chunk.found,
-                    chunk.data,
-                )  # fmt: skip
-                # Chained under audit_head's row lock, in this transaction: the record is
-                # durable exactly when the chunk is, and a rolled-back chunk leaves none.
-                [placed] = await append(conn, [self.audit.unchained(entry)])
-                recorded = Recorded(chunk.audit_id, placed.seq, entry.response_digest)
-                signed = receipt(self.audit, pinned, recorded)
-            await repo.store_chunk(
-                conn, job.id, number, start, chunk.data, chunk.audit_id, signed,
-                (chunk.lines, chunk.found, chunk.niks - chunk.found, chunk.lines - chunk.niks),
-            )  # fmt: skip
-        counts.add(chunk)
+            entries = {
+                number: access_entry(
+                    caller, c.audit_id, bulk.OPERATION, pinned, c.subjects, c.found, c.data
+                )
+                for number, c in chunks
+                if c.audit_id is not None
+            }
+            # Chained under audit_head's row lock, in this transaction: the records are durable
+            # exactly when their chunks are, and a rolled-back chunk leaves none.
+            placed = await append(conn, [self.audit.unchained(e) for e in entries.values()])
+            seqs = dict(zip(entries, (p.seq for p in placed), strict=True))
+            rows = []
+            for number, c in chunks:
+                signed: str | None = None
+                if c.audit_id is not None:
+                    recorded = Recorded(c.audit_id, seqs[number], entries[number].response_digest)
+                    signed = receipt(self.audit, pinned, recorded)
+                rows.append((number, start, c.data, c.audit_id, signed))
+                start += len(c.data)
+            sums = (
+                sum(c.lines for _, c in chunks),
+                sum(c.found for _, c in chunks),
+                sum(c.niks - c.found for _, c in chunks),
+                sum(c.lines - c.niks for _, c in chunks),
+            )
+            await repo.store_chunks(conn, job.id, rows, sums)
+        for _, c in chunks:
+            counts.add(c)
+
+
+def _ready(
+    window: deque[tuple[int, asyncio.Task[bulk.Chunk]]],
+) -> list[tuple[int, asyncio.Task[bulk.Chunk]]]:
+    """The head of the window, and the chunks after it whose answers are already there."""
+    out = [window.popleft()]
+    while window and window[0][1].done():
+        out.append(window.popleft())
+    return out
 
 
 class _ClientGone(TepatError):
@@ -601,6 +650,7 @@ __all__ = [
     "get",
     "ndjson_after",
     "ndjson_bytes",
+    "ndjson_follow",
     "retention",
     "submit",
 ]

@@ -45,6 +45,7 @@ from app.resilience import DATABASE_ERRORS
 from app.services import bulk, clients
 from app.services.allowance import Allowance
 from app.services.audit.writer import AuditWriter
+from app.services.catalog import Reads
 from app.services.jobs import ENTRYPOINT, QUEUE_SCHEMA, Runner, Wait, retention
 from app.services.lookup import Caller
 
@@ -95,6 +96,7 @@ class Worker:
         audit: AuditWriter,
         allowance: Allowance | None,
         on_suspended: Callable[[str], None] | None = None,
+        reads: Reads | None = None,
     ) -> None:
         self.settings = settings
         self.url = url
@@ -111,6 +113,7 @@ class Worker:
             pace=pacer(allowance) if allowance is not None else None,
             guard=self._guard,
             stopping=self.stop,
+            reads=reads,
         )
         self.jobs_run = 0
 

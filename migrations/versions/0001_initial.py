@@ -803,6 +803,9 @@ def _jobs() -> None:
             ),
             sa.PrimaryKeyConstraint("job_id", "chunk", name=op.f(f"pk_{table}")),
         )
+        # JSON answers of ~1 MB a chunk: stored as they are (pglz costs more time than it
+        # saves space here; bench/ P9), out of line in TOAST.
+        op.execute(f"ALTER TABLE {table} ALTER COLUMN data SET STORAGE EXTERNAL")
     for statement in queue_statements(QUEUE_DDL):
         op.execute(statement)
 

@@ -107,7 +107,8 @@ or **CSV** (`Accept: text/csv` or `?format=csv`: the decisions per program, each
 chunk and the chunk's audit id; verify receipts on the NDJSON).
 
 A failed job gives the chunks it committed and then, instead of the summary, its error line. A
-queued or running job: 409 `job_not_finished`; a cancelled one: 410.
+queued or running job: 409 `job_not_finished`, unless `?wait=true`: then its chunks are sent
+as they are committed and the summary when it ends (read while it runs). A cancelled job: 410.
 
 **Resume a cut download** with HTTP `Range: bytes=N-` (NDJSON; `206 Partial Content`, the
 `ETag` stays the same for the whole life of the answers) or with the cursor `?after_chunk=N`:
@@ -314,6 +315,13 @@ async def job_results(
         int | None,
         Query(ge=0, description="Resume: skip the first N chunks (the client holds them)."),
     ] = None,
+    wait: Annotated[
+        bool,
+        Query(
+            description="NDJSON of a job still queued or running: send its chunks as they "
+            "are committed and the summary when it ends, instead of 409."
+        ),
+    ] = False,
     range_: Annotated[
         str | None,
         Header(alias="Range", description="Resume: `bytes=N-` (NDJSON only)."),
@@ -323,7 +331,12 @@ async def job_results(
     conn = await _connect(state)
     try:
         job = await jobs.get(conn, job_id, caller.principal.client_id)
-        d = await jobs.download(conn, job, state.audit.keyring is not None)
+        signed = state.audit.keyring is not None
+        if wait and wanted == "ndjson" and job.status in ("queued", "running"):
+            after = min(after_chunk or 0, job.chunks)
+            body = jobs.ndjson_follow(conn, job, after, signed)
+            return _Stream(body, conn, 200, NDJSON, {})
+        d = await jobs.download(conn, job, signed)
         after = min(after_chunk or 0, job.chunks_done)
         if wanted == "csv":
             headers = {"content-disposition": f'attachment; filename="{job.id}.csv"'}
