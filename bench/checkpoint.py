@@ -14,7 +14,7 @@ Creates a scratch database on that server, migrates it, appends RECORDS chained 
 * `verify --checkpoints` against both published checkpoints (a full rebuild of the tree).
 
 Prints one JSON line per measure (seconds, records/s, ratio baseline/measure) and drops the
-database. The audit tables' size on disk is reported too. Not a timed test (QUALITY.md).
+database. The audit tables' size on disk is reported too. Not a timed test (bench/README.md: ratios, never timed tests).
 """
 
 from __future__ import annotations
