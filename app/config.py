@@ -95,8 +95,12 @@ class Settings(BaseSettings):
     # registry and append to the audit trail, never UPDATE or DELETE it. Empty: the login role.
     db_role: str | None = "tepat_service"
 
-    # Keyed hash of NIKs and No. KKs in the audit trail.
+    # Keyed hash of NIKs and No. KKs in the audit trail. Every record names the key's id
+    # (app.services.audit.hmac_key_id); after a rotation, keep the old keys in
+    # audit_hmac_old_keys (a JSON list: TEPAT_AUDIT_HMAC_OLD_KEYS='["old secret"]'): trails
+    # search under them too, nothing new is hashed with them.
     audit_hmac_key: SecretStr = SecretStr(DEV_AUDIT_KEY)
+    audit_hmac_old_keys: list[SecretStr] = []
     # The Ed25519 private key (PKCS#8 PEM file, `tepat audit keygen`) receipts and checkpoints
     # are signed with. Required in production; elsewhere one is made under data_dir.
     audit_signing_key: Path | None = None

@@ -1,4 +1,4 @@
-"""NIK and No. KK: parsing, validation and masking (SNAPSHOT_FORMAT.md, DOMAIN.md)."""
+"""NIK and No. KK: parsing, validation and masking (docs/snapshot-format.md, docs/codes.md)."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@
 
 Creates a scratch database on that server, migrates it, records N entries from C concurrent
 tasks (each waits for its record to be durable, as a request does) with each configuration,
-prints records/s, batches and latency, and drops the database. Not a timed test (QUALITY.md).
+prints records/s, batches and latency, and drops the database. Not a timed test (bench/README.md: ratios, never timed tests).
 """
 
 from __future__ import annotations

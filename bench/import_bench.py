@@ -3,7 +3,7 @@
     python -m bench.import_bench [--people 1000000] [--workdir .tepat/bench]
 
 Baseline: `COPY ... FROM STDIN (FORMAT csv, HEADER)` of keluarga.csv and anggota.csv into
-plain typed tables with a primary key and one more index (QUALITY.md's "COPY with indexes"),
+plain typed tables with a primary key and one more index (the targets' "COPY with indexes"),
 timed from the first byte to the last index. Service: `tepat snapshot import` as a subprocess
 (validation, checksum, set checks, publish), with its peak RSS sampled every 50 ms.
 Prints a table and one JSON line per target.

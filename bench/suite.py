@@ -67,7 +67,7 @@ MODES = {
     "quick": Mode("quick", 20_000, 5.0, 1.0, 100_000, 200_000, 40, 60.0),
     "full": Mode("full", 1_000_000, 20.0, 3.0, 1_000_000, 1_000_000, 100, 300.0),
 }
-CONNECTIONS_SMALL = 32  # P1, P2 (QUALITY.md: p99 at 32 connections)
+CONNECTIONS_SMALL = 32  # P1, P2 (the P1 target: p99 at 32 connections)
 CONNECTIONS_BATCH = 8  # P3
 BATCH = 1000
 

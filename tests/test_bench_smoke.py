@@ -31,3 +31,21 @@ def test_bench_smoke_prints_every_target(database_url: str, tmp_path: Path) -> N
     for line in lines:
         assert {"service", "baseline", "ratio", "goal"} <= set(line), line
         assert line.get("available", True), line
+
+
+def test_checkpoint_bench_runs_and_verifies(database_url: str) -> None:
+    """bench/checkpoint.py at a tiny size: every measure prints, and the verify step (which
+    asserts both checkpoints hold) passes."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.checkpoint", "--records", "300", "--more", "7", database_url],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    whats = [line["what"] for line in lines]
+    assert any(w.startswith("first checkpoint") for w in whats), whats
+    assert any(w.startswith("verify --checkpoints") for w in whats), whats
+    first = next(line for line in lines if line["what"].startswith("first checkpoint"))
+    assert first["records"] == 300

@@ -179,9 +179,8 @@ def audit_trail(
         raise typer.BadParameter(str(e), param_hint="--nik" if nik else "--no-kk") from None
 
     async def go(settings: Settings) -> list[Any]:
-        key = settings.audit_hmac_key.get_secret_value().encode()
         async with db.engine_scope(settings) as engine, engine.connect() as conn:
-            return await svc.trail(conn, key, subject)
+            return await svc.trail(conn, svc.subject_keys(settings), subject)
 
     entries = run(go)
     if as_json:

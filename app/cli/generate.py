@@ -21,7 +21,7 @@ def generate(
     ] = None,
     file_format: Annotated[str, typer.Option("--format", help="csv, csv.gz or parquet")] = "csv",
 ) -> None:
-    """Write a synthetic DTSEN release (SNAPSHOT_FORMAT.md) for demos, tests and benchmarks."""
+    """Write a synthetic DTSEN release (docs/snapshot-format.md) for demos, tests and benchmarks."""
     from app.synth.generate import generate_release
 
     if file_format not in ("csv", "csv.gz", "parquet"):

@@ -1,4 +1,4 @@
-"""The pure eligibility engine: rule sets as data and the decisions of RULES.md."""
+"""The pure eligibility engine: rule sets as data and the decisions of docs/rules.md."""
 
 from app.eligibility.engine import (
     PROGRAM_ORDER,

@@ -1,13 +1,13 @@
 """The pure rule engine: one family, one rule set, one evaluation date in; decisions out.
 
-RULES.md is the contract. Nothing here reads the clock, a file or a database: the same inputs
+docs/rules.md is the contract. Nothing here reads the clock, a file or a database: the same inputs
 give the same decisions today and in a year.
 
 Criteria (id: observed / required), in the order a decision lists them:
 
 - `decile_in_range`: the family's decile (None = unranked, which fails everything) / [lo, hi].
 - `not_excluded`: the family's `asn_tni_polri` flag / False. PKH, BPNT and PBI JK only:
-  RULES.md does not exclude ASN/TNI/Polri families from Sekolah Rakyat.
+  docs/rules.md does not exclude ASN/TNI/Polri families from Sekolah Rakyat.
 - PKH `has_component`: the number of members taken for a component / [1, None] (at least one).
 - Sekolah Rakyat `age_in_range`: age on the evaluation date / [lo, hi]; `school_level`: the
   level attended when the child attends school (e.g. "PT", or None when the level is unknown),
@@ -15,7 +15,7 @@ Criteria (id: observed / required), in the order a decision lists them:
 
 PKH components are selected whatever the decile or exclusion, so the explanation shows what the
 family would get; the benefit is only given when the family is eligible. A left-out candidate
-carries the first condition it failed, in RULES.md's order: "member_has_component", "cap",
+carries the first condition it failed, in docs/rules.md's order: "member_has_component", "cap",
 "member_limit". Sekolah Rakyat's `level` and `priority` are set only on an eligible decision.
 """
 
@@ -53,7 +53,7 @@ FAMILY_PROGRAMS: Final = (Program.PKH, Program.BPNT)
 PERSON_PROGRAMS: Final = (Program.PBI_JK, Program.SEKOLAH_RAKYAT)
 
 SR_LEVELS: Final = ("SD", "SMP", "SMA")
-# The school levels and their codes (SNAPSHOT_FORMAT.md `jenjang_sekolah`): one table for the
+# The school levels and their codes (docs/snapshot-format.md `jenjang_sekolah`): one table for the
 # importer (name to code), the registry's rows and the stored decisions (code to name).
 SCHOOL_LEVELS: Final[Mapping[str, int]] = {"SD": 1, "SMP": 2, "SMA": 3, "PT": 4}
 SCHOOL_LEVEL_NAMES: Final[Mapping[int, str]] = {v: k for k, v in SCHOOL_LEVELS.items()}
@@ -133,7 +133,7 @@ class Decision:
     subject: str = ""  # no_kk for family decisions, nik for person decisions
 
     def to_dict(self, explain: bool) -> dict[str, Any]:
-        """The API shape (API.md). `recipient` is left out when unknown.
+        """The API shape (docs/architecture.md). `recipient` is left out when unknown.
 
         `criteria` and PKH `components` (every candidate, taken and left out, with the reason)
         come only with `explain`: components name the family's other members and reveal
@@ -173,7 +173,7 @@ class FamilyEvaluation:
 
 
 def age_on(birth: date, on: date) -> int:
-    """Age in whole years (RULES.md): born 29 Feb, a year older on 1 Mar in common years."""
+    """Age in whole years (docs/rules.md): born 29 Feb, a year older on 1 Mar in common years."""
     return on.year - birth.year - ((on.month, on.day) < (birth.month, birth.day))
 
 
@@ -385,9 +385,9 @@ def evaluate_family(
 
 
 def _pkh(family: Family, ages: list[int], rules: _Compiled, not_excluded: Criterion) -> Decision:
-    """RULES.md PKH steps 1-4: candidates, the deterministic walk, the decision."""
+    """docs/rules.md PKH steps 1-4: candidates, the deterministic walk, the decision."""
     usia_dini, lansia, school = rules.usia_dini, rules.lansia, rules.school
-    # (rank, nik, index) sorts as RULES.md asks: amount desc, table order, NIK asc.
+    # (rank, nik, index) sorts as docs/rules.md asks: amount desc, table order, NIK asc.
     candidates: list[tuple[int, str, int, _PkhComponent]] = []
     for index, (member, age) in enumerate(zip(family.members, ages, strict=True)):
         nik = member.nik
@@ -443,7 +443,7 @@ def _pkh(family: Family, ages: list[int], rules: _Compiled, not_excluded: Criter
 def _benefit(
     program: Program, rules: _Compiled, eligible: bool, yearly: int
 ) -> dict[str, int] | None:
-    """What an eligible unit receives (RULES.md), None when not eligible. `yearly`: the sum of
+    """What an eligible unit receives (docs/rules.md), None when not eligible. `yearly`: the sum of
     PKH's taken components (PKH only), paid in the rule set's tranches."""
     if not eligible:
         return None

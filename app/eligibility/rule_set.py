@@ -1,4 +1,4 @@
-"""Rule sets: the versioned, checksummed parameters of the four programs (RULES.md)."""
+"""Rule sets: the versioned, checksummed parameters of the four programs (docs/rules.md)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from pydantic import (
 
 from app.identifiers import RULE_SET_ID_PATTERN
 
-# RULES.md's PKH table, in its order: that order is the second sort key of the selection, so a
+# docs/rules.md's PKH table, in its order: that order is the second sort key of the selection, so a
 # rule set must list the components exactly so (the order is logic, not a parameter).
 COMPONENT_ORDER: Final = ("HAMIL", "USIA_DINI", "DISABILITAS_BERAT", "LANSIA", "SMA", "SMP", "SD")
 SCHOOL_COMPONENTS: Final = frozenset({"SMA", "SMP", "SD"})
@@ -105,7 +105,7 @@ class PkhParams(_Frozen):
         if ids != COMPONENT_ORDER:
             raise ValueError(
                 f"must list each of {', '.join(COMPONENT_ORDER)} exactly once and in that order "
-                f"(RULES.md's table order breaks ties), got {', '.join(ids) or 'none'}"
+                f"(docs/rules.md's table order breaks ties), got {', '.join(ids) or 'none'}"
             )
         return components
 
@@ -215,7 +215,7 @@ def shipped_rule_sets() -> list[Path]:
 
 
 def rule_set_in_force(rule_sets: Iterable[RuleSet], on: date) -> RuleSet | None:
-    """The rule set with the latest `effective_from` on or before `on` (RULES.md), or None.
+    """The rule set with the latest `effective_from` on or before `on` (docs/rules.md), or None.
 
     Never "the newest one": an answer about an old release must stay the same next year. Two
     rule sets taking effect on the same latest day are ambiguous and refused.

@@ -23,7 +23,7 @@ from app.services.disclosure import (
 )
 
 # Field metadata read by app.graphql.permissions before execution: the field groups a field
-# needs, all of them (API.md scopes; app.services.disclosure for the values derived from
+# needs, all of them (docs/disclosure.md; app.services.disclosure for the values derived from
 # several), and whether a field reads personal data (key and purpose required).
 GROUP = "tepat.field_group"
 PERSONAL = "tepat.personal"
@@ -60,7 +60,7 @@ def resolved(
     return wrap
 
 
-@strawberry.enum(description="The four programs (RULES.md)")
+@strawberry.enum(description="The four programs (docs/rules.md)")
 class ProgramId(Enum):
     PKH = "PKH"
     BPNT = "BPNT"

@@ -1,4 +1,4 @@
-"""The export's columns (SNAPSHOT_FORMAT.md) mapped to the database's, with their parsers.
+"""The export's columns (docs/snapshot-format.md) mapped to the database's, with their parsers.
 
 Each parser takes the raw text of a field and returns the PostgreSQL COPY text of the value
 (`\\N` for absent) or raises `FieldError(rule)`. The COPY text is also what the content checksum

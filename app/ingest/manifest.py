@@ -1,4 +1,4 @@
-"""The release manifest (SNAPSHOT_FORMAT.md): reading and checking it, the files it declares,
+"""The release manifest (docs/snapshot-format.md): reading and checking it, the files it declares,
 and the release's content checksum."""
 
 from __future__ import annotations

@@ -88,6 +88,8 @@ audit_log = Table(
     Column("found_count", Integer, nullable=False),
     Column("response_digest", LargeBinary, nullable=False),
     Column("request_id", Text, nullable=False),
+    # Which subject key hashed subject_hashes (app.services.audit.hmac_key_id): keys rotate.
+    Column("hmac_key_id", Text, nullable=False),
     Column("prev_hash", LargeBinary, nullable=False),
     Column("hash", LargeBinary, nullable=False),
     CheckConstraint("seq > 0", name="seq_positive"),

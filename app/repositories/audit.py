@@ -32,6 +32,7 @@ class AuditRecord:
     found_count: int
     response_digest: bytes
     request_id: str
+    hmac_key_id: str
     prev_hash: bytes
     hash: bytes
 
@@ -85,6 +86,7 @@ async def insert_many(raw: asyncpg.Connection, records: Sequence[AuditRecord]) -
                 r.found_count,
                 r.response_digest,
                 r.request_id,
+                r.hmac_key_id,
                 r.prev_hash,
                 r.hash,
             )
@@ -111,12 +113,13 @@ INSERT INTO audit_log ({", ".join(_FIELDS)})
 SELECT u.seq, u.id, u.at, u.client_id, u.purpose, u.operation, u.snapshot_id, u.rule_set_id,
        ARRAY(SELECT substr(u.subjects, 32 * i + 1, 32)
              FROM generate_series(0, length(u.subjects) / 32 - 1) AS i ORDER BY i),
-       u.subject_count, u.found_count, u.response_digest, u.request_id, u.prev_hash, u.hash
+       u.subject_count, u.found_count, u.response_digest, u.request_id, u.hmac_key_id,
+       u.prev_hash, u.hash
 FROM unnest($5::int8[], $6::text[], $7::timestamptz[], $8::text[], $9::text[], $10::text[],
             $11::text[], $12::text[], $13::bytea[], $14::int4[], $15::int4[], $16::bytea[],
-            $17::text[], $18::bytea[], $19::bytea[])
+            $17::text[], $18::text[], $19::bytea[], $20::bytea[])
      AS u(seq, id, at, client_id, purpose, operation, snapshot_id, rule_set_id, subjects,
-          subject_count, found_count, response_digest, request_id, prev_hash, hash)
+          subject_count, found_count, response_digest, request_id, hmac_key_id, prev_hash, hash)
 WHERE EXISTS (SELECT FROM moved)
 """
 
@@ -146,6 +149,7 @@ async def append_if_head(raw: asyncpg.Connection, records: Sequence[AuditRecord]
         [r.found_count for r in records],
         [r.response_digest for r in records],
         [r.request_id for r in records],
+        [r.hmac_key_id for r in records],
         [r.prev_hash for r in records],
         [r.hash for r in records],
     )
@@ -194,11 +198,15 @@ def subject_key(subject_hash: bytes) -> int:
 
 
 # The records naming a subject: from the index up to `indexed_upto`, by scanning the records
-# after it (seq range on the primary key), each confirmed against the full hash. One statement:
-# one snapshot, so a concurrent `audit index` can neither hide nor double a record.
+# after it (seq range on the primary key), each confirmed against the full hash under the key
+# the record names (one hash per configured key: a rotated key's records still match). One
+# statement: one snapshot, so a concurrent `audit index` can neither hide nor double a record.
 _TRAIL = """
-WITH hits AS (
-    SELECT seq FROM audit_subjects WHERE subject = :key
+WITH keyed AS (
+    SELECT * FROM unnest(CAST(:key_ids AS text[]), CAST(:hashes AS bytea[])) AS k(id, hash)
+),
+hits AS (
+    SELECT seq FROM audit_subjects WHERE subject = ANY(CAST(:keys AS int8[]))
     UNION
     SELECT seq FROM audit_log
     WHERE seq > (SELECT indexed_upto FROM audit_index WHERE id = 1)
@@ -207,16 +215,22 @@ SELECT a.at, a.id AS audit_id, a.client_id, c.name AS client_name, a.purpose, a.
        a.snapshot_id, a.rule_set_id
 FROM hits JOIN audit_log a ON a.seq = hits.seq
 LEFT JOIN api_clients c ON c.id = a.client_id
-WHERE a.subject_hashes @> ARRAY[CAST(:hash AS bytea)]
+WHERE EXISTS (
+    SELECT FROM keyed WHERE keyed.id = a.hmac_key_id AND a.subject_hashes @> ARRAY[keyed.hash]
+)
 ORDER BY a.seq
 """
 
 
-async def trail(conn: AsyncConnection, subject_hash: bytes) -> list[TrailRow]:
-    """Every record whose subjects include this keyed hash, oldest first."""
-    rows = await conn.execute(
-        text(_TRAIL), {"key": subject_key(subject_hash), "hash": subject_hash}
-    )
+async def trail(conn: AsyncConnection, hashes: Sequence[tuple[str, bytes]]) -> list[TrailRow]:
+    """Every record whose subjects include the subject's hash under the key the record names,
+    oldest first. `hashes`: (key id, the subject's hash under that key), one per known key."""
+    params = {
+        "key_ids": [key_id for key_id, _ in hashes],
+        "hashes": [h for _, h in hashes],
+        "keys": [subject_key(h) for _, h in hashes],
+    }
+    rows = await conn.execute(text(_TRAIL), params)
     return [TrailRow(**row) for row in rows.mappings()]
 
 

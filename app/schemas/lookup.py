@@ -1,4 +1,4 @@
-"""Lookup requests and answers: the shapes of API.md, used for validation and the OpenAPI docs."""
+"""Lookup requests and answers: the public shapes, used for validation and the OpenAPI docs."""
 
 from __future__ import annotations
 

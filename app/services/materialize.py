@@ -1,6 +1,6 @@
 """Decisions of a whole snapshot under one rule set, computed once by the engine and stored.
 
-The engine (app.eligibility) stays the only implementation of RULES.md: this streams every
+The engine (app.eligibility) stays the only implementation of docs/rules.md: this streams every
 family with its members out of the snapshot (a server-side cursor, ordered by No. KK), evaluates
 it in Python, and COPYs one compact row a person into the snapshot's `decisions` partition.
 Both inputs are immutable, so the result never needs recomputing; it is written in one

@@ -1,4 +1,4 @@
-"""The four programs described in words (RULES.md); their numbers live in rule sets."""
+"""The four programs described in words (docs/rules.md); their numbers live in rule sets."""
 
 from __future__ import annotations
 

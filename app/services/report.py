@@ -1,4 +1,4 @@
-"""The targeting report: who meets each program's criteria vs who receives it (DOMAIN.md)."""
+"""The targeting report: who meets each program's criteria vs who receives it (docs/rules.md)."""
 
 from __future__ import annotations
 

@@ -86,7 +86,7 @@ async def get_rule_set(conn: AsyncConnection, rule_set_id: str) -> RuleSet:
 
 
 async def resolve(conn: AsyncConnection, snapshot: Snapshot, rule_set_id: str | None) -> RuleSet:
-    """The named rule set, else the one in force on the snapshot's cut-off date (RULES.md)."""
+    """The named rule set, else the one in force on the snapshot's cut-off date (docs/rules.md)."""
     if rule_set_id is not None:
         return await get_rule_set(conn, rule_set_id)
     return in_force(await list_rule_sets(conn), snapshot.cutoff_date)

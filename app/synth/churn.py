@@ -6,7 +6,7 @@ Knobs (per quarter): `ANNUAL_DEATH_RATE` by age (divided by four), `P_BIRTH_IF_P
 `P_NEW_PREGNANCY`, `P_MARRY` (adult single children leave to a new card, paired by sex when
 possible), `P_SPLIT` (a child-in-law's couple and the grandchildren leave), `P_DIVORCE`,
 `P_MOVE`, `P_RERANK` (1-3 deciles, a move out of 1-10 is dropped so the groups stay equal).
-A No. KK changes when the family moves, splits, divorces or its head dies (DOMAIN.md); NIKs
+A No. KK changes when the family moves, splits, divorces or its head dies (docs/rules.md); NIKs
 never change. School levels move up when the window contains the start of a school year (July).
 The size of the new release follows the churn; `people` is not used.
 """

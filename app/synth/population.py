@@ -2,7 +2,7 @@
 
 Everything is drawn from one `random.Random` owned by the caller (never the global generator, never
 the clock), so a seed fixes every byte. The knobs below are the realism levers; they aim at the
-figures in DOMAIN.md without claiming precision:
+published DTSEN figures without claiming precision:
 
 - family composition (`CHILDREN_WEIGHTS`, `P_*` composition knobs): ~3.0-3.1 people per family,
   single-person families ~13 %, elderly parents, grandchildren, children-in-law, domestic workers.
@@ -305,7 +305,7 @@ class PersonModel:
 
 
 def has_pkh_component(members: list[list[str]], cutoff: dt.date) -> bool:
-    """A member that would carry a PKH component (RULES.md), approximated for targeting."""
+    """A member that would carry a PKH component (docs/rules.md), approximated for targeting."""
     for m in members:
         if m[A_HAMIL] == "1" or m[A_DISABILITAS] == "2":
             return True

@@ -118,7 +118,7 @@ def years_before(day: dt.date, years: int) -> dt.date:
 
 
 def age_on(birth: dt.date, on: dt.date) -> int:
-    """Whole years (RULES.md): y2 - y1 - ((m2, d2) < (m1, d1))."""
+    """Whole years (docs/rules.md): y2 - y1 - ((m2, d2) < (m1, d1))."""
     return on.year - birth.year - ((on.month, on.day) < (birth.month, birth.day))
 
 

@@ -1,4 +1,4 @@
-"""Reading and writing release folders (SNAPSHOT_FORMAT.md): CSV, gzip CSV, Parquet, manifest."""
+"""Reading and writing release folders (docs/snapshot-format.md): CSV, gzip CSV, Parquet, manifest."""
 
 from __future__ import annotations
 

@@ -624,6 +624,7 @@ def _audit() -> None:
         sa.Column("found_count", sa.Integer(), nullable=False),
         sa.Column("response_digest", sa.LargeBinary(), nullable=False),
         sa.Column("request_id", sa.Text(), nullable=False),
+        sa.Column("hmac_key_id", sa.Text(), nullable=False),
         sa.Column("prev_hash", sa.LargeBinary(), nullable=False),
         sa.Column("hash", sa.LargeBinary(), nullable=False),
         sa.CheckConstraint("seq > 0", name=op.f("ck_audit_log_seq_positive")),

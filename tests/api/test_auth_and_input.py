@@ -1,4 +1,4 @@
-"""The auth matrix and the bad-input matrix (QUALITY.md): clear 4xx problems, never a 500."""
+"""The auth matrix and the bad-input matrix (bench/README.md: ratios, never timed tests): clear 4xx problems, never a 500."""
 
 from __future__ import annotations
 

@@ -49,6 +49,7 @@ async def test_hash_covers_every_field() -> None:
         "found_count": 0,
         "response_digest": bytes(32),
         "request_id": "x",
+        "hmac_key_id": "hk-0000000000000000",
     }
     assert set(changes) | {"prev_hash", "hash"} == {f.name for f in dataclasses.fields(record)}
     for name, value in changes.items():

@@ -92,3 +92,21 @@ async def test_verify_exit_codes(
         await set_purpose(entry.purpose)
     again = await asyncio.to_thread(tepat, "audit", "verify")
     assert again.returncode == 0, again.stdout
+
+
+async def test_trail_after_a_key_rotation_needs_the_old_key_kept(
+    settings: Settings, recorded: tuple[str, audit.AuditEntry], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rotating TEPAT_AUDIT_HMAC_KEY: with the old key in TEPAT_AUDIT_HMAC_OLD_KEYS (a JSON
+    list) the trail still shows the earlier access; without it, it cannot."""
+    nik, entry = recorded
+    old = settings.audit_hmac_key.get_secret_value()
+    monkeypatch.setenv("TEPAT_AUDIT_HMAC_KEY", "rotated-" + uuid.uuid4().hex)
+    monkeypatch.delenv("TEPAT_AUDIT_HMAC_OLD_KEYS", raising=False)
+    lost = await asyncio.to_thread(tepat, "audit", "trail", "--nik", nik, "--json")
+    assert lost.returncode == 0, lost.stderr
+    assert json.loads(lost.stdout) == []
+    monkeypatch.setenv("TEPAT_AUDIT_HMAC_OLD_KEYS", json.dumps([old]))
+    kept = await asyncio.to_thread(tepat, "audit", "trail", "--nik", nik, "--json")
+    assert kept.returncode == 0, kept.stderr
+    assert [e["audit_id"] for e in json.loads(kept.stdout)] == [entry.id]

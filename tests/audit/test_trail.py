@@ -139,8 +139,77 @@ async def test_trail_reads_the_index_and_only_the_unindexed_tail(engine: AsyncEn
         plan = "\n".join(
             r[0]
             for r in await conn.execute(
-                text("EXPLAIN " + repo._TRAIL), {"key": 1, "hash": uuid.uuid4().bytes}
+                text("EXPLAIN " + repo._TRAIL),
+                {"keys": [1, 2], "key_ids": ["hk-a", "hk-b"], "hashes": [b"a", b"b"]},
             )
         )
     assert "pk_audit_subjects" in plan
     assert "Index Cond: (seq > " in plan  # the tail: a range of the primary key (any version)
+
+
+async def test_trail_answers_across_a_key_rotation(
+    engine: AsyncEngine, make_client_row: str
+) -> None:
+    """Records name the subject key they were hashed with; after TEPAT_AUDIT_HMAC_KEY is
+    rotated, a trail given the old key too still finds the accesses made before the rotation,
+    and one without it finds only the later ones (indexed or not)."""
+    old_key, new_key = b"rotation-old-" + uuid.uuid4().bytes, b"rotation-new-" + uuid.uuid4().bytes
+    subject = audit.nik_subject(random_nik())
+    before = make_entry(make_client_row, [subject])
+    after = make_entry(make_client_row, [subject, audit.nik_subject(random_nik())])
+    async with audit.running(audit.AuditWriter(engine, old_key)) as w:
+        await w.record(before)
+    await audit.index_subjects(engine)  # `before` indexed, `after` found by the tail scan
+    async with audit.running(audit.AuditWriter(engine, new_key)) as w:
+        await w.record(after)
+
+    async with engine.connect() as conn:
+        ids: dict[str, str] = dict(
+            (
+                await conn.execute(
+                    text("SELECT id, hmac_key_id FROM audit_log WHERE id = ANY(:ids)"),
+                    {"ids": [before.id, after.id]},
+                )
+            ).all()
+        )
+        both = await audit.trail(conn, [new_key, old_key], subject)
+        only_new = await audit.trail(conn, new_key, subject)
+        only_old = await audit.trail(conn, [old_key], subject)
+    assert ids == {before.id: audit.hmac_key_id(old_key), after.id: audit.hmac_key_id(new_key)}
+    assert audit.hmac_key_id(old_key) != audit.hmac_key_id(new_key)
+    assert [t.audit_id for t in both] == [before.id, after.id]
+    assert [t.audit_id for t in only_new] == [after.id]
+    assert [t.audit_id for t in only_old] == [before.id]
+
+
+async def test_a_hash_under_another_key_than_the_record_names_is_not_a_match(
+    engine: AsyncEngine, make_client_row: str
+) -> None:
+    """A record matches only under the key it names: its subject hash, computed under key A,
+    is not taken for a hash under key B (the trail compares (key id, hash) pairs)."""
+    key_a, key_b = b"pair-a-" + uuid.uuid4().bytes, b"pair-b-" + uuid.uuid4().bytes
+    subject = audit.nik_subject(random_nik())
+    entry = make_entry(make_client_row, [subject])
+    async with audit.running(audit.AuditWriter(engine, key_a)) as w:
+        await w.record(entry)
+    async with engine.connect() as conn:
+        rows = await repo.trail(
+            conn, [(audit.hmac_key_id(key_b), audit.subject_hash(key_a, subject))]
+        )
+        assert rows == []
+        rows = await repo.trail(
+            conn, [(audit.hmac_key_id(key_a), audit.subject_hash(key_a, subject))]
+        )
+        assert [r.audit_id for r in rows] == [entry.id]
+
+
+def test_subject_keys_put_the_current_key_first() -> None:
+    from pydantic import SecretStr
+
+    from app.config import Settings
+
+    settings = Settings(
+        audit_hmac_key=SecretStr("current-key-current-key-current-key"),
+        audit_hmac_old_keys=[SecretStr("old-1"), SecretStr("current-key-current-key-current-key")],
+    )
+    assert audit.subject_keys(settings) == [b"current-key-current-key-current-key", b"old-1"]

@@ -1,4 +1,4 @@
-"""The engine against RULES.md: every criterion at its boundary, PKH selection, Sekolah Rakyat."""
+"""The engine against docs/rules.md: every criterion at its boundary, PKH selection, Sekolah Rakyat."""
 
 from __future__ import annotations
 
@@ -129,7 +129,7 @@ def test_decile_in_range_at_its_edges(
         (BPNT, True, False),
         (PBI, False, True),
         (PBI, True, False),
-        # RULES.md excludes ASN/TNI/Polri families from PKH, BPNT and PBI JK only.
+        # docs/rules.md excludes ASN/TNI/Polri families from PKH, BPNT and PBI JK only.
         (SR, True, True),
     ],
 )

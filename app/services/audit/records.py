@@ -11,6 +11,11 @@ is reversible (its structure leaves ~10^12 candidates). A subject string carries
 `nik:<16 digits>` or `kk:<16 digits>` (see `nik_subject`, `no_kk_subject`), because a No. KK and
 an unrelated person's NIK can be the same 16 digits and a citizen's trail must not show
 accesses to someone else's family.
+
+Every record names the HMAC key its subjects were hashed with (`hmac_key_id`, derived from the
+key by `hmac_key_id`, so it names the key without revealing it), so the key can be rotated:
+records keep their key id, trails hash the subject under every key still configured
+(`TEPAT_AUDIT_HMAC_KEY` and `TEPAT_AUDIT_HMAC_OLD_KEYS`) and match each record under its own.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import hashlib
+import hmac
 import os
 import struct
 import time
@@ -25,10 +31,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from app.config import Settings
 from app.repositories.audit import AuditRecord
 
 GENESIS = bytes(32)
-HASH_TAG = b"tepat-audit-v1\x00"
+HASH_TAG = b"tepat-audit-v2\x00"
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _NULL = 0xFFFFFFFF
 SUBJECT_KINDS = ("nik:", "kk:")
@@ -86,6 +93,20 @@ def _keyed(key: bytes) -> tuple[Any, Any]:
 _BLOCK = 64  # SHA-256's block size
 
 
+def hmac_key_id(key: bytes) -> str:
+    """The id a record names its subject key by: `hk-` and 16 hex digits of
+    HMAC-SHA256(key, "tepat audit subject key id"). It changes with the key and, the key being a
+    secret of at least 32 bytes in production, tells nothing about it."""
+    return "hk-" + hmac.new(key, b"tepat audit subject key id", "sha256").hexdigest()[:16]
+
+
+def subject_keys(settings: Settings) -> list[bytes]:
+    """The keys a trail searches under: the current `TEPAT_AUDIT_HMAC_KEY` first, then the
+    rotated ones still kept for trails (`TEPAT_AUDIT_HMAC_OLD_KEYS`)."""
+    keys = [settings.audit_hmac_key, *settings.audit_hmac_old_keys]
+    return list(dict.fromkeys(k.get_secret_value().encode() for k in keys))
+
+
 def response_digest(body: bytes) -> bytes:
     return hashlib.sha256(body).digest()
 
@@ -118,7 +139,7 @@ def canonical_bytes(r: AuditRecord, seq: int | None = None) -> bytes:
     In order: HASH_TAG; seq as u64; id as str; at as i64 microseconds since 1970-01-01 UTC;
     client_id, purpose, operation as str; snapshot_id, rule_set_id as nullable str; the number of
     subject hashes as u32, then each as bytes; subject_count and found_count as i64;
-    response_digest as bytes; request_id as str. All integers big-endian; str is u32 length +
+    response_digest as bytes; request_id as str; hmac_key_id as str. All integers big-endian; str is u32 length +
     UTF-8 (length 0xFFFFFFFF for NULL); bytes is u32 length + the bytes. `seq` overrides the
     record's own (the writer hashes a record before placing it).
     """
@@ -138,6 +159,7 @@ def canonical_bytes(r: AuditRecord, seq: int | None = None) -> bytes:
         struct.pack(">qq", r.subject_count, r.found_count),
         _bytes(r.response_digest),
         _str(r.request_id),
+        _str(r.hmac_key_id),
     ]
     return b"".join(parts)
 
@@ -165,8 +187,11 @@ class AuditEntry:
     request_id: str
 
 
-def unchained_record(entry: AuditEntry, hmac_key: bytes, at: dt.datetime) -> AuditRecord:
-    """The record an entry becomes, before the writer gives it a place in the chain."""
+def unchained_record(
+    entry: AuditEntry, hmac_key: bytes, at: dt.datetime, key_id: str | None = None
+) -> AuditRecord:
+    """The record an entry becomes, before the writer gives it a place in the chain. `key_id`
+    is `hmac_key_id(hmac_key)`, passed by a caller that computed it once."""
     for text in (entry.id, entry.client_id, entry.purpose, entry.operation, entry.request_id):
         if not text or "\x00" in text:
             raise ValueError("audit entry text fields must be non-empty and without NUL")
@@ -198,6 +223,7 @@ def unchained_record(entry: AuditEntry, hmac_key: bytes, at: dt.datetime) -> Aud
         found_count=entry.found,
         response_digest=entry.response_digest,
         request_id=entry.request_id,
+        hmac_key_id=hmac_key_id(hmac_key) if key_id is None else key_id,
         prev_hash=b"",
         hash=b"",
     )
@@ -212,7 +238,7 @@ def chain(seq: int, prev: bytes, records: Sequence[AuditRecord]) -> list[AuditRe
         placed = AuditRecord(
             seq, r.id, r.at, r.client_id, r.purpose, r.operation, r.snapshot_id,
             r.rule_set_id, r.subject_hashes, r.subject_count, r.found_count,
-            r.response_digest, r.request_id, prev, h,
+            r.response_digest, r.request_id, r.hmac_key_id, prev, h,
         )  # fmt: skip
         chained.append(placed)
         prev = h

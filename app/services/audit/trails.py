@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import asyncpg
@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.repositories import audit as repo
-from app.services.audit.records import SUBJECT_KINDS, subject_hash
+from app.services.audit.records import SUBJECT_KINDS, hmac_key_id, subject_hash
 
 
 class TrailEntry(BaseModel):
@@ -27,11 +27,18 @@ class TrailEntry(BaseModel):
     rule_set_id: str | None
 
 
-async def trail(conn: AsyncConnection, hmac_key: bytes, subject: str) -> list[TrailEntry]:
-    """Every recorded access to one subject (`nik_subject(nik)` or `no_kk_subject(no_kk)`)."""
+async def trail(
+    conn: AsyncConnection, hmac_keys: bytes | Sequence[bytes], subject: str
+) -> list[TrailEntry]:
+    """Every recorded access to one subject (`nik_subject(nik)` or `no_kk_subject(no_kk)`),
+    under each of `hmac_keys` (the current key and the rotated ones: `subject_keys(settings)`);
+    a record hashed under a key not given is not found."""
     if not subject.startswith(SUBJECT_KINDS):
         raise ValueError("subject must be nik_subject(...) or no_kk_subject(...)")
-    rows = await repo.trail(conn, subject_hash(hmac_key, subject))
+    keys = [hmac_keys] if isinstance(hmac_keys, bytes) else list(hmac_keys)
+    if not keys:
+        raise ValueError("at least one HMAC key is needed")
+    rows = await repo.trail(conn, [(hmac_key_id(k), subject_hash(k, subject)) for k in keys])
     return [
         TrailEntry(
             at=r.at,

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from app.errors import AuditUnavailable
 from app.repositories import audit as repo
 from app.repositories.audit import AuditRecord
-from app.services.audit.records import AuditEntry, chain, unchained_record
+from app.services.audit.records import AuditEntry, chain, hmac_key_id, unchained_record
 from app.services.receipts import Keyring
 
 log = logging.getLogger("tepat.audit")
@@ -99,6 +99,7 @@ class AuditWriter:
             raise ValueError("max_batch must be at least 1")
         self._engine = engine
         self._key = hmac_key
+        self._key_id = hmac_key_id(hmac_key)
         # Receipts for the records written (app.services.receipts); None: no receipts.
         self.keyring = keyring
         self._max_batch = max_batch
@@ -156,7 +157,7 @@ class AuditWriter:
         """The record's seq (its place in the chain) once it is durable."""
         if self._task is None or self._closed:
             raise AuditUnavailable("the audit writer is not running")
-        record = unchained_record(entry, self._key, dt.datetime.now(dt.UTC))
+        record = unchained_record(entry, self._key, dt.datetime.now(dt.UTC), self._key_id)
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         future.add_done_callback(_consume)
         try:

@@ -1,0 +1,127 @@
+"""The integrators' client (clients/python) against a real server process: lookups, errors,
+receipts of answers and of bulk chunks, checked as an integrator would check them."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from tepat_client import ReceiptInvalid, Tepat, TepatError, verify_chunks, verify_receipt
+
+from tests.server import Server, running_server
+from tests.support import PURPOSE, MakeClient
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def server(
+    database_url: str, published: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    log = tmp_path_factory.mktemp("client") / "server.log"
+    with running_server(database_url, log) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def people(published: Path) -> list[dict[str, str]]:
+    with (published / "anggota.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+async def key(make_client: MakeClient) -> str:
+    return await make_client(bulk=True)
+
+
+@pytest.fixture
+def tepat(server: Server, key: str) -> Iterator[Tepat]:
+    with Tepat(server.base_url, api_key=key, purpose=PURPOSE) as t:
+        yield t
+
+
+def test_people_lookup_answers_in_order_with_a_receipt_that_verifies(
+    tepat: Tepat, people: list[dict[str, str]]
+) -> None:
+    niks = [p["nik"] for p in people[:5]]
+    answer = tepat.people(niks, programs=["PBI_JK"])
+    assert [r["nik"] for r in answer.results] == niks
+    assert all(r["found"] for r in answer.results)
+    assert {d["program"] for r in answer.results for d in r["decisions"]} == {"PBI_JK"}
+    claims = tepat.verify(answer)
+    assert claims["audit_id"] == answer.meta["audit_id"]
+    assert claims["snapshot"]["id"] == answer.meta["snapshot"]["id"]
+    # One changed byte of the body and the receipt no longer vouches for it.
+    tampered = dataclasses.replace(
+        answer, body=answer.body.replace(b'"found":true', b'"found":false', 1)
+    )
+    with pytest.raises(ReceiptInvalid, match="body does not match"):
+        tepat.verify(tampered)
+    # Offline, with a saved JWKS: the same check, no call to the service.
+    assert verify_receipt(answer.receipt or "", answer.body, tepat.jwks()) == claims
+
+
+def test_families_lookup(tepat: Tepat, people: list[dict[str, str]]) -> None:
+    no_kk = people[0]["no_kk"]
+    answer = tepat.families([no_kk])
+    assert answer.results[0]["no_kk"] == no_kk
+    assert answer.results[0]["found"] is True
+    assert tepat.verify(answer)["audit_id"] == answer.meta["audit_id"]
+
+
+def test_errors_raise_with_the_servers_code_and_status(
+    server: Server, key: str, tepat: Tepat
+) -> None:
+    with pytest.raises(TepatError) as bad:
+        tepat.people(["12345"])
+    assert bad.value.status == 422
+    assert "nik" in json.dumps(bad.value.problem).lower()
+    with (
+        Tepat(server.base_url, api_key=key, purpose="not-a-granted-purpose") as other,
+        pytest.raises(TepatError) as refused,
+    ):
+        other.people(["3201011201990001"])
+    assert refused.value.status == 403
+    assert refused.value.code
+    with (
+        Tepat(server.base_url, api_key="tp_wrong", purpose=PURPOSE) as anonymous,
+        pytest.raises(TepatError) as unknown,
+    ):
+        anonymous.people(["3201011201990001"])
+    assert unknown.value.status == 401
+
+
+def test_metadata(tepat: Tepat) -> None:
+    snapshots = tepat.snapshots()
+    assert any(s["id"] == "2026-01-23" for s in snapshots)
+    assert tepat.programs()
+    assert tepat.rule_sets()
+
+
+def test_bulk_chunks_verify_against_the_summarys_receipts(
+    server: Server, key: str, tepat: Tepat, people: list[dict[str, str]]
+) -> None:
+    """2,500 lines (3 chunks) with one bad line: every chunk verifies against its receipt, and
+    a changed line breaks its chunk's check."""
+    niks = [p["nik"] for p in people[:2500]]
+    niks[1234] = "not a nik"
+    body = "".join(json.dumps({"nik": n}) + "\n" for n in niks).encode()
+    headers = {"Authorization": f"Bearer {key}", "X-Purpose": PURPOSE}
+    r = httpx.post(
+        f"{server.base_url}/v1/bulk/eligibility", content=body, headers=headers, timeout=60
+    )
+    assert r.status_code == 200, r.text
+    lines = r.content.splitlines(keepends=True)
+    summary = json.loads(lines[-1])["summary"]
+    answers = lines[:-1]
+    assert len(answers) == 2500
+    checked = verify_chunks(answers, summary["receipts"], tepat.jwks())
+    assert [c["audit_id"] for c in checked] == summary["audit_ids"]
+    answers[2001] = answers[2001].replace(b'"found":true', b'"found":false')
+    with pytest.raises(ReceiptInvalid):
+        verify_chunks(answers, summary["receipts"], tepat.jwks())
