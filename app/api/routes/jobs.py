@@ -269,7 +269,7 @@ async def submit_job(
     summary="A bulk job's status and progress",
     description=STATUS,
     responses={
-        **problems(401, 404, 503),
+        **problems(401, 404, 422, 503),
         200: {"content": {"application/json": {"example": _JOB_EXAMPLE}}},
     },
 )
@@ -291,7 +291,7 @@ async def job_status(
     description=RESULTS,
     response_class=Response,
     responses={
-        **problems(401, 403, 404, 409, 410, 416, 503),
+        **problems(401, 403, 404, 409, 410, 416, 422, 503),
         200: {
             "description": "The answers, then the summary",
             "content": {
@@ -365,7 +365,7 @@ async def job_results(
     "until its retention ends. A job that has ended is deleted with its answers (then 404).",
     status_code=204,
     response_class=Response,
-    responses=problems(401, 404, 503),
+    responses=problems(401, 404, 422, 503),
 )
 async def cancel_job(
     state: State, client: ClientDep, job_id: Annotated[uuid.UUID, JOB_ID]
