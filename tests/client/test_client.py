@@ -11,7 +11,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tepat_client import ReceiptInvalid, Tepat, TepatError, verify_chunks, verify_receipt
+from tepat_client import (
+    ReceiptInvalid,
+    Tepat,
+    TepatError,
+    verify_chunks,
+    verify_file,
+    verify_receipt,
+)
 
 from tests.server import Server, running_server
 from tests.support import PURPOSE, MakeClient
@@ -125,3 +132,70 @@ def test_bulk_chunks_verify_against_the_summarys_receipts(
     answers[2001] = answers[2001].replace(b'"found":true', b'"found":false')
     with pytest.raises(ReceiptInvalid):
         verify_chunks(answers, summary["receipts"], tepat.jwks())
+
+
+@pytest.fixture(scope="module")
+def worker_server(
+    database_url: str, published: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """A server process that runs the bulk-job worker, as `tepat serve` does."""
+    log = tmp_path_factory.mktemp("client-jobs") / "server.log"
+    with running_server(database_url, log, env={"TEPAT_JOBS_WORKER": "true"}) as s:
+        yield s
+
+
+def test_a_bulk_job_runs_downloads_resumes_and_verifies(
+    worker_server: Server, key: str, people: list[dict[str, str]], tmp_path: Path
+) -> None:
+    niks = [p["nik"] for p in people[:2100]] + ["9999999999999999"]
+    source = tmp_path / "niks.csv"
+    source.write_text("nik\n" + "\n".join(niks) + "\n")
+    with Tepat(worker_server.base_url, api_key=key, purpose=PURPOSE) as t:
+        job = t.jobs.submit(source, programs=["PBI_JK"])
+        seen: list[str] = []
+        done = t.jobs.wait(job["id"], progress=lambda j: seen.append(j["status"]), poll=0.2)
+        assert done["status"] == "succeeded"
+        assert seen[-1] == "succeeded"
+        out = t.jobs.download(job["id"], tmp_path / "answers.ndjson")
+        whole = out.read_bytes()
+        lines = whole.splitlines()
+        assert len(lines) == len(niks) + 1
+        assert [json.loads(x)["nik"] for x in lines[:-2]] == niks[:-1]
+        assert "error" in json.loads(lines[-2])  # the malformed NIK: an error line, in place
+        claims = verify_file(out, t.jwks())
+        assert len(claims) == 3  # 2,101 lines: chunks of 1,000, 1,000 and 101
+        # A cut download: the file keeps its first bytes, the next call fetches only the rest.
+        out.write_bytes(whole[: len(whole) // 3])
+        t.jobs.download(job["id"], out)
+        assert out.read_bytes() == whole
+        t.jobs.cancel(job["id"])  # a finished job: deleted with its answers
+        with pytest.raises(TepatError) as gone:
+            t.jobs.status(job["id"])
+        assert gone.value.status == 404
+
+
+def test_a_million_line_job_through_the_client(
+    worker_server: Server, key: str, people: list[dict[str, str]], tmp_path: Path
+) -> None:
+    """The issue's integrator: 1 M NIKs uploaded with httpx (no full duplex needed), every
+    line answered once, in order, every chunk's receipt valid."""
+    n = 1_000_000
+    niks = [p["nik"] for p in people]
+    source = tmp_path / "million.ndjson"
+    with source.open("w") as f:
+        for i in range(n):
+            f.write('{"nik":"' + niks[i % len(niks)] + '"}\n')
+    with Tepat(worker_server.base_url, api_key=key, purpose=PURPOSE, timeout=120) as t:
+        done = t.jobs.run(source, tmp_path / "million.out", programs=["PBI_JK"], poll=0.5)
+        assert done["progress"]["answered"] == n
+        out = tmp_path / "million.out"
+        count = 0
+        with out.open("rb") as f:
+            for i, line in enumerate(f):
+                if i < n:
+                    want = f'{{"line":{i + 1},"nik":"{niks[i % len(niks)]}"'.encode()
+                    assert line.startswith(want), i
+                count += 1
+        assert count == n + 1
+        claims = verify_file(out, t.jwks())
+        assert len(claims) == n // 1000

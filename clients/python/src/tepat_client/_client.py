@@ -109,6 +109,9 @@ class Tepat:
             transport=transport,
         )
         self._jwks: dict[str, Any] | None = None
+        from tepat_client.jobs import Jobs
+
+        self.jobs = Jobs(self.http)
 
     def close(self) -> None:
         self.http.close()
