@@ -81,6 +81,12 @@ class RuleSetConflict(TepatError):
     status = 409
 
 
+class DecisionsNotMaterialized(TepatError):
+    code = "decisions_not_materialized"
+    title = "The decisions of that snapshot under that rule set are not stored"
+    status = 409
+
+
 class SnapshotStateError(TepatError):
     code = "snapshot_state"
     title = "The snapshot cannot make that change"

@@ -16,7 +16,7 @@ from starlette.types import ASGIApp
 from app import __version__, db, embedded, logs
 from app.api.fast import FastLookup
 from app.api.routes import audit as audit_routes
-from app.api.routes import bulk, jobs, lookup, meta
+from app.api.routes import bulk, changes, jobs, lookup, meta
 from app.config import Settings, get_settings
 from app.graphql.fast import FastGraphQL
 from app.graphql.gate import GraphQLGate
@@ -202,6 +202,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.graphql_schema = mount_graphql(app, settings)
     app.include_router(bulk.router, prefix="/v1")
     app.include_router(jobs.router, prefix="/v1")
+    app.include_router(changes.router, prefix="/v1")
     app.include_router(audit_routes.router, prefix="/v1")
     app.state.fast_lookup = FastStats()
     app.state.fast_graphql = FastStats()

@@ -113,7 +113,7 @@ async def test_codes_are_computed_from_the_stored_columns(scratch: AsyncEngine) 
     columns = {
         "nik": 3201014501990007, "no_kk": 3201010101010001, "region_code": 3201010001,
         "pkh_yearly": 2_700_000, "snapshot_key": 1, "rule_set_key": 1, "relationship": 1,
-        "decile": 2, "sr_level": 3, "sr_priority": 2, "head": True, "pkh_eligible": True,
+        "decile": 2, "sr_level": 3, "sr_priority": 2, "criteria": 0, "head": True, "pkh_eligible": True,
         "bpnt_eligible": False, "pbi_eligible": True, "sr_eligible": True,
         "pkh_recipient": None, "bpnt_recipient": True, "pbi_recipient": False, "sex": 2,
         "marital_status": 4, "school_status": 0, "school_level": None, "disability": 2,

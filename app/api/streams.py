@@ -79,6 +79,12 @@ class Body:
                 self._watcher = asyncio.get_running_loop().create_task(self._watch())
                 return
 
+    def watch(self) -> None:
+        """For a stream whose request body was read already (a change list's JSON): notice
+        a disconnect from now on."""
+        if self._watcher is None:
+            self._watcher = asyncio.get_running_loop().create_task(self._watch())
+
     async def _watch(self) -> None:
         # After the last body byte, `receive` returns only when the client disconnects (or
         # the answer is complete, by when this task is cancelled).

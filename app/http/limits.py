@@ -23,7 +23,7 @@ log = logging.getLogger("tepat.limits")
 # Paths that are never shed: probes must tell "alive" and "ready" apart from "busy".
 UNSHED = frozenset({"/healthz", "/readyz"})
 # Streams run as long as their input; they bound each database step instead (statement timeout).
-UNBOUNDED_PREFIXES = ("/v1/bulk/",)
+UNBOUNDED_PREFIXES = ("/v1/bulk/", "/v1/changes")
 
 
 # --- the rate limit and the daily quota: NIKs per client, shared by every process -------------

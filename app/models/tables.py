@@ -140,6 +140,17 @@ DECISION_CODE: tuple[CodeField, ...] = (
     ("pkh_recipient", 2, bool), ("bpnt_recipient", 2, bool), ("pbi_recipient", 2, bool),
     ("pkh_yearly", 0, int),
 )  # fmt: skip
+# Each criterion's `passed` flag of a stored decision, one bit each (bit i = CRITERIA[i]), in the
+# `criteria` column: what a change list (app/services/changes.py) names as the reasons a
+# decision flipped, without running the engine again. Written by app/services/materialize.py
+# from the engine's own criteria.
+CRITERIA: tuple[tuple[str, str], ...] = (
+    ("PKH", "decile_in_range"), ("PKH", "not_excluded"), ("PKH", "has_component"),
+    ("BPNT", "decile_in_range"), ("BPNT", "not_excluded"),
+    ("PBI_JK", "decile_in_range"), ("PBI_JK", "not_excluded"),
+    ("SEKOLAH_RAKYAT", "decile_in_range"), ("SEKOLAH_RAKYAT", "age_in_range"),
+    ("SEKOLAH_RAKYAT", "school_level"),
+)  # fmt: skip
 
 
 def code_sql(fields: tuple[CodeField, ...], sql_type: str) -> str:
@@ -166,6 +177,7 @@ decisions = Table(
     Column("decile", SmallInteger),
     Column("sr_level", SmallInteger),
     Column("sr_priority", SmallInteger),
+    Column("criteria", SmallInteger, nullable=False),  # passed flags, bit i = CRITERIA[i]
     Column("head", Boolean, nullable=False),
     Column("pkh_eligible", Boolean, nullable=False),
     Column("bpnt_eligible", Boolean, nullable=False),

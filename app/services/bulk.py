@@ -204,6 +204,20 @@ class Chunk:
     audit_id: str | None
 
 
+async def seal(
+    audit: AuditWriter, caller: Caller, operation: str, pinned: Pinned, chunk: Chunk
+) -> str | None:
+    """Audit one chunk of a stream (its subjects, its count, the digest of its exact bytes),
+    durable before it returns, and sign its receipt (None when receipts are off). Bulk chunks
+    and change lists (app.services.changes) are sealed alike."""
+    if chunk.audit_id is None:
+        raise ValueError("a chunk that discloses nothing has no audit record")
+    recorded = await record_access(
+        audit, caller, chunk.audit_id, operation, pinned, chunk.subjects, chunk.found, chunk.data
+    )
+    return receipt(audit, pinned, recorded)
+
+
 @dataclass(slots=True)
 class Counts:
     lines: int = 0
@@ -382,12 +396,10 @@ class Job:
             self.counts.receipts.append(None)
         chunk = await self.lookup(items, audit_id)
         if chunk.audit_id is not None:
-            recorded = await record_access(
-                self.audit, self.caller, audit_id, OPERATION, self.pinned, chunk.subjects,
-                chunk.found, chunk.data,
-            )  # fmt: skip
             # Over this chunk's exact bytes; the summary lists them in chunk order.
-            self.counts.receipts[place] = receipt(self.audit, self.pinned, recorded)
+            self.counts.receipts[place] = await seal(
+                self.audit, self.caller, OPERATION, self.pinned, chunk
+            )
         self.counts.add(chunk)
         return chunk.data
 

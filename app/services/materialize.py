@@ -10,7 +10,7 @@ transaction together with its `materializations` row, so it is visible whole or 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 
 import asyncpg
@@ -18,12 +18,14 @@ import asyncpg
 from app.eligibility import (
     PROGRAM_ORDER,
     SCHOOL_LEVELS,
+    Decision,
     FamilyEvaluation,
     Program,
     RuleSet,
     evaluate_family,
 )
 from app.identifiers import as_str
+from app.models.tables import CRITERIA
 from app.repositories.registry import FamilyRow, PersonRow
 from app.schemas.snapshots import Snapshot
 from app.services.eligibility import to_family
@@ -41,13 +43,25 @@ ORDER BY f.no_kk
 
 COLUMNS = (
     "snapshot_key", "rule_set_key", "nik", "no_kk", "region_code", "pkh_yearly", "decile",
-    "relationship", "sr_level", "sr_priority", "head", "pkh_eligible", "bpnt_eligible",
+    "relationship", "sr_level", "sr_priority", "criteria", "head", "pkh_eligible", "bpnt_eligible",
     "pbi_eligible", "sr_eligible", "pkh_recipient", "bpnt_recipient", "pbi_recipient",
     "sex", "marital_status", "school_status", "school_level", "disability", "pregnant",
     "chronic_illness", "working", "birth_date", "name",
 )  # fmt: skip
 _LEVEL = {name: str(code) for name, code in SCHOOL_LEVELS.items()}  # Sekolah Rakyat's: SR_LEVELS
 NULL = "\\N"
+_BIT = {criterion: 1 << i for i, criterion in enumerate(CRITERIA)}
+
+
+def criteria_bits(decisions: Iterable[Decision]) -> int:
+    """The `criteria` column: each criterion's passed flag at its bit (app.models.tables.CRITERIA)."""
+    bits = 0
+    for d in decisions:
+        program = str(d.program)
+        for c in d.criteria:
+            if c.passed:
+                bits |= _BIT[program, c.id]
+    return bits
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,13 +103,15 @@ def rows_of(
     yearly = (pkh.benefit or {}).get("yearly_rupiah", 0) if pkh.eligible else 0
     head_nik = min((m.nik for m in members if m.relationship == 1), default=None)
     lines = []
+    family_bits = criteria_bits(evaluation.family)
     for m in members:
         pbi, sr = evaluation.people[as_str(m.nik)]
+        bits = family_bits | criteria_bits((pbi, sr))
         lines.append(
             f"{snapshot_key}\t{rule_set_key}\t{m.nik}\t{f.no_kk}\t{f.region_code}\t{yearly}\t"
             f"{NULL if f.decile is None else f.decile}\t{m.relationship}\t"
             f"{_LEVEL.get(sr.level or '', NULL)}\t"
-            f"{NULL if sr.priority is None else sr.priority}\t{_b(m.nik == head_nik)}\t"
+            f"{NULL if sr.priority is None else sr.priority}\t{bits}\t{_b(m.nik == head_nik)}\t"
             f"{_b(pkh.eligible)}\t{_b(bpnt.eligible)}\t{_b(pbi.eligible)}\t{_b(sr.eligible)}\t"
             f"{_b(f.pkh_recipient)}\t{_b(f.bpnt_recipient)}\t{_b(m.pbi_recipient)}\t"
             f"{m.sex}\t{_i(m.marital_status)}\t{_i(m.school_status)}\t{_i(m.school_level)}\t"

@@ -494,6 +494,7 @@ def _decisions() -> None:
         sa.Column("decile", sa.SmallInteger(), nullable=True),
         sa.Column("sr_level", sa.SmallInteger(), nullable=True),
         sa.Column("sr_priority", sa.SmallInteger(), nullable=True),
+        sa.Column("criteria", sa.SmallInteger(), nullable=False),
         sa.Column("head", sa.Boolean(), nullable=False),
         sa.Column("pkh_eligible", sa.Boolean(), nullable=False),
         sa.Column("bpnt_eligible", sa.Boolean(), nullable=False),

@@ -1,0 +1,430 @@
+"""Change lists: who gained and who lost eligibility between two releases, and why.
+
+Both releases and both rule sets are immutable and their decisions are stored
+(app.services.materialize), so a change list is one set-wise statement over the two stored
+`decisions` partitions, joined on the NIK (app.repositories.changes), streamed through a
+server-side cursor: memory stays flat whatever the releases' sizes. Each row is rendered here
+(one NDJSON line a person), in chunks of `CHUNK` lines, each chunk audited and given its signed
+receipt exactly as a bulk chunk is (app.services.bulk.seal), then a summary line.
+
+A person is listed when at least one of their decisions changed in a way the request asks:
+`gained` (eligible in `to`, not eligible or absent in `from`), `lost` (the other way),
+`benefit_changed` (eligible on both sides, another benefit: PKH's yearly amount, or BPNT's and
+PBI JK's monthly amount when the rule sets differ) and `level_changed` (Sekolah Rakyat, eligible
+on both sides at another level). The reasons are the criteria whose `passed` flipped (stored
+with the decisions, app.models.tables.CRITERIA), or `entered_registry` / `left_registry`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import asyncpg
+import orjson
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.db import read_connection
+from app.errors import (
+    DecisionsNotMaterialized,
+    Forbidden,
+    SnapshotNotFound,
+    TepatError,
+    ValidationFailed,
+)
+from app.models.tables import CRITERIA
+from app.repositories import changes as repo
+from app.repositories import decisions as decisions_repo
+from app.repositories.registry import Conn
+from app.services import bulk
+from app.services.audit.records import new_audit_id, nik_subject
+from app.services.audit.writer import AuditWriter
+from app.services.catalog import Reads
+from app.services.lookup import Caller, view_for
+from app.services.pinning import Pinned, pin
+
+log = logging.getLogger("tepat.changes")
+
+OPERATION: Final = "changes"
+CHUNK: Final = bulk.CHUNK  # answer lines per audit record and receipt
+AHEAD: Final = 4  # chunks being audited while the next ones are read
+KINDS: Final = ("gained", "lost", "benefit_changed", "level_changed")
+STATUSES: Final = ("stayed", "entered", "left")
+PROGRAM_BITS: Final = {"PKH": 0, "BPNT": 1, "PBI_JK": 2, "SEKOLAH_RAKYAT": 3}
+ENTERED: Final = "entered_registry"
+LEFT: Final = "left_registry"
+
+Connect = Callable[[], AbstractAsyncContextManager[asyncpg.Connection]]
+Pace = Callable[[int], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Asked:
+    """What a change list asks (the API's body, the CLI's options); checked by `open_changes`."""
+
+    from_snapshot: str
+    to_snapshot: str
+    rule_set: str | None = None
+    programs: Sequence[str] | None = None
+    kinds: Sequence[str] | None = None
+    kode_wilayah: str | None = None
+
+
+def region_prefix(value: str | None) -> tuple[int | None, int]:
+    """A kode_wilayah prefix (2 to 10 digits) as (number, divisor of the 10-digit code)."""
+    if value is None:
+        return None, 1
+    if not (value.isascii() and value.isdigit() and 2 <= len(value) <= 10):
+        raise ValidationFailed(
+            "kode_wilayah must be 2 to 10 digits: a prefix of the 10-digit region code "
+            "(province 2, regency 4, district 6, village 10)",
+            field="kode_wilayah",
+        )
+    return int(value), 10 ** (10 - len(value))
+
+
+def check_kinds(kinds: Sequence[str] | None) -> frozenset[str]:
+    if kinds is None:
+        return frozenset(KINDS)
+    if not kinds:
+        raise ValidationFailed("kinds: name at least one change kind", field="kinds")
+    for kind in kinds:
+        if kind not in KINDS:
+            raise ValidationFailed(
+                f"unknown change kind {kind!r}; one of {', '.join(KINDS)}",
+                field="kinds",
+                value=kind,
+            )
+    return frozenset(kinds)
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A change list checked and pinned: both sides, the filter, what the client may see."""
+
+    before: Pinned
+    after: Pinned
+    keys: tuple[int, int, int, int]  # from snapshot, from rule set, to snapshot, to rule set
+    where: repo.Filter
+    decile: bool  # the client holds `decile`
+    family: bool  # the client holds `membership`
+
+    def meta(self) -> dict[str, Any]:
+        return {"from": self.before.meta(), "to": self.after.meta()}
+
+
+async def _pin_side(
+    reads: Reads | None, engine: AsyncEngine, side: str, snapshot: str, rule_set: str | None
+) -> Pinned:
+    try:
+        if reads is not None:
+            return await reads.pin(snapshot, rule_set)
+        async with read_connection(engine) as conn:
+            return await pin(conn, snapshot, rule_set)
+    except SnapshotNotFound:
+        raise SnapshotNotFound(
+            f"{side}: no snapshot {snapshot!r} is loaded", field=side, snapshot=snapshot
+        ) from None
+
+
+async def _stored_key(conn: Conn, side: str, pinned: Pinned) -> int:
+    key = await decisions_repo.materialized_key(conn, pinned.snapshot.key, pinned.rule_set.id)
+    if key is None:
+        s, r = pinned.snapshot.id, pinned.rule_set.id
+        raise DecisionsNotMaterialized(
+            f"{side}: the decisions of snapshot {s} under rule set {r} are not stored; run "
+            f"`tepat eligibility materialize --snapshot {s} --rule-set {r}`",
+            field=side,
+            snapshot=s,
+            rule_set=r,
+        )
+    return key
+
+
+async def plan(
+    engine: AsyncEngine, caller: Caller, asked: Asked, reads: Reads | None = None
+) -> Plan:
+    """Everything that can refuse a change list, checked before a row is read: the programs
+    (unknown 422, not granted 403), the kinds and the region prefix (422), both snapshots
+    (404 naming the side), from == to (422), the stored decisions of both sides (409)."""
+    view = view_for(caller, asked.programs, False)
+    if "decision" not in view.groups:
+        raise Forbidden(
+            "field group(s) decision not granted to this client (a change list is decisions)",
+            field_groups=["decision"],
+        )
+    kinds = check_kinds(asked.kinds)
+    prefix, divisor = region_prefix(asked.kode_wilayah)
+    if asked.from_snapshot == asked.to_snapshot:
+        raise ValidationFailed("to: must name another snapshot than from", field="to")
+    before = await _pin_side(reads, engine, "from", asked.from_snapshot, asked.rule_set)
+    after = await _pin_side(reads, engine, "to", asked.to_snapshot, asked.rule_set)
+    if before.snapshot.id == after.snapshot.id:
+        raise ValidationFailed("to: must name another snapshot than from", field="to")
+    if reads is not None:
+        async with reads.connection() as conn:
+            from_key = await _stored_key(conn, "from", before)
+            to_key = await _stored_key(conn, "to", after)
+    else:
+        async with read_connection(engine) as sa:
+            from_key = await _stored_key(sa, "from", before)
+            to_key = await _stored_key(sa, "to", after)
+    amounts = {
+        p
+        for p, get in (("BPNT", "bpnt"), ("PBI_JK", "pbi"))
+        if getattr(before.rule_set, get).monthly_rupiah
+        != getattr(after.rule_set, get).monthly_rupiah
+    }
+    where = repo.Filter(
+        programs=tuple(str(p) for p in view.programs),
+        kinds=kinds,
+        amount_changed=frozenset(amounts),
+        prefix=prefix,
+        divisor=divisor,
+    )
+    return Plan(
+        before,
+        after,
+        (before.snapshot.key, from_key, after.snapshot.key, to_key),
+        where,
+        decile="decile" in view.groups,
+        family="membership" in view.groups,
+    )
+
+
+# --- rendering -------------------------------------------------------------------------------
+
+_CRITERIA_OF: Final = {
+    program: tuple((1 << i, cid) for i, (p, cid) in enumerate(CRITERIA) if p == program)
+    for program in PROGRAM_BITS
+}
+
+
+def changes_of(
+    where: repo.Filter,
+    status: str,
+    eligible: tuple[int | None, int | None],
+    criteria: tuple[int | None, int | None],
+    yearly_differs: bool,
+    level_differs: bool,
+) -> list[dict[str, Any]]:
+    """The changes of one person (the API's `changes`), in program order."""
+    (fe, te), (fc, tc) = eligible, criteria
+    flipped = (fc or 0) ^ (tc or 0)
+    out: list[dict[str, Any]] = []
+    kinds = where.kinds
+    for program in where.programs:
+        bit = PROGRAM_BITS[program]
+        was = fe is not None and bool(fe >> bit & 1)
+        now = te is not None and bool(te >> bit & 1)
+        kind: str | None = None
+        if now and not was:
+            kind = "gained" if "gained" in kinds else None
+        elif was and not now:
+            kind = "lost" if "lost" in kinds else None
+        elif was and now:
+            if "benefit_changed" in kinds and (
+                (program == "PKH" and yearly_differs) or program in where.amount_changed
+            ):
+                kind = "benefit_changed"
+            elif "level_changed" in kinds and program == "SEKOLAH_RAKYAT" and level_differs:
+                kind = "level_changed"
+        if kind is None:
+            continue
+        if status == "entered":
+            reasons = [ENTERED]
+        elif status == "left":
+            reasons = [LEFT]
+        else:
+            reasons = [cid for mask, cid in _CRITERIA_OF[program] if flipped & mask]
+        out.append({"program": program, "change": kind, "reasons": reasons})
+    return out
+
+
+def _family(no_kk: int | None, relationship: int | None, region: int | None) -> Any:
+    if no_kk is None:
+        return None
+    return {
+        "no_kk": f"{no_kk:016d}",
+        "relationship": relationship,
+        "kode_wilayah": f"{region:010d}",
+    }
+
+
+@dataclass(slots=True)
+class Tally:
+    """The summary's counts: people listed, by status, by program and change, by province."""
+
+    listed: int = 0
+    status: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STATUSES, 0))
+    programs: dict[str, dict[str, int]] = field(default_factory=dict)
+    provinces: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
+    audit_ids: list[str] = field(default_factory=list)
+    receipts: list[str | None] = field(default_factory=list)
+
+    def add(self, status: str, province: str, changes: list[dict[str, Any]]) -> None:
+        self.listed += 1
+        self.status[status] += 1
+        region = self.provinces.setdefault(province, {})
+        for c in changes:
+            program, kind = c["program"], c["change"]
+            counts = self.programs.setdefault(program, dict.fromkeys(KINDS, 0))
+            counts[kind] += 1
+            by = region.setdefault(program, dict.fromkeys(KINDS, 0))
+            by[kind] += 1
+
+
+class ChangeList:
+    """One change list, pinned to its two sides before any row is read."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        audit: AuditWriter,
+        caller: Caller,
+        connect: Connect,
+        pace: Pace | None = None,
+        chunk: int = CHUNK,
+    ) -> None:
+        self.plan = plan
+        self.audit = audit
+        self.caller = caller
+        self.connect = connect
+        self.pace = pace
+        self.chunk = chunk
+        self.tally = Tally()
+        self._memo: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+
+    async def stream(self) -> AsyncGenerator[bytes, None]:
+        """Chunks of answer lines, each audited before it is yielded, then the summary line.
+
+        A failure before the first chunk raises (the transport can still answer a problem);
+        after it the stream ends with an error line and no summary, as a bulk stream does.
+        """
+        started = False
+        try:
+            async for out in self._chunks():
+                yield out
+                started = True
+        except TepatError as e:
+            if not started:
+                raise
+            log.warning("change list %s stopped: %s", self.caller.request_id, e.code)
+            yield bulk.error_line(e.code, e.detail)
+        except (Exception, asyncio.CancelledError) as e:
+            if not started or isinstance(e, asyncio.CancelledError):
+                raise
+            log.error("change list %s stopped", self.caller.request_id, exc_info=e)
+            yield bulk.error_line("internal", "the list stopped; quote the request id")
+
+    async def _chunks(self) -> AsyncGenerator[bytes, None]:
+        # The next chunk is read and rendered while earlier ones are being audited (at most
+        # AHEAD at once); chunks are sent in order, each only once its record is durable.
+        sealing: deque[asyncio.Task[bytes]] = deque()
+        try:
+            async for chunk in self._rendered():
+                # Named in the summary in chunk order, whatever order the records commit in.
+                self.tally.audit_ids.append(chunk.audit_id or "")
+                self.tally.receipts.append(None)
+                place = len(self.tally.receipts) - 1
+                sealing.append(asyncio.create_task(self._seal(chunk, place)))
+                if len(sealing) >= AHEAD:
+                    yield await sealing.popleft()
+            while sealing:
+                yield await sealing.popleft()
+            yield self.summary()
+        finally:
+            for task in sealing:
+                task.cancel()
+
+    async def _seal(self, chunk: bulk.Chunk, place: int) -> bytes:
+        if self.pace is not None:
+            await self.pace(chunk.niks)
+        self.tally.receipts[place] = await bulk.seal(
+            self.audit, self.caller, OPERATION, self.plan.after, chunk
+        )
+        return chunk.data
+
+    async def _rendered(self) -> AsyncIterator[bulk.Chunk]:
+        query = repo.changes_query(self.plan.where)
+        if query is None:
+            return
+        lines: list[bytes] = []
+        subjects: list[str] = []
+        async with self.connect() as conn:
+            async for row in repo.stream(conn, query, self.plan.keys):
+                line = self._line(row)
+                if line is None:
+                    continue
+                lines.append(line)
+                subjects.append(nik_subject(f"{row[0]:016d}"))
+                if len(lines) >= self.chunk:
+                    yield self._chunk(lines, subjects)
+                    lines, subjects = [], []
+        if lines:
+            yield self._chunk(lines, subjects)
+
+    @staticmethod
+    def _chunk(lines: list[bytes], subjects: list[str]) -> bulk.Chunk:
+        n = len(lines)
+        return bulk.Chunk(b"".join(lines), n, n, n, subjects, new_audit_id())
+
+    def _line(self, r: Sequence[Any]) -> bytes | None:
+        (nik, f_kk, t_kk, f_region, t_region, f_rel, t_rel, f_decile, t_decile,
+         fe, te, fc, tc, f_yearly, t_yearly, f_level, t_level) = r  # fmt: skip
+        status = "left" if t_kk is None else "entered" if f_kk is None else "stayed"
+        key = (status, fe, te, fc, tc, f_yearly != t_yearly, f_level != t_level)
+        changes = self._memo.get(key)
+        if changes is None:
+            changes = changes_of(self.plan.where, status, (fe, te), (fc, tc), key[5], key[6])
+            if len(self._memo) >= 65536:
+                self._memo.clear()
+            self._memo[key] = changes
+        if not changes:
+            return None
+        region = t_region if t_region is not None else f_region
+        self.tally.add(status, f"{region // 100_000_000:02d}", changes)
+        out: dict[str, Any] = {"nik": f"{nik:016d}", "status": status, "changes": changes}
+        if self.plan.decile:
+            out["decile"] = {"from": f_decile, "to": t_decile}
+        if self.plan.family:
+            out["family"] = {
+                "from": _family(f_kk, f_rel, f_region),
+                "to": _family(t_kk, t_rel, t_region),
+            }
+        return orjson.dumps(out) + b"\n"
+
+    def summary(self) -> bytes:
+        t = self.tally
+        body: dict[str, Any] = {
+            "listed": t.listed,
+            "status": t.status,
+            "programs": t.programs,
+            "provinces": dict(sorted(t.provinces.items())),
+            **self.plan.meta(),
+            "request_id": self.caller.request_id,
+            "audit_ids": t.audit_ids,
+        }
+        if self.audit.keyring is not None:
+            body["receipts"] = t.receipts
+        return orjson.dumps({"summary": body}) + b"\n"
+
+
+async def open_changes(
+    engine: AsyncEngine,
+    audit: AuditWriter,
+    caller: Caller,
+    asked: Asked,
+    connect: Connect,
+    *,
+    reads: Reads | None = None,
+    pace: Pace | None = None,
+    chunk: int = CHUNK,
+) -> ChangeList:
+    """A change list checked and pinned (`plan`), ready to stream."""
+    return ChangeList(await plan(engine, caller, asked, reads), audit, caller, connect, pace, chunk)
