@@ -274,9 +274,7 @@ async def test_each_chunk_is_audited_and_its_receipt_verifies(
             niks = [orjson.loads(line)["nik"] for line in chunk.splitlines()]
             assert row.operation == "changes"
             assert row.subject_count == row.found_count == len(niks)
-            assert set(row.subject_hashes) == {
-                subject_hash(hmac_key, nik_subject(n)) for n in niks
-            }
+            assert set(row.subject_hashes) == {subject_hash(hmac_key, nik_subject(n)) for n in niks}
     with pytest.raises(receipts.ReceiptInvalid):
         receipts.verify(summary["receipts"][0], chunks[1], jwks)
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
 from tepat_client import (
     ReceiptInvalid,
     Tepat,
@@ -20,6 +21,9 @@ from tepat_client import (
     verify_receipt,
 )
 
+from app.config import Settings
+from tests.changes import expected
+from tests.helpers import CHANGES_FROM, CHANGES_TO, two_quarters
 from tests.server import Server, running_server
 from tests.support import PURPOSE, MakeClient
 
@@ -199,3 +203,35 @@ def test_a_million_line_job_through_the_client(
         assert count == n + 1
         claims = verify_file(out, t.jwks())
         assert len(claims) == n // 1000
+
+
+@pytest.fixture(scope="module")
+async def quarters(
+    settings: Settings, engine: AsyncEngine, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[tuple[Path, Path]]:
+    root = tmp_path_factory.mktemp("client-changes")
+    async with two_quarters(settings, engine, root, 1500, 83) as q:
+        yield q
+
+
+def test_changes_streams_the_list_between_two_releases(
+    tepat: Tepat, quarters: tuple[Path, Path]
+) -> None:
+    want = expected.narrowed(
+        expected.change_list(*(expected.release_people(q) for q in quarters)),
+        programs={"PBI_JK"},
+    )
+    *lines, last = tepat.changes(CHANGES_FROM, CHANGES_TO, programs=["PBI_JK"])
+    assert {line["nik"]: line for line in lines} == want
+    summary = last["summary"]
+    assert summary["listed"] == len(want) > 0
+    assert summary["to"]["snapshot"]["id"] == CHANGES_TO
+    assert len(summary["receipts"]) == len(summary["audit_ids"]) >= 1
+    # Filters travel: only the lost, in one province.
+    province = next(iter(want.values()))["family"]
+    code = (province["to"] or province["from"])["kode_wilayah"][:2]
+    *lines, _ = tepat.changes(CHANGES_FROM, CHANGES_TO, kinds=["lost"], kode_wilayah=code)
+    assert all(c["change"] == "lost" for line in lines for c in line["changes"])
+    with pytest.raises(TepatError) as unknown:
+        list(tepat.changes("2019-01-01", CHANGES_TO))
+    assert unknown.value.status == 404 and unknown.value.problem["field"] == "from"
