@@ -24,13 +24,16 @@ import orjson
 from app import db
 from app.config import Settings
 from app.services import receipts, roles
-from bench import import_bench, servers
+from bench import changes, import_bench, servers
 from bench.common import emit, server_url
 from bench.prepare import PURPOSE, Prepared, log, prepare
 
-TARGETS = ("P1", "P2", "P3", "P4", "P5", "P6", "P9")
+TARGETS = ("P1", "P2", "P3", "P4", "P5", "P6", "P8", "P9")
 # The lines a complete run prints (some targets have two goals, hence two lines).
-LINES = ("P1", "P1-p99", "P2", "P3", "P4", "P4-rss", "P5", "P5-rss", "P6", "P9", "P9-rss")
+LINES = (
+    "P1", "P1-p99", "P2", "P3", "P4", "P4-rss", "P5", "P5-rss", "P6", "P8", "P8-rss", "P9",
+    "P9-rss",
+)  # fmt: skip
 
 GRAPHQL_PERSON = """
 query Person($nik: String!, $snapshot: String) {
@@ -60,12 +63,13 @@ class Mode:
     import_people: int  # P5's release
     bodies: int  # distinct request bodies per load (P1/P2 single NIK: x 50)
     bulk_limit: float  # seconds P4's job may run; past it the rate is what was answered
+    changes_people: int = 100_000  # P8: the size of the first of the two quarters
 
 
 MODES = {
-    "smoke": Mode("smoke", 20_000, 1.0, 0.3, 5_000, 5_000, 4, 30.0),
-    "quick": Mode("quick", 20_000, 5.0, 1.0, 100_000, 200_000, 40, 60.0),
-    "full": Mode("full", 1_000_000, 20.0, 3.0, 1_000_000, 1_000_000, 100, 300.0),
+    "smoke": Mode("smoke", 20_000, 1.0, 0.3, 5_000, 5_000, 4, 30.0, 5_000),
+    "quick": Mode("quick", 20_000, 5.0, 1.0, 100_000, 200_000, 40, 60.0, 100_000),
+    "full": Mode("full", 1_000_000, 20.0, 3.0, 1_000_000, 1_000_000, 100, 300.0, 1_000_000),
 }
 CONNECTIONS_SMALL = 32  # P1, P2 (the P1 target: p99 at 32 connections)
 CONNECTIONS_BATCH = 8  # P3
@@ -471,6 +475,74 @@ class Run:
             )
         )
 
+    def p8(self) -> None:
+        """The change list between two quarters (POST /v1/changes, read to its summary) against
+        the bare FULL OUTER JOIN of the same two decision partitions copied out, same run."""
+        pair = changes.prepare_pair(self.url, self.mode.changes_people, self.workdir)
+        what = f"change list, {pair.people:,} people in either quarter, vs bare join COPY"
+        service = self.server("service")
+        body = orjson.dumps({"from": pair.before, "to": pair.after})
+        base_seconds, base_bytes = changes.baseline(self.url, pair)  # warms the cache too
+        with service.watch() as usage, httpx.Client(timeout=600) as client:
+            began = time.perf_counter()
+            size, last = 0, b""
+            with client.stream(
+                "POST",
+                f"http://127.0.0.1:{service.port}/v1/changes",
+                content=body,
+                headers=self.headers,
+            ) as r:
+                if r.status_code != 200:
+                    r.read()
+                    raise Unavailable(f"POST /v1/changes: {r.status_code} {r.text[:300]}")
+                for data in r.iter_bytes():
+                    size += len(data)
+                    last = (last + data)[-(1 << 20) :]
+            seconds = time.perf_counter() - began
+        tail = last.rstrip(b"\n").rsplit(b"\n", 1)[-1]
+        summary = orjson.loads(tail).get("summary")
+        if summary is None:
+            raise Unavailable(f"P8: the list ended without its summary: {tail[:300]!r}")
+        base_seconds = min(base_seconds, changes.baseline(self.url, pair)[0])  # best of two
+        log(
+            f"changes   {summary['listed']:,} listed of {pair.people:,} in {seconds:.2f} s "
+            f"({size:,} bytes, {len(summary['audit_ids']):,} audit records); bare join "
+            f"{base_seconds:.2f} s ({base_bytes:,} bytes); server cpu {usage.cpu}"
+        )
+        extra = {
+            "people": pair.people,
+            "listed": summary["listed"],
+            "seconds": round(seconds, 3),
+            "baseline_seconds": round(base_seconds, 3),
+            "answer_bytes": size,
+            "baseline_bytes": base_bytes,
+            "audit_records": len(summary["audit_ids"]),
+            "service_cpu_per_worker": usage.cpu,
+        }
+        self.lines.append(
+            emit(
+                "P8",
+                what,
+                pair.people / seconds,
+                pair.people / base_seconds,
+                0.5,
+                unit="NIK/s",
+                extra=extra,
+            )
+        )
+        self.lines.append(
+            emit(
+                "P8-rss",
+                f"change list, {pair.people:,} people, server peak RSS",
+                usage.peak_rss_mb,
+                250,
+                None,
+                unit="MB",
+                lower_is_better=True,
+                extra={"peak_total_rss_mb": round(usage.peak_total_rss_mb, 1)},
+            )
+        )
+
     def p9(self) -> None:
         """A bulk job (upload, poll, download) against the stream, same input, same run."""
         n = self.mode.bulk_niks
@@ -613,6 +685,7 @@ def main(argv: list[str] | None = None) -> int:
             mode.import_people,
             mode.bodies,
             mode.bulk_limit,
+            mode.changes_people,
         )
     only = [t.strip().upper() for t in args.only.split(",") if t.strip()] or list(TARGETS)
     unknown = sorted(set(only) - set(TARGETS))
@@ -630,9 +703,9 @@ def main(argv: list[str] | None = None) -> int:
     data = prepare(url, mode.people, args.workdir)
     log(f"prepared {data.release} in {time.perf_counter() - started:.1f} s")
     run = Run(mode, args.workers, args.workdir, url, data, receipts=not args.no_receipts)
-    steps = {"P1": run.p1, "P2": run.p2, "P3": run.p3, "P4": run.p4, "P9": run.p9}
+    steps = {"P1": run.p1, "P2": run.p2, "P3": run.p3, "P4": run.p4, "P8": run.p8, "P9": run.p9}
     try:
-        for target in ("P1", "P2", "P3", "P4", "P9"):
+        for target in ("P1", "P2", "P3", "P4", "P8", "P9"):
             if target in only:
                 try:
                     steps[target]()

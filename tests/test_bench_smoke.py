@@ -12,7 +12,21 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-TARGETS = {"P1", "P1-p99", "P2", "P3", "P4", "P4-rss", "P5", "P5-rss", "P6", "P9", "P9-rss"}
+TARGETS = {
+    "P1",
+    "P1-p99",
+    "P2",
+    "P3",
+    "P4",
+    "P4-rss",
+    "P5",
+    "P5-rss",
+    "P6",
+    "P8",
+    "P8-rss",
+    "P9",
+    "P9-rss",
+}
 
 
 def test_bench_smoke_prints_every_target(database_url: str, tmp_path: Path) -> None:
