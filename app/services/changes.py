@@ -45,6 +45,7 @@ from app.services import bulk
 from app.services.audit.records import new_audit_id, nik_subject
 from app.services.audit.writer import AuditWriter
 from app.services.catalog import Reads
+from app.services.disclosure import change_fields
 from app.services.lookup import Caller, view_for
 from app.services.pinning import Pinned, pin
 from app.services.report import region_names
@@ -112,8 +113,8 @@ class Plan:
     after: Pinned
     keys: tuple[int, int, int, int]  # from snapshot, from rule set, to snapshot, to rule set
     where: repo.Filter
-    decile: bool  # the client holds `decile`
-    family: bool  # the client holds `membership`
+    decile: bool  # lines carry `decile` (app.services.disclosure.change_fields)
+    family: bool  # ... and `family`
 
     def meta(self) -> dict[str, Any]:
         return {"from": self.before.meta(), "to": self.after.meta()}
@@ -188,13 +189,14 @@ async def plan(
         prefix=prefix,
         divisor=divisor,
     )
+    shown = change_fields(view.groups)  # app.services.disclosure: the one rule
     return Plan(
         before,
         after,
         (before.snapshot.key, from_key, after.snapshot.key, to_key),
         where,
-        decile="decile" in view.groups,
-        family="membership" in view.groups,
+        decile="decile" in shown,
+        family="family" in shown,
     )
 
 

@@ -56,6 +56,21 @@ PRIORITY_GROUPS: Final = frozenset({"decile"})  # Sekolah Rakyat priority is the
 ANY_COMPONENT_GROUPS: Final = frozenset().union(*COMPONENT_GROUPS.values())
 
 
+# A change list's line (app.services.changes): `decile` (both releases') needs decile, `family`
+# (No. KK, relationship, region in both) membership; `changes` and their reasons (criteria ids
+# whose `passed` flipped) are the decision group, as `passed` is.
+CHANGE_GROUPS: Final[dict[str, frozenset[str]]] = {
+    "decile": frozenset({"decile"}),
+    "family": frozenset({"membership"}),
+}
+
+
+def change_fields(groups: Iterable[str]) -> frozenset[str]:
+    """The optional fields of a change list's line these granted groups may see."""
+    granted = frozenset(groups)
+    return frozenset(name for name, needs in CHANGE_GROUPS.items() if needs <= granted)
+
+
 @dataclass(frozen=True, slots=True)
 class Disclosure:
     """The rule resolved for one set of granted field groups (made once per set)."""
