@@ -131,8 +131,12 @@ async def test_filters_select_programs_kinds_and_regions(
         {"kinds": ["gained"], "programs": ["PKH", "BPNT"]},
         {"kinds": ["benefit_changed", "level_changed"]},
     ]
-    # A province and a regency with changes (in either release).
-    region = next(iter(full_list.values()))["family"]
+    # A province and a regency where someone gained something (in either release).
+    region = next(
+        line["family"]
+        for line in full_list.values()
+        if any(c["change"] == "gained" for c in line["changes"])
+    )
     code = (region["to"] or region["from"])["kode_wilayah"]
     cases += [{"kode_wilayah": code[:2]}, {"kode_wilayah": code[:4], "kinds": ["gained"]}]
     for case in cases:
