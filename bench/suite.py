@@ -483,26 +483,13 @@ class Run:
         service = self.server("service")
         body = orjson.dumps({"from": pair.before, "to": pair.after})
         base_seconds, base_bytes = changes.baseline(self.url, pair)  # warms the cache too
-        with service.watch() as usage, httpx.Client(timeout=600) as client:
-            began = time.perf_counter()
-            size, last = 0, b""
-            with client.stream(
-                "POST",
-                f"http://127.0.0.1:{service.port}/v1/changes",
-                content=body,
-                headers=self.headers,
-            ) as r:
-                if r.status_code != 200:
-                    r.read()
-                    raise Unavailable(f"POST /v1/changes: {r.status_code} {r.text[:300]}")
-                for data in r.iter_bytes():
-                    size += len(data)
-                    last = (last + data)[-(1 << 20) :]
-            seconds = time.perf_counter() - began
-        tail = last.rstrip(b"\n").rsplit(b"\n", 1)[-1]
-        summary = orjson.loads(tail).get("summary")
-        if summary is None:
-            raise Unavailable(f"P8: the list ended without its summary: {tail[:300]!r}")
+        with (
+            service.watch() as usage,
+            httpx.Client(timeout=600, headers=self.headers) as client,
+        ):
+            # Best of two, as the baseline: the first also warms the server.
+            runs = [self._changes_list(client, service.port, body) for _ in range(2)]
+        seconds, size, summary = min(runs, key=lambda run: run[0])
         base_seconds = min(base_seconds, changes.baseline(self.url, pair)[0])  # best of two
         log(
             f"changes   {summary['listed']:,} listed of {pair.people:,} in {seconds:.2f} s "
@@ -542,6 +529,28 @@ class Run:
                 extra={"peak_total_rss_mb": round(usage.peak_total_rss_mb, 1)},
             )
         )
+
+    @staticmethod
+    def _changes_list(
+        client: httpx.Client, port: int, body: bytes
+    ) -> tuple[float, int, dict[str, Any]]:
+        """One change list read to its summary: (seconds, bytes, the summary)."""
+        began = time.perf_counter()
+        size, last = 0, b""
+        # The client carries the bench client's key, purpose and JSON content type.
+        with client.stream("POST", f"http://127.0.0.1:{port}/v1/changes", content=body) as r:
+            if r.status_code != 200:
+                r.read()
+                raise Unavailable(f"POST /v1/changes: {r.status_code} {r.text[:300]}")
+            for data in r.iter_bytes():
+                size += len(data)
+                last = (last + data)[-(1 << 20) :]
+        seconds = time.perf_counter() - began
+        tail = last.rstrip(b"\n").rsplit(b"\n", 1)[-1]
+        summary: dict[str, Any] | None = orjson.loads(tail).get("summary")
+        if summary is None:
+            raise Unavailable(f"P8: the list ended without its summary: {tail[:300]!r}")
+        return seconds, size, summary
 
     def p9(self) -> None:
         """A bulk job (upload, poll, download) against the stream, same input, same run."""
