@@ -15,7 +15,7 @@ from app.api import streams
 from app.api.deps import CallerDep, State
 from app.api.openapi import DATA_PROBLEMS, problems
 from app.api.streams import Body
-from app.errors import BulkNotGranted
+from app.errors import BulkNotGranted, IdleTimeout, TooManyStreams
 from app.http import limits
 from app.http.request_ids import request_id_of
 from app.http.state import AppState
@@ -201,7 +201,7 @@ class NdjsonStream(Response):
     },
     responses={
         **DATA_PROBLEMS,
-        **problems(408),
+        **problems(IdleTimeout, BulkNotGranted, TooManyStreams),
         200: {
             "description": "One line per input line, then the summary line",
             "content": {NDJSON: {"schema": {"type": "string"}, "example": _RESPONSE_EXAMPLE}},
