@@ -14,8 +14,10 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import compile_path
 from starlette.types import Scope, Send
 
 from app import resilience
@@ -212,11 +214,32 @@ _HTTP_CODES = {
 }
 
 
+def _allow(request: Request) -> str | None:
+    """Every method some route of the path answers (Starlette names only the first route's)."""
+    methods: set[str] = set()
+    for context in iter_route_contexts(request.app.routes):
+        if (
+            context.path
+            and context.methods
+            and compile_path(context.path)[0].match(request.url.path)
+        ):
+            methods |= context.methods
+    return ", ".join(sorted(methods)) or None
+
+
 async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
     detail = str(exc.detail) if exc.detail else TITLES[code]
-    return response(body(request.scope, exc.status_code, code, detail), dict(exc.headers or {}))
+    headers = dict(exc.headers or {})
+    if exc.status_code == 400:  # FastAPI could not read the body (not UTF-8, say)
+        reason = f"not valid JSON: {detail}"
+        error = {"field": "body", "message": reason}
+        problem = body(request.scope, 400, "malformed_json", reason, field="body", errors=[error])
+        return response(problem, headers)
+    if exc.status_code == 405 and (allow := _allow(request)) is not None:
+        headers["Allow"] = allow
+    return response(body(request.scope, exc.status_code, code, detail), headers)
 
 
 async def unexpected_error(request: Request, exc: Exception) -> Response:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
@@ -36,6 +36,11 @@ EXPLAIN = (
     "passed stay. Sekolah Rakyat priority (the decile) needs decile, with or without explain."
 )
 ProgramName = Literal["PKH", "BPNT", "PBI_JK", "SEKOLAH_RAKYAT"]
+_ONE_PROGRAM = "(PKH|BPNT|PBI_JK|SEKOLAH_RAKYAT)"
+# A query parameter of the streams and jobs: one program, or several separated by commas.
+ProgramsParam = Annotated[
+    str, StringConstraints(pattern=f"^ *{_ONE_PROGRAM} *(, *{_ONE_PROGRAM} *)*$")
+]
 
 
 def _nik(value: str) -> str:

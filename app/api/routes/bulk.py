@@ -20,7 +20,7 @@ from app.http import limits
 from app.http.request_ids import request_id_of
 from app.http.state import AppState
 from app.identifiers import RULE_SET_ID_PATTERN, SNAPSHOT_ID_PATTERN
-from app.schemas.lookup import EXPLAIN
+from app.schemas.lookup import EXPLAIN, ProgramsParam
 from app.services import bulk, clients
 from app.services.lookup import Caller
 from app.services.streams import ClientGone, Slot
@@ -227,7 +227,7 @@ async def bulk_eligibility(
         ),
     ] = None,
     programs: Annotated[
-        list[str] | None,
+        list[ProgramsParam] | None,
         Query(
             description="Only these programs (repeat the parameter or separate with commas); "
             "each must be granted. Default: all granted.",

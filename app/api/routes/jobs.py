@@ -32,7 +32,7 @@ from app.errors import (
 )
 from app.http.state import AppState
 from app.identifiers import RULE_SET_ID_PATTERN, SNAPSHOT_ID_PATTERN
-from app.schemas.lookup import EXPLAIN
+from app.schemas.lookup import EXPLAIN, ProgramsParam
 from app.services import bulk, jobs, worker
 from app.services.streams import ClientGone
 
@@ -238,7 +238,7 @@ async def submit_bulk_job(
         Query(pattern=RULE_SET_ID_PATTERN, description="Pin a rule set. Default: in force."),
     ] = None,
     programs: Annotated[
-        list[str] | None,
+        list[ProgramsParam] | None,
         Query(description="Only these programs (repeat or comma-separate). Default: granted."),
     ] = None,
     explain: Annotated[bool, Query(description="Full decisions. " + EXPLAIN)] = False,
