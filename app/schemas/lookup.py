@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
@@ -37,9 +38,25 @@ EXPLAIN = (
 )
 ProgramName = Literal["PKH", "BPNT", "PBI_JK", "SEKOLAH_RAKYAT"]
 _ONE_PROGRAM = "(PKH|BPNT|PBI_JK|SEKOLAH_RAKYAT)"
+_PROGRAMS = re.compile(f" *{_ONE_PROGRAM} *(, *{_ONE_PROGRAM} *)*")
+
+
+def _programs(value: str) -> str:
+    if _PROGRAMS.fullmatch(value) is None:
+        raise PydanticCustomError(
+            "invalid_programs",
+            "unknown program in '{value}'; one or more of PKH, BPNT, PBI_JK, SEKOLAH_RAKYAT, "
+            "separated by commas",
+            {"value": echo(value)},
+        )
+    return value
+
+
 # A query parameter of the streams and jobs: one program, or several separated by commas.
 ProgramsParam = Annotated[
-    str, StringConstraints(pattern=f"^ *{_ONE_PROGRAM} *(, *{_ONE_PROGRAM} *)*$")
+    str,
+    AfterValidator(_programs),
+    WithJsonSchema({"type": "string", "pattern": f"^{_PROGRAMS.pattern}$"}),
 ]
 
 
