@@ -125,7 +125,9 @@ class Tepat:
     # --- lookups ---------------------------------------------------------------------------
 
     def _lookup(self, path: str, body: dict[str, Any]) -> Answer:
-        r = self.http.post(path, json={k: v for k, v in body.items() if v is not None})
+        if body.get("programs"):
+            body["programs"] = list(body["programs"])
+        r = self.http.post(path, json={k: v for k, v in body.items() if v})
         raise_for_problem(r)
         return Answer(r.json(), r.content, r.headers.get("Tepat-Receipt"))
 
@@ -139,14 +141,13 @@ class Tepat:
         rule_set: str | None = None,
     ) -> Answer:
         """`POST /v1/people/lookup`: 1 to 1,000 NIKs, answered in order."""
-        body = {
-            "niks": list(niks),
+        pins = {
             "explain": explain,
-            "programs": list(programs) if programs else None,
+            "programs": programs,
             "snapshot": snapshot,
             "rule_set": rule_set,
         }
-        return self._lookup("/v1/people/lookup", body)
+        return self._lookup("/v1/people/lookup", {"niks": list(niks), **pins})
 
     def families(
         self,
@@ -158,14 +159,13 @@ class Tepat:
         rule_set: str | None = None,
     ) -> Answer:
         """`POST /v1/families/lookup`: 1 to 1,000 No. KKs, answered in order."""
-        body = {
-            "no_kks": list(no_kks),
+        pins = {
             "explain": explain,
-            "programs": list(programs) if programs else None,
+            "programs": programs,
             "snapshot": snapshot,
             "rule_set": rule_set,
         }
-        return self._lookup("/v1/families/lookup", body)
+        return self._lookup("/v1/families/lookup", {"no_kks": list(no_kks), **pins})
 
     # --- metadata ---------------------------------------------------------------------------
 
