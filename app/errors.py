@@ -44,6 +44,16 @@ class ValidationFailed(TepatError):
     title = "The request is not valid"
     status = 422
 
+    def problem(self, instance: str | None = None) -> dict[str, Any]:
+        """As a request's own validation answers it: the field, and `errors` listing it."""
+        body = super().problem(instance)
+        field = str(body.setdefault("field", "body"))
+        item: dict[str, Any] = {"field": field, "message": self.detail}
+        if "value" in body:
+            item["value"] = body["value"]
+        body.setdefault("errors", [item])
+        return body
+
 
 class SnapshotNotFound(TepatError):
     code = "snapshot_not_found"

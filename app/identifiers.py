@@ -96,6 +96,27 @@ def is_nik(value: str) -> bool:
     )
 
 
+def _nik_pattern() -> str:
+    """The regular expression `is_nik` is: anchored, ASCII digits, no look-around (JSON Schema
+    and every regex engine a client generator uses read it alike)."""
+    day_31 = "0[1-9]|[12][0-9]|3[01]|4[1-9]|[56][0-9]|7[01]"  # women: day + 40
+    day_30 = "0[1-9]|[12][0-9]|30|4[1-9]|[56][0-9]|70"
+    day_28 = "0[1-9]|1[0-9]|2[0-8]|4[1-9]|5[0-9]|6[0-8]"
+    date = (
+        f"(?:(?:{day_31})(?:0[13578]|1[02])[0-9]{{2}}"
+        f"|(?:{day_30})(?:0[469]|11)[0-9]{{2}}"
+        f"|(?:{day_28})02[0-9]{{2}}"
+        "|(?:29|69)02(?:[02468][048]|[13579][26]))"  # 29 February: a leap year in some century
+    )
+    serial = "(?:000[1-9]|00[1-9][0-9]|0[1-9][0-9]{2}|[1-9][0-9]{3})"  # not 0000
+    return f"^[0-9]{{6}}{date}{serial}$"
+
+
+# Published in the OpenAPI document: exactly what `is_nik` and `check_no_kk` accept.
+NIK_PATTERN = _nik_pattern()
+NO_KK_PATTERN = "^[0-9]{16}$"
+
+
 def check_no_kk(value: str) -> None:
     _digits16(value, "no_kk")
 

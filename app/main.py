@@ -8,12 +8,14 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 from starlette.types import ASGIApp
 
 from app import __version__, db, embedded, logs
+from app.api import openapi
 from app.api.fast import FastLookup
 from app.api.routes import audit as audit_routes
 from app.api.routes import bulk, changes, jobs, lookup, meta
@@ -194,6 +196,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # No OpenTelemetry export from here (and metrics must never carry identifiers); off,
         # FastAPI's per-request telemetry probe costs ~2 % of a lookup.
         telemetry={"tracing": False, "metrics": False, "logs": False},
+        # Operation ids are the handlers' names (`lookup_people`), checked by app.contracts.
+        generate_unique_id_function=openapi.operation_id,
+        # A body without a Content-Type is read as JSON, as the fast path reads it; any other
+        # type than JSON on a JSON route is 415 (app.http.problems).
+        strict_content_type=False,
     )
     problems.install(app)
     app.include_router(meta.health)
@@ -207,4 +214,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.fast_lookup = FastStats()
     app.state.fast_graphql = FastStats()
     _outer_layers(app, settings)
+    _finished_openapi(app)
     return app
+
+
+def _finished_openapi(app: FastAPI) -> None:
+    """/openapi.json as FastAPI generates it, then completed for every route in one place
+    (app.api.openapi.finish: problem responses, X-Purpose, rate-limit headers)."""
+    generate = app.openapi
+
+    def finished() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            openapi.finish(app, generate())
+        assert app.openapi_schema is not None
+        return app.openapi_schema
+
+    setattr(app, "openapi", finished)  # noqa: B010 (a method)

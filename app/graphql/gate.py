@@ -34,12 +34,18 @@ _CALLER = "graphql_caller"
 
 class _Refused(Exception):
     def __init__(
-        self, status: int, body: bytes, content_type: bytes, retry_after: int | None = None
+        self,
+        status: int,
+        body: bytes,
+        content_type: bytes,
+        retry_after: int | None = None,
+        challenge: str | None = None,
     ) -> None:
         self.status = status
         self.body = body
         self.content_type = content_type
         self.retry_after = retry_after
+        self.challenge = challenge
 
 
 class GraphQLGate:
@@ -132,10 +138,9 @@ def graphql_refusal(scope: Scope, error: TepatError) -> _Refused:
         "errors": [{"message": error.detail, "extensions": extensions}],
         "extensions": {"meta": {"request_id": rid}},
     }
-    retry = None
-    if error.status in (429, 503):
-        retry = int(extensions.get("retry_after") or 1)
-    return _Refused(error.status, orjson.dumps(body), b"application/json", retry)
+    retry = problems.retry_after(error) if error.status in (429, 503) else None
+    challenge = problems.challenge(scope) if error.status == 401 else None
+    return _Refused(error.status, orjson.dumps(body), b"application/json", retry, challenge)
 
 
 def transport_refusal(scope: Scope, status: int, code: str, detail: str) -> _Refused:
@@ -158,5 +163,7 @@ async def _send(send: Send, refused: _Refused) -> None:
     ]
     if refused.retry_after is not None:
         headers.append((b"retry-after", b"%d" % refused.retry_after))
+    if refused.challenge is not None:
+        headers.append((b"www-authenticate", refused.challenge.encode("ascii")))
     await send({"type": "http.response.start", "status": refused.status, "headers": headers})
     await send({"type": "http.response.body", "body": refused.body})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from pathlib import Path
 from typing import Any
 
@@ -144,7 +145,11 @@ class TepatGraphQLRouter(GraphQLRouter[GraphContext, None]):
                 first = errs[0]["extensions"]
                 response.status_code = errors.http_status(first["code"])
                 if response.status_code in (429, 503):
-                    response.headers["Retry-After"] = str(first.get("retry_after") or 1)
+                    seconds = max(1, math.ceil(float(first.get("retry_after") or 1)))
+                    response.headers["Retry-After"] = str(seconds)
+                elif response.status_code == 401:
+                    # The gate refused any key sent that is not valid: none was sent.
+                    response.headers["WWW-Authenticate"] = problems.CHALLENGE
         return response
 
 

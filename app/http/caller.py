@@ -17,7 +17,7 @@ from starlette.types import Scope
 
 from app.auth.principal import FIELD_GROUPS, Principal
 from app.errors import Forbidden
-from app.http.limits import allowance_of
+from app.http.limits import RATE_LIMITED, allowance_of
 from app.http.request_ids import request_id_of
 from app.http.state import state_of
 from app.services.lookup import Caller
@@ -34,6 +34,7 @@ async def authenticate(
     principal = await state_of(scope).authenticator.authenticate(authorization)
     state: dict[str, Any] = scope.setdefault("state", {})
     state["client_id"] = principal.client_id
+    state[RATE_LIMITED] = principal  # the answer carries its RateLimit headers (app.http.limits)
     granted = principal.require_purpose(purpose)
     if groups:
         require_groups(principal, groups)

@@ -34,6 +34,39 @@ def allowance_of(app: Any) -> Allowance | None:
     return allowance if isinstance(allowance, Allowance) else None
 
 
+# The scope's state key under which the caller check leaves the client whose allowance the
+# answer's RateLimit headers describe (app.http.caller.authenticate; app.http.middleware).
+RATE_LIMITED = "rate_limited_principal"
+
+
+def note_limited(scope: Scope, principal: Principal) -> None:
+    """This answer carries the client's RateLimit-Policy and RateLimit headers."""
+    scope.setdefault("state", {})[RATE_LIMITED] = principal
+
+
+def rate_limit_headers(
+    scope: Scope, status: int, headers: list[tuple[bytes, bytes]]
+) -> list[tuple[bytes, bytes]]:
+    """The RateLimit-Policy and RateLimit headers of an answer to a client `note_limited`
+    named (none when no limit applies), computed as the answer starts: after its charge."""
+    principal = scope.get("state", {}).get(RATE_LIMITED)
+    allowance = allowance_of(scope.get("app")) if principal is not None else None
+    if allowance is None:
+        return []
+    policy = allowance.policy(principal)
+    if policy is None:
+        return []
+    retry = None
+    if status == 429:
+        for name, value in headers:
+            if name == b"retry-after" and value.isdigit():
+                retry = int(value)
+    remaining = allowance.remaining(principal, status, retry)
+    if remaining is None:
+        return []
+    return [(b"ratelimit-policy", policy), (b"ratelimit", remaining)]
+
+
 def debit(scope: Scope, principal: Principal, n: int) -> None:
     """Charge `n` more once the answer is known (families: the members disclosed). The charge
     before the lookup is app.http.caller.charge."""
@@ -63,7 +96,9 @@ def _spawn(coro: Coroutine[Any, Any, None]) -> None:
 async def _reply(scope: Scope, send: Send, error: TepatError) -> None:
     """Send a problem+json answer straight from the middleware (no router, no handlers)."""
     try:
-        await problems.send(send, problems.of_error(scope, error), problems.headers_of(error))
+        await problems.send(
+            send, problems.of_error(scope, error), problems.headers_of(error, scope)
+        )
     except Exception as e:  # the client went away: nothing left to tell it
         log.debug("could not send the %s answer: %s", error.status, type(e).__name__)
 
@@ -197,4 +232,13 @@ def install(app: Starlette, settings: Settings, engine: AsyncEngine, auth: Authe
     )
 
 
-__all__ = ["Overload", "allowance_of", "debit", "install", "throttle"]
+__all__ = [
+    "RATE_LIMITED",
+    "Overload",
+    "allowance_of",
+    "debit",
+    "install",
+    "note_limited",
+    "rate_limit_headers",
+    "throttle",
+]

@@ -8,7 +8,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.http import problems, request_ids
+from app.http import limits, problems, request_ids
 from app.logs import access, scrub
 
 _NO_STORE = (b"cache-control", b"no-store")
@@ -78,6 +78,8 @@ class RequestContext:
                 status = message["status"]
                 response_started = True
                 headers = [*message.get("headers", []), (b"x-request-id", rid.encode())]
+                if limits.RATE_LIMITED in scope["state"]:
+                    headers += limits.rate_limit_headers(scope, status, headers)
                 if private:
                     for name, _ in headers:
                         if name == b"cache-control":

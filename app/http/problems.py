@@ -8,13 +8,16 @@ shedding and the deadline (503), the GraphQL transport errors (400, 405, 413, 41
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import compile_path
 from starlette.types import Scope, Send
 
 from app import resilience
@@ -25,6 +28,7 @@ from app.identifiers import echo
 log = logging.getLogger("tepat.api")
 
 PROBLEM_JSON = "application/problem+json"
+JSON_ONLY = "send the request body as `Content-Type: application/json`"
 _service_log = resilience.LogThrottle()
 
 
@@ -61,11 +65,38 @@ def of_error(scope: Scope, error: TepatError) -> dict[str, Any]:
     return out
 
 
-def headers_of(error: TepatError) -> dict[str, str]:
-    """`Retry-After` on 429 and 503: the error's own figure, at least 1 s."""
-    if isinstance(error, Unavailable) or error.status == 429:
-        retry = error.extra.get("retry_after") if isinstance(error.extra, dict) else None
-        return {"Retry-After": str(retry or 1)}
+# RFC 6750 3.1: no error code when no key was sent; `invalid_token` when the key sent is bad.
+CHALLENGE = 'Bearer realm="tepat"'
+CHALLENGE_INVALID = 'Bearer realm="tepat", error="invalid_token"'
+
+
+def challenge(scope: Scope | None) -> str:
+    """The `WWW-Authenticate` of a 401: did the request send a bearer key at all?"""
+    for name, value in (scope or {}).get("headers") or ():
+        if name == b"authorization":
+            scheme, _, key = value.strip().partition(b" ")
+            if scheme.lower() == b"bearer" and key.strip():
+                return CHALLENGE_INVALID
+            break
+    return CHALLENGE
+
+
+def retry_after(error: TepatError) -> int:
+    """Whole seconds to wait, rounded up, at least 1: what `Retry-After` and the detail say."""
+    given = error.extra.get("retry_after") if isinstance(error.extra, dict) else None
+    try:
+        seconds = math.ceil(float(given)) if given is not None else 1
+    except (TypeError, ValueError):
+        seconds = 1
+    return max(1, seconds)
+
+
+def headers_of(error: TepatError, scope: Scope | None = None) -> dict[str, str]:
+    """`Retry-After` on every 429 and 503 (the error's own figure); `WWW-Authenticate` on 401."""
+    if error.status in (429, 503) or isinstance(error, Unavailable):
+        return {"Retry-After": str(retry_after(error))}
+    if error.status == 401:
+        return {"WWW-Authenticate": challenge(scope)}
     return {}
 
 
@@ -114,11 +145,37 @@ async def tepat_error(request: Request, exc: Exception) -> Response:
         # an outage fails every request: at most one line a second, with the count since.
         log.warning("%s: %s (%d like it since the last line)", exc.code, exc.detail,
                     _service_log.take())  # fmt: skip
-    return response(of_error(request.scope, exc), headers_of(exc))
+    return response(of_error(request.scope, exc), headers_of(exc, request.scope))
+
+
+def _not_json(request: Request) -> str | None:
+    """The media type of a body sent to a JSON-body route as something else, else None.
+
+    FastAPI hands such a body to the model as bytes, which can only fail validation: this is
+    where that failure becomes 415. No Content-Type at all is read as JSON (as the fast path
+    does; the app sets `strict_content_type=False`).
+    """
+    route = request.scope.get("route")
+    if getattr(route, "body_field", None) is None:
+        return None
+    given = request.headers.get("content-type")
+    if given is None:
+        return None
+    media = given.split(";", 1)[0].strip().lower()
+    if media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    ):
+        return None
+    return media or "an empty Content-Type"
 
 
 async def validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
+    media = _not_json(request)
+    if media is not None:
+        detail = f"{JSON_ONLY}; got {echo(media, limit=80)}"
+        problem = body(request.scope, 415, "unsupported_media_type", detail, field="Content-Type")
+        return response(problem)
     errors = []
     for e in exc.errors():
         field = _field(e.get("loc", ()))
@@ -157,11 +214,32 @@ _HTTP_CODES = {
 }
 
 
+def _allow(request: Request) -> str | None:
+    """Every method some route of the path answers (Starlette names only the first route's)."""
+    methods: set[str] = set()
+    for context in iter_route_contexts(request.app.routes):
+        if (
+            context.path
+            and context.methods
+            and compile_path(context.path)[0].match(request.url.path)
+        ):
+            methods |= context.methods
+    return ", ".join(sorted(methods)) or None
+
+
 async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
     detail = str(exc.detail) if exc.detail else TITLES[code]
-    return response(body(request.scope, exc.status_code, code, detail), dict(exc.headers or {}))
+    headers = dict(exc.headers or {})
+    if exc.status_code == 400:  # FastAPI could not read the body (not UTF-8, say)
+        reason = f"not valid JSON: {detail}"
+        error = {"field": "body", "message": reason}
+        problem = body(request.scope, 400, "malformed_json", reason, field="body", errors=[error])
+        return response(problem, headers)
+    if exc.status_code == 405 and (allow := _allow(request)) is not None:
+        headers["Allow"] = allow
+    return response(body(request.scope, exc.status_code, code, detail), headers)
 
 
 async def unexpected_error(request: Request, exc: Exception) -> Response:
@@ -178,7 +256,7 @@ async def database_error(request: Request, exc: Exception) -> Response:
         held = resilience.outage_log.take()
         log.warning("database unavailable: %s (%d more since)", type(exc).__name__, held)
     error = resilience.unavailable(exc)
-    return response(of_error(request.scope, error), headers_of(error))
+    return response(of_error(request.scope, error), headers_of(error, request.scope))
 
 
 def install(app: FastAPI) -> None:

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from app.models import client_usage
 
 _LEASE = text(
-    "SELECT granted, wait, today, used, over_quota, suspended FROM client_lease("
+    "SELECT granted, wait, today, used, over_quota, suspended, bucket FROM client_lease("
     ":client, :rate, :burst, :quota, :need, :want, :returned, :returned_day)"
 )
 
@@ -26,6 +26,7 @@ class Granted:
     used: int
     over_quota: bool
     suspended: bool
+    bucket: float | None  # the token bucket after this grant (None: no rate limit)
 
 
 async def lease(
@@ -56,7 +57,10 @@ async def lease(
             },
         )
     ).one()
-    return Granted(int(row[0]), float(row[1]), row[2], int(row[3]), bool(row[4]), bool(row[5]))
+    bucket = None if row[6] is None else float(row[6])
+    return Granted(
+        int(row[0]), float(row[1]), row[2], int(row[3]), bool(row[4]), bool(row[5]), bucket
+    )
 
 
 async def usage_today(conn: AsyncConnection, client_id: str) -> tuple[dt.date, int]:

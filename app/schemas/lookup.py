@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
 from app.config import MAX_BATCH
 from app.identifiers import (
+    NIK_PATTERN,
+    NO_KK_PATTERN,
     RULE_SET_ID_PATTERN,
     SNAPSHOT_ID_PATTERN,
     IdentifierError,
@@ -33,6 +37,27 @@ EXPLAIN = (
     "passed stay. Sekolah Rakyat priority (the decile) needs decile, with or without explain."
 )
 ProgramName = Literal["PKH", "BPNT", "PBI_JK", "SEKOLAH_RAKYAT"]
+_ONE_PROGRAM = "(PKH|BPNT|PBI_JK|SEKOLAH_RAKYAT)"
+_PROGRAMS = re.compile(f" *{_ONE_PROGRAM} *(, *{_ONE_PROGRAM} *)*")
+
+
+def _programs(value: str) -> str:
+    if _PROGRAMS.fullmatch(value) is None:
+        raise PydanticCustomError(
+            "invalid_programs",
+            "unknown program in '{value}'; one or more of PKH, BPNT, PBI_JK, SEKOLAH_RAKYAT, "
+            "separated by commas",
+            {"value": echo(value)},
+        )
+    return value
+
+
+# A query parameter of the streams and jobs: one program, or several separated by commas.
+ProgramsParam = Annotated[
+    str,
+    AfterValidator(_programs),
+    WithJsonSchema({"type": "string", "pattern": f"^{_PROGRAMS.pattern}$"}),
+]
 
 
 def _nik(value: str) -> str:
@@ -63,19 +88,22 @@ Nik = Annotated[
     str,
     AfterValidator(_nik),
     Field(
-        description="16 digits: district, birth date (+40 for women), serial",
+        description="16 digits: the district (6, not checked against the list of districts: a "
+        "NIK of an unknown district is simply not found), the birth date DDMMYY (day + 40 for "
+        "women; a real date, 29 February only in a year divisible by 4 since a NIK has no "
+        "century), a serial 0001-9999. The pattern says all of it; a refusal names the rule "
+        "broken: nik_format, nik_date, nik_serial.",
         examples=["3201014501900001"],
-        # Documented only: the validator gives the precise rule (nik_format, nik_date, ...).
-        json_schema_extra={"pattern": "^[0-9]{16}$"},
+        json_schema_extra={"pattern": NIK_PATTERN},
     ),
 ]
 NoKk = Annotated[
     str,
     AfterValidator(_no_kk),
     Field(
-        description="No. KK: 16 digits",
+        description="No. KK: 16 digits (any; a number that names no family is not found)",
         examples=["3201010101200001"],
-        json_schema_extra={"pattern": "^[0-9]{16}$"},
+        json_schema_extra={"pattern": NO_KK_PATTERN},
     ),
 ]
 
@@ -98,7 +126,9 @@ RuleSetId = Annotated[
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Strict: `"explain": 0` or a number for a NIK is refused (422 naming the field), never
+    # coerced; the schema says what is accepted.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     snapshot: SnapshotId = None
     rule_set: RuleSetId = None
@@ -150,9 +180,19 @@ class Component(BaseModel):
     )
     reason: str | None = Field(
         None,
-        description="Why a candidate was left out: cap, member_limit, "
-        "member_has_component; left out as taken is",
+        description="Why a candidate was not taken: cap, member_limit, "
+        "member_has_component; null when taken; left out as taken is",
     )
+
+
+class Benefit(BaseModel):
+    """What an eligible unit receives (no amount for Sekolah Rakyat: a place)."""
+
+    yearly_rupiah: int | SkipJsonSchema[None] = Field(None, description="PKH: a year's total")
+    per_tranche_rupiah: int | SkipJsonSchema[None] = Field(
+        None, description="PKH: each of the rule set's tranches"
+    )
+    monthly_rupiah: int | SkipJsonSchema[None] = Field(None, description="BPNT, PBI JK: a month")
 
 
 class Decision(BaseModel):
@@ -162,7 +202,9 @@ class Decision(BaseModel):
     recipient: bool | None = Field(
         None, description="The snapshot's recipient flag, where it has one"
     )
-    benefit: dict[str, int] | None
+    benefit: Benefit | None = Field(
+        description="Null when not eligible, and for Sekolah Rakyat (a place, no amount)"
+    )
     level: Literal["SD", "SMP", "SMA"] | None = Field(None, description="Sekolah Rakyat only")
     priority: int | None = Field(
         None, description="Sekolah Rakyat only: 1 first (the decile: left out without decile)"

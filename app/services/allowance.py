@@ -62,6 +62,12 @@ class _Lease:
     inflight: asyncio.Future[None] | None = None  # the lease being taken, shared by waiters
     granted: int = 0  # the last slice's size and when it was taken: this process's demand
     taken_at: float | None = None
+    # What the last lease said of the client's whole allowance, for the RateLimit headers: the
+    # bucket after it (monotonic time `seen_at`), the day's count, when the day ends (WIB).
+    bucket: float = 0.0
+    used: int = 0
+    seen_at: float | None = None
+    day_ends: float = 0.0
 
 
 class Allowance:
@@ -92,6 +98,7 @@ class Allowance:
         self._on_suspended = on_suspended
         self._on_active = on_active
         self._leases: dict[str, _Lease] = {}
+        self._policies: dict[int, bytes] = {}  # RateLimit-Policy by quota
         self.leases_taken = 0  # statements run: tests and /metrics-style introspection
 
     def quota_of(self, principal: Principal) -> int:
@@ -168,6 +175,55 @@ class Allowance:
         if self._on_suspended is not None:
             self._on_suspended(client_id)
 
+    # --- the RateLimit headers (IETF draft-ietf-httpapi-ratelimit-headers) -------------------
+
+    def policy(self, principal: Principal) -> bytes | None:
+        """`RateLimit-Policy` of the client: the same bytes on every answer (cached by quota)."""
+        quota = self.quota_of(principal)
+        found = self._policies.get(quota)
+        if found is None:
+            items = []
+            if self.rate > 0:
+                window = max(1, math.ceil(self.burst / self.rate))  # the bucket refills in it
+                items.append(b'"rate";q=%d;qu="niks";w=%d' % (self.burst, window))
+            if quota > 0:
+                items.append(b'"daily";q=%d;qu="niks";w=86400' % quota)
+            found = self._policies[quota] = b", ".join(items)
+        return found or None
+
+    def remaining(
+        self, principal: Principal, status: int = 200, retry_after: int | None = None
+    ) -> bytes | None:
+        """`RateLimit`: what is left under each policy, as this process knows it (its last
+        lease, what it spent since, the refill). On a 429 the refused policy alone, `r=0` and
+        `t` = `Retry-After`."""
+        quota = self.quota_of(principal)
+        if self.rate <= 0 and quota <= 0:
+            return None
+        lease = self._leases.get(principal.client_id)
+        now = self._clock()
+        if status == 429 and lease is not None and lease.refused in ("rate", "quota"):
+            name = b"rate" if lease.refused == "rate" else b"daily"
+            return b'"%s";r=0;t=%d' % (name, max(1, retry_after or 1))
+        items = []
+        balance = lease.balance if lease is not None else 0
+        if self.rate > 0:
+            if lease is None or lease.seen_at is None:
+                left = float(self.burst)
+            else:
+                refilled = lease.bucket + (now - lease.seen_at) * self.rate
+                left = min(float(self.burst), refilled) + balance
+            r = max(0, min(self.burst, math.floor(left)))
+            items.append(b'"rate";r=%d;t=%d' % (r, math.ceil((self.burst - r) / self.rate)))
+        if quota > 0:
+            if lease is None or lease.seen_at is None or now >= lease.day_ends:
+                r, t = quota, seconds_until_midnight_wib()
+            else:
+                r = max(0, min(quota, quota - lease.used + balance))
+                t = max(1, math.ceil(lease.day_ends - now))
+            items.append(b'"daily";r=%d;t=%d' % (r, t))
+        return b", ".join(items)
+
     # --- leasing -----------------------------------------------------------------------------
 
     def _refuse(self, lease: _Lease, why: str, need: int, seconds: float) -> None:
@@ -179,16 +235,18 @@ class Allowance:
         if lease.refused == "suspended":
             return ClientSuspended(SUSPENDED)
         if lease.refused == "quota":
+            retry = seconds_until_midnight_wib()
             return QuotaExceeded(
                 f"the daily quota of {self.quota_of(principal):,} NIK lookups is used up for "
-                f"today; it starts again at 00:00 WIB",
-                retry_after=seconds_until_midnight_wib(),
+                f"today; it starts again at 00:00 WIB, in {retry} s",
+                retry_after=retry,
             )
-        wait = max(0.0, lease.refused_until - self._clock())
+        # Whole seconds, rounded up: the detail says what Retry-After says.
+        retry = max(1, math.ceil(lease.refused_until - self._clock()))
         return RateLimited(
             f"the limit is {self.rate:g} NIK lookups a second (bursts of {self.burst:g}); "
-            f"this request of {n} can pass in {wait:.1f} s",
-            retry_after=max(1, math.ceil(wait)),
+            f"this request of {n} NIKs fits in {retry} s",
+            retry_after=retry,
         )
 
     async def _charge(self, principal: Principal, n: int) -> None:
@@ -250,6 +308,10 @@ class Allowance:
             # What was given back may or may not be settled: it is dropped, never re-spent.
             raise Unavailable("cannot check the client's allowance now; retry later") from None
         self.leases_taken += 1
+        seen = self._clock()
+        lease.bucket = got.bucket if got.bucket is not None else float(self.burst)
+        lease.used, lease.seen_at = got.used, seen
+        lease.day_ends = seen + seconds_until_midnight_wib()
         lease.day = got.today
         lease.refused = None
         if got.suspended:

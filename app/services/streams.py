@@ -94,7 +94,7 @@ class StreamSlots:
     def _refuse(self, client_id: str) -> TooManyStreams:
         return TooManyStreams(
             f"at most {self.per_client} bulk streams at once per client; "
-            "retry when one of this client's streams has ended",
+            f"retry in {RETRY_AFTER} s, or when one of this client's streams has ended",
             retry_after=RETRY_AFTER,
         )
 

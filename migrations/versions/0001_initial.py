@@ -308,7 +308,7 @@ CREATE OR REPLACE FUNCTION client_lease(
     p_need bigint, p_want bigint, p_returned double precision, p_returned_day date
 ) RETURNS TABLE (
     granted bigint, wait double precision, today date, used bigint, over_quota boolean,
-    suspended boolean
+    suspended boolean, bucket double precision
 )
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -380,6 +380,7 @@ BEGIN
     granted := v_grant;
     today := v_today;
     used := v_used;
+    bucket := CASE WHEN p_rate > 0 THEN v_tokens ELSE NULL END;
     RETURN NEXT;
 END
 $$

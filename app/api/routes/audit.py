@@ -72,10 +72,10 @@ async def _raw(conn: Any) -> asyncpg.Connection:
     response_class=Response,
     responses={
         200: {"content": {NOTE: {"example": "tepat.example/audit\n1024\nq1Zz...=\n\n— tepat..."}}},
-        **problems(404),
+        **problems(NoCheckpoint),
     },
 )
-async def checkpoint(state: State) -> Response:
+async def get_checkpoint(state: State) -> Response:
     async with read_connection(state.engine) as conn:
         latest = await repo.latest_checkpoint(await _raw(conn))
     if latest is None:
@@ -90,9 +90,9 @@ async def checkpoint(state: State) -> Response:
     "id, is 404 alike). Check it: the leaf hash is SHA-256(0x00 || leaf); the audit path "
     "leads from it to the root of a checkpoint of `tree_size` (RFC 9162 2.1.3.2).",
     response_model=InclusionProof,
-    responses=problems(401, 404, 422),
+    responses=problems(AuditRecordNotFound),
 )
-async def proof(body: ProofRequest, state: State, client: ClientDep) -> InclusionProof:
+async def prove_inclusion(body: ProofRequest, state: State, client: ClientDep) -> InclusionProof:
     async with read_connection(state.engine) as conn:
         raw = await _raw(conn)
         record = await repo.record_by_id(raw, body.audit_id)
@@ -128,9 +128,8 @@ async def proof(body: ProofRequest, state: State, client: ClientDep) -> Inclusio
     description="RFC 9162 2.1.4: given the roots of two checkpoints, the proof shows the "
     "larger tree extends the smaller one, so no record before it was changed or removed.",
     response_model=ConsistencyProof,
-    responses=problems(401, 422),
 )
-async def consistency(
+async def prove_consistency(
     state: State,
     _client: ClientDep,
     from_size: Annotated[int, Query(alias="from", ge=1)],

@@ -15,12 +15,12 @@ from app.api import streams
 from app.api.deps import CallerDep, State
 from app.api.openapi import DATA_PROBLEMS, problems
 from app.api.streams import Body
-from app.errors import BulkNotGranted
+from app.errors import BulkNotGranted, IdleTimeout, TooManyStreams
 from app.http import limits
 from app.http.request_ids import request_id_of
 from app.http.state import AppState
 from app.identifiers import RULE_SET_ID_PATTERN, SNAPSHOT_ID_PATTERN
-from app.schemas.lookup import EXPLAIN
+from app.schemas.lookup import EXPLAIN, ProgramsParam
 from app.services import bulk, clients
 from app.services.lookup import Caller
 from app.services.streams import ClientGone, Slot
@@ -201,7 +201,7 @@ class NdjsonStream(Response):
     },
     responses={
         **DATA_PROBLEMS,
-        **problems(408),
+        **problems(IdleTimeout, BulkNotGranted, TooManyStreams),
         200: {
             "description": "One line per input line, then the summary line",
             "content": {NDJSON: {"schema": {"type": "string"}, "example": _RESPONSE_EXAMPLE}},
@@ -227,7 +227,7 @@ async def bulk_eligibility(
         ),
     ] = None,
     programs: Annotated[
-        list[str] | None,
+        list[ProgramsParam] | None,
         Query(
             description="Only these programs (repeat the parameter or separate with commas); "
             "each must be granted. Default: all granted.",

@@ -18,10 +18,21 @@ from app.api import streams
 from app.api.deps import CallerDep, ClientDep, State
 from app.api.openapi import DATA_PROBLEMS, problems
 from app.api.routes.bulk import _REQUEST_EXAMPLE, _RESPONSE_EXAMPLE, NDJSON
-from app.errors import BulkNotGranted, PayloadTooLarge, UnsupportedMediaType
+from app.errors import (
+    BulkNotGranted,
+    IdleTimeout,
+    JobCancelled,
+    JobNotFinished,
+    JobNotFound,
+    PayloadTooLarge,
+    RangeNotSatisfiable,
+    TooManyStreams,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
 from app.http.state import AppState
 from app.identifiers import RULE_SET_ID_PATTERN, SNAPSHOT_ID_PATTERN
-from app.schemas.lookup import EXPLAIN
+from app.schemas.lookup import EXPLAIN, ProgramsParam
 from app.services import bulk, jobs, worker
 from app.services.streams import ClientGone
 
@@ -197,14 +208,24 @@ class _Stream(Response):
     },
     responses={
         **DATA_PROBLEMS,
-        **problems(408, 415),
+        **problems(
+            IdleTimeout,
+            BulkNotGranted,
+            TooManyStreams,
+            UnsupportedMediaType(
+                "a bulk job's body is application/x-ndjson (one NIK a line) or text/csv; "
+                "got text/plain"
+            ),
+            PayloadTooLarge("a bulk job's upload may be at most 4,000,000,000 bytes"),
+            ValidationFailed("the upload holds no line to answer: send one NIK a line"),
+        ),
         202: {
             "description": "Stored and queued; poll the `Location`",
             "content": {"application/json": {"example": {**_JOB_EXAMPLE, "status": "queued"}}},
         },
     },
 )
-async def submit_job(
+async def submit_bulk_job(
     request: Request,
     state: State,
     caller: CallerDep,
@@ -217,7 +238,7 @@ async def submit_job(
         Query(pattern=RULE_SET_ID_PATTERN, description="Pin a rule set. Default: in force."),
     ] = None,
     programs: Annotated[
-        list[str] | None,
+        list[ProgramsParam] | None,
         Query(description="Only these programs (repeat or comma-separate). Default: granted."),
     ] = None,
     explain: Annotated[bool, Query(description="Full decisions. " + EXPLAIN)] = False,
@@ -269,11 +290,11 @@ async def submit_job(
     summary="A bulk job's status and progress",
     description=STATUS,
     responses={
-        **problems(401, 404, 422, 503),
+        **problems(JobNotFound),
         200: {"content": {"application/json": {"example": _JOB_EXAMPLE}}},
     },
 )
-async def job_status(
+async def get_bulk_job(
     state: State, client: ClientDep, job_id: Annotated[uuid.UUID, JOB_ID]
 ) -> Response:
     conn = await _connect(state)
@@ -291,7 +312,7 @@ async def job_status(
     description=RESULTS,
     response_class=Response,
     responses={
-        **problems(401, 403, 404, 409, 410, 416, 422, 503),
+        **problems(JobNotFound, JobNotFinished, JobCancelled, RangeNotSatisfiable),
         200: {
             "description": "The answers, then the summary",
             "content": {
@@ -302,7 +323,7 @@ async def job_status(
         206: {"description": "The bytes of the `Range` asked, NDJSON"},
     },
 )
-async def job_results(
+async def get_bulk_job_results(
     request: Request,
     state: State,
     caller: CallerDep,
@@ -365,9 +386,9 @@ async def job_results(
     "until its retention ends. A job that has ended is deleted with its answers (then 404).",
     status_code=204,
     response_class=Response,
-    responses=problems(401, 404, 422, 503),
+    responses=problems(JobNotFound),
 )
-async def cancel_job(
+async def cancel_bulk_job(
     state: State, client: ClientDep, job_id: Annotated[uuid.UUID, JOB_ID]
 ) -> Response:
     conn = await _connect(state)

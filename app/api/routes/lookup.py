@@ -47,7 +47,7 @@ def _within_batch(state: AppState, count: int, field: str) -> None:
         },
     },
 )
-async def people_lookup(
+async def lookup_people(
     body: PeopleLookup, state: State, caller: CallerDep, request: Request
 ) -> Response:
     _within_batch(state, len(body.niks), "niks")
@@ -73,7 +73,7 @@ async def people_lookup(
         },
     },
 )
-async def families_lookup(
+async def lookup_families(
     body: FamiliesLookup, state: State, caller: CallerDep, request: Request
 ) -> Response:
     # One per family before the lookup (429 before any SQL); then a family costs the members

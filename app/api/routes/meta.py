@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Literal
 
 from fastapi import APIRouter
+from pydantic import BaseModel, Field
 from sqlalchemy import text
 from starlette.responses import Response
 
 from app.api.deps import State
 from app.api.openapi import problems
 from app.db import read_connection
+from app.errors import NoSnapshotPublished, RuleSetNotFound, SnapshotNotFound
 from app.schemas.meta import ProgramInfo, RuleSetInfo
 from app.schemas.snapshots import Snapshot
 from app.services import programs as programs_svc
@@ -20,21 +22,30 @@ health = APIRouter(tags=["health"])
 router = APIRouter(tags=["metadata"])
 
 
+class Liveness(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ready"]
+    snapshot: str = Field(description="The current snapshot's id", examples=["2026-01-23"])
+
+
 @health.get("/healthz", summary="Liveness: the process answers (no database call)")
-async def healthz() -> dict[str, str]:
-    return {"status": "ok"}
+async def check_liveness() -> Liveness:
+    return Liveness(status="ok")
 
 
 @health.get(
     "/readyz",
     summary="Readiness: the database answers and a snapshot is published",
-    responses=problems(503),
+    responses=problems(NoSnapshotPublished),
 )
-async def readyz(state: State) -> dict[str, Any]:
+async def check_readiness(state: State) -> Readiness:
     async with read_connection(state.engine) as conn:
         await conn.execute(text("SELECT 1"))
         current = await snapshots.resolve(conn, None)
-    return {"status": "ready", "snapshot": current.id}
+    return Readiness(status="ready", snapshot=current.id)
 
 
 @health.get(
@@ -66,7 +77,7 @@ async def readyz(state: State) -> dict[str, Any]:
         }
     },
 )
-async def jwks(state: State) -> Response:
+async def get_jwks(state: State) -> Response:
     return Response(
         state.keyring.jwks_bytes,
         media_type="application/jwk-set+json",
@@ -80,7 +91,12 @@ async def list_snapshots(state: State) -> list[Snapshot]:
         return await snapshots.list_snapshots(conn)
 
 
-@router.get("/snapshots/{snapshot_id}", summary="One DTSEN release", responses=problems(404))
+@router.get(
+    "/snapshots/{snapshot_id}",
+    summary="One DTSEN release",
+    description="Any id that names no loaded snapshot, well-formed or not, is 404.",
+    responses=problems(SnapshotNotFound),
+)
 async def get_snapshot(snapshot_id: str, state: State) -> Snapshot:
     async with read_connection(state.engine) as conn:
         return await snapshots.get_snapshot(conn, snapshot_id)
@@ -97,7 +113,12 @@ async def list_rule_sets(state: State) -> list[RuleSetInfo]:
         return [RuleSetInfo.of(r) for r in await rule_sets.list_rule_sets(conn)]
 
 
-@router.get("/rule-sets/{rule_set_id}", summary="One rule set", responses=problems(404))
+@router.get(
+    "/rule-sets/{rule_set_id}",
+    summary="One rule set",
+    description="Any id that names no loaded rule set, well-formed or not, is 404.",
+    responses=problems(RuleSetNotFound),
+)
 async def get_rule_set(rule_set_id: str, state: State) -> RuleSetInfo:
     async with read_connection(state.engine) as conn:
         return RuleSetInfo.of(await rule_sets.get_rule_set(conn, rule_set_id))
