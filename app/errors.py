@@ -229,6 +229,7 @@ ALL_ERRORS: tuple[type[TepatError], ...] = (
     NoSnapshotPublished,
     RuleSetNotFound,
     NoRuleSetInForce,
+    DecisionsNotMaterialized,
     RuleSetConflict,
     SnapshotStateError,
     Unauthenticated,

@@ -13,9 +13,21 @@ from starlette.responses import Response
 from app import db
 from app.api import streams
 from app.api.deps import CallerDep, State
-from app.api.openapi import DATA_PROBLEMS
+from app.api.openapi import problems
 from app.api.routes.bulk import NDJSON, NdjsonStream
-from app.errors import BulkNotGranted
+from app.errors import (
+    AuditUnavailable,
+    BulkNotGranted,
+    DecisionsNotMaterialized,
+    Forbidden,
+    NoRuleSetInForce,
+    QuotaExceeded,
+    RateLimited,
+    RuleSetNotFound,
+    SnapshotNotFound,
+    SnapshotRetired,
+    TooManyStreams,
+)
 from app.http import limits
 from app.http.bodies import JsonRoute
 from app.http.state import AppState
@@ -115,14 +127,35 @@ def _connect(state: AppState) -> changes.Connect:
     status_code=200,
     openapi_extra={"requestBody": {"content": {"application/json": {"example": _REQUEST_EXAMPLE}}}},
     responses={
-        **DATA_PROBLEMS,
+        **problems(
+            Forbidden,
+            BulkNotGranted,
+            SnapshotNotFound(
+                "from: no snapshot '2019-01-01' is loaded", field="from", snapshot="2019-01-01"
+            ),
+            RuleSetNotFound,
+            SnapshotRetired,
+            NoRuleSetInForce,
+            DecisionsNotMaterialized(
+                "to: the decisions of snapshot 2026-01-23 under rule set kepmensos-79-2025 are "
+                "not stored; run `tepat eligibility materialize --snapshot 2026-01-23 "
+                "--rule-set kepmensos-79-2025`",
+                field="to",
+                snapshot="2026-01-23",
+                rule_set="kepmensos-79-2025",
+            ),
+            RateLimited,
+            QuotaExceeded,
+            TooManyStreams,
+            AuditUnavailable,
+        ),
         200: {
             "description": "One line per person whose decisions changed, then the summary",
             "content": {NDJSON: {"schema": {"type": "string"}, "example": _RESPONSE_EXAMPLE}},
         },
     },
 )
-async def change_list(
+async def list_changes(
     body: ChangesRequest, request: Request, state: State, caller: CallerDep
 ) -> Response:
     if not caller.principal.bulk:
