@@ -46,7 +46,7 @@ T = TypeVar("T")
 # Errors that mean "this node cannot answer now", not "this read is wrong": the read is run
 # again elsewhere. Class 08 (connection exception), 57P01-57P03 (shutting down, crashed, not
 # accepting connections yet), 40001 on a standby (canceled by a conflict with recovery), and
-# the driver's own "the connection is gone".
+# the driver's own "the connection is gone" or "its protocol state is broken".
 NODE_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     asyncpg.PostgresConnectionError,
@@ -55,6 +55,7 @@ NODE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.CannotConnectNowError,
     asyncpg.ConnectionDoesNotExistError,
     asyncpg.InterfaceError,
+    asyncpg.InternalClientError,  # a connection whose protocol state a server's FATAL broke
     asyncpg.SerializationError,
 )
 
@@ -196,7 +197,7 @@ class Nodes:
                 node.reads += 1
                 return await read(conn)
             except NODE_ERRORS as e:
-                conn.terminate()
+                _terminate(conn)
                 if i == last:
                     raise
                 node.down(f"read: {type(e).__name__}")
@@ -204,7 +205,7 @@ class Nodes:
             except BaseException:
                 # Failed or cancelled mid-statement (a deadline, a dead server): its protocol
                 # state is unknown, so it is closed, never handed out again.
-                conn.terminate()
+                _terminate(conn)
                 raise
             finally:
                 await node.pool.release(conn)
@@ -228,7 +229,7 @@ class Nodes:
             try:
                 yield conn
             except BaseException:
-                conn.terminate()
+                _terminate(conn)
                 raise
             finally:
                 await node.pool.release(conn)
@@ -319,6 +320,13 @@ class Nodes:
 
     def report(self) -> list[dict[str, Any]]:
         return [n.report() for n in self.all]
+
+
+def _terminate(conn: asyncpg.Connection) -> None:
+    """Close a connection whose protocol state is unknown. One the server closed has already
+    gone back to its pool (asyncpg releases it on close): nothing more to do then."""
+    with contextlib.suppress(asyncpg.InterfaceError):
+        conn.terminate()
 
 
 def _is_node_error(e: BaseException) -> bool:
