@@ -67,7 +67,8 @@ REPLICA_STATE = f"SELECT pg_is_in_recovery(), {_LSN.format('pg_last_wal_replay_l
 
 
 def describe(url: str) -> str:
-    """A node's name for /readyz and logs: host and port, never the password."""
+    """A node's host and port for the logs, never its credentials (/readyz, which anyone may
+    call, names nodes only by their place: `primary`, `replica N`)."""
     u = make_url(url.replace("postgres://", "postgresql://", 1))
 
     def first(name: str) -> str | None:
@@ -102,7 +103,7 @@ async def open_pool(settings: Settings, url: str, *, size: int | None = None) ->
 class Node:
     """One database server that can answer reads."""
 
-    name: str
+    name: str  # `primary`, `replica N` (N: its place in TEPAT_DATABASE_REPLICA_URLS)
     url: str
     primary: bool
     pool: asyncpg.Pool
@@ -117,7 +118,7 @@ class Node:
 
     def down(self, why: str) -> None:
         if self.up:
-            log.warning("read node %s out of rotation: %s", self.name, why)
+            log.warning("read node %s (%s) out of rotation: %s", self.name, describe(self.url), why)
             self.changed_at = time.monotonic()
             # Its idle connections may be dead: none is handed out again.
             with contextlib.suppress(Exception):
@@ -126,7 +127,7 @@ class Node:
 
     def well(self) -> None:
         if not self.up:
-            log.warning("read node %s back in rotation", self.name)
+            log.warning("read node %s (%s) back in rotation", self.name, describe(self.url))
             self.changed_at = time.monotonic()
         self.up, self.error = True, None
 
@@ -343,7 +344,7 @@ async def open_nodes(
     settings: Settings, primary_url: str, primary_engine: AsyncEngine, required: Callable[[], int]
 ) -> Nodes:
     primary = Node(
-        "primary " + describe(primary_url),
+        "primary",
         primary_url,
         True,
         await open_pool(settings, primary_url),
@@ -352,9 +353,7 @@ async def open_nodes(
     replicas = []
     for i, url in enumerate(settings.database_replica_urls, 1):
         engine = db.create_engine(settings, url=url, role=settings.db_role)
-        replicas.append(
-            Node(f"replica {i} {describe(url)}", url, False, await open_pool(settings, url), engine)
-        )
+        replicas.append(Node(f"replica {i}", url, False, await open_pool(settings, url), engine))
     nodes = Nodes(settings, primary, replicas, required)
     await nodes.start()
     return nodes

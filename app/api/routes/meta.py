@@ -30,8 +30,9 @@ class ReadNode(BaseModel):
     """One database server reads can run on (docs/architecture.md#read-replicas)."""
 
     name: str = Field(
-        description="`primary` or `replica N`, then host:port (never credentials)",
-        examples=["replica 1 10.0.0.12:5432"],
+        description="`primary`, or `replica N`: the Nth URL of TEPAT_DATABASE_REPLICA_URLS "
+        "(no host names or credentials: anyone may call /readyz)",
+        examples=["replica 1"],
     )
     role: Literal["primary", "replica"] = Field(description="What the node is")
     status: Literal["up", "down"] = Field(
