@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     replica_max_lag: float = Field(10.0, gt=0)
     # How often each replica's state (up, replay position) is checked.
     replica_check_interval: float = Field(0.5, gt=0)
+    # A read on a replica still running after this many seconds (a frozen or cut-off replica)
+    # is abandoned and run on the next node; keep it under request_deadline.
+    replica_read_timeout: float = Field(1.5, gt=0)
     data_dir: Path = Path(".tepat")
 
     # Bounded waits (seconds). Library defaults (30-60 s or none) are too long for a service.

@@ -59,8 +59,6 @@ NODE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.SerializationError,
 )
 
-NODE_OR_TIMEOUT: tuple[type[BaseException], ...] = (*NODE_ERRORS, TimeoutError)
-
 _LSN = "pg_wal_lsn_diff({}, '0/0')::int8"
 PRIMARY_LSN = f"SELECT {_LSN.format('pg_current_wal_insert_lsn()')}"
 REPLICA_STATE = f"SELECT pg_is_in_recovery(), {_LSN.format('pg_last_wal_replay_lsn()')}"
@@ -184,20 +182,25 @@ class Nodes:
         for i, node in enumerate(nodes):
             try:
                 conn = await node.pool.acquire(timeout=self.settings.db_pool_timeout)
+            except TimeoutError:  # (an OSError too: before NODE_ERRORS)
+                if i == last:
+                    raise
+                continue  # busy or unreachable: the next node, without judging this one
             except NODE_ERRORS as e:
                 if i == last:
                     raise
                 node.down(f"connect: {type(e).__name__}")
                 node.retried += 1
                 continue
-            except TimeoutError:
-                if i == last:
-                    raise
-                continue  # busy or unreachable: the next node, without judging this one
             try:
                 node.reads += 1
-                return await read(conn)
-            except NODE_ERRORS as e:
+                if node.primary:
+                    return await read(conn)
+                # A replica that stops answering mid-read (frozen, cut off) must not hold the
+                # request until its deadline: past this the read runs on the next node.
+                async with asyncio.timeout(self.settings.replica_read_timeout):
+                    return await read(conn)
+            except NODE_ERRORS as e:  # TimeoutError included
                 _terminate(conn)
                 if i == last:
                     raise
@@ -220,7 +223,7 @@ class Nodes:
         for i, node in enumerate(nodes):
             try:
                 conn = await node.pool.acquire(timeout=self.settings.db_pool_timeout)
-            except NODE_OR_TIMEOUT as e:
+            except NODE_ERRORS as e:  # TimeoutError included: busy, not judged
                 if i == len(nodes) - 1:
                     raise
                 if not isinstance(e, TimeoutError):
@@ -291,14 +294,14 @@ class Nodes:
             self.primary.well()
             if not self._samples or self._samples[-1][1] != self.primary.replayed:
                 self._samples.append((now, self.primary.replayed))
-        except NODE_OR_TIMEOUT as e:
+        except NODE_ERRORS as e:  # TimeoutError is an OSError
             self.primary.down(f"check: {type(e).__name__}")
         await asyncio.gather(*(self._check_replica(r, now, within) for r in self.replicas))
 
     async def _check_replica(self, node: Node, now: float, within: float) -> None:
         try:
             row = await asyncio.wait_for(node.pool.fetchrow(REPLICA_STATE), within)
-        except NODE_OR_TIMEOUT as e:
+        except NODE_ERRORS as e:  # TimeoutError is an OSError
             node.down(f"check: {type(e).__name__}")
             return
         assert row is not None

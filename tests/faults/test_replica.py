@@ -248,3 +248,46 @@ async def test_the_replica_stopped_under_load_costs_no_request_and_returns_to_ro
     scans = await _registry_scans(replica)
     await _lookups(server, key, niks, 40)
     assert await _scans_grow(replica, scans, 40) >= scans + 40
+
+
+async def test_a_frozen_replica_costs_no_request(
+    world: World, replica: Cluster, server: Server, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Unreachable without being down (every process stopped, sockets open): reads running on it
+    are abandoned after TEPAT_REPLICA_READ_TIMEOUT and answered by the primary."""
+    key = await world.client_key("replica-freeze")
+    niks = world.r1_niks
+    await _caught_up(world, replica)
+
+    def body(i: int) -> dict[str, Any]:
+        return {"niks": [niks[i % len(niks)]]}
+
+    stop = asyncio.Event()
+    load = asyncio.create_task(
+        hammer(server.base_url, auth(key), body, workers=6, stop=stop, max_seconds=60)
+    )
+    await asyncio.sleep(1.0)
+    frozen = time.monotonic()
+    replica.freeze()
+    try:
+        await asyncio.sleep(3.0)
+        down = await _readyz(server)
+    finally:
+        replica.thaw()
+    stop.set()
+    samples = await load
+    statuses = Counter(s.status for s in samples)
+    during = [s for s in samples if s.ended > frozen]
+    with capsys.disabled():
+        print(
+            f"\n[frozen replica] {len(samples)} lookups, {len(during)} during and after the "
+            f"freeze: {dict(statuses)}; longest {max(s.seconds for s in samples) * 1000:.0f} ms"
+        )
+    failed = [(s.status, s.body) for s in samples if s.status != 200][:3]
+    assert during
+    assert statuses == Counter({200: len(samples)}), failed
+    assert [n["status"] for n in down["nodes"]] == ["up", "down"], down
+    until = time.monotonic() + 30
+    while (await _readyz(server))["nodes"][1]["status"] != "up":
+        assert time.monotonic() < until, "the replica did not return to rotation in 30 s"
+        await asyncio.sleep(0.1)
