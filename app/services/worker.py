@@ -116,6 +116,7 @@ class Worker:
             reads=reads,
         )
         self.jobs_run = 0
+        self.running = 0  # jobs being run now (/metrics)
 
     async def _connect(self) -> asyncpg.Connection:
         return await db.connect_raw(self.settings, self.url, role=self.settings.db_role)
@@ -149,6 +150,7 @@ class Worker:
             log.warning("queue entry %s names no bulk job; dropped", job.id)
             return
         job_id = uuid.UUID(bytes=job.payload)
+        self.running += 1
         try:
             await self.runner.run(job_id)
         except Wait as w:
@@ -157,6 +159,7 @@ class Worker:
             log.warning("bulk job %s: database failure (%s); retried", job_id, type(e).__name__)
             raise RetryRequested(RETRY_AFTER_FAILURE, "database failure") from None
         finally:
+            self.running -= 1
             self.jobs_run += 1
 
     async def run(self) -> None:

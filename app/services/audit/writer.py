@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -57,6 +58,7 @@ class WriterStats:
     locked_batches: int = 0  # written under audit_head's row lock (first, or after another process)
     # The latest batch sizes only: a process lives for months.
     batch_sizes: deque[int] = field(default_factory=lambda: deque(maxlen=10_000), repr=False)
+    commit_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=10_000), repr=False)
 
 
 _STOP = object()
@@ -114,6 +116,11 @@ class AuditWriter:
         # ~8 of a batch's ~28 ms). Dropped after any failure; the next batch connects anew.
         self._conn: AsyncConnection | None = None
         self.stats = WriterStats()
+
+    @property
+    def queue_depth(self) -> int:
+        """Records waiting for their batch (/metrics)."""
+        return self._queue.qsize()
 
     async def start(self) -> None:
         if self._task is None:
@@ -210,6 +217,7 @@ class AuditWriter:
 
     async def _flush(self, batch: list[_Pending]) -> None:
         records = [p.record for p in batch]
+        started = time.perf_counter()
         try:
             async with asyncio.timeout(self._timeout):
                 raw = await self._raw()
@@ -238,6 +246,7 @@ class AuditWriter:
         self.stats.records += len(batch)
         self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
         self.stats.batch_sizes.append(len(batch))
+        self.stats.commit_seconds.append(time.perf_counter() - started)
         for p, placed in zip(batch, chained, strict=True):
             if not p.future.done():
                 p.future.set_result(placed.seq)
