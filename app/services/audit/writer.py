@@ -133,6 +133,7 @@ class AuditWriter:
         # are two more waits for the event loop on the path every record waits on (bench/ P4:
         # ~8 of a batch's ~28 ms). Dropped after any failure; the next batch connects anew.
         self._conn: AsyncConnection | None = None
+        self._deliveries: set[asyncio.Task[None]] = set()  # committed batches awaiting receipts
         self.stats = WriterStats()
 
     async def start(self) -> None:
@@ -150,6 +151,7 @@ class AuditWriter:
         await self._queue.put(_STOP)
         await self._task
         self._task = None
+        await asyncio.gather(*self._deliveries)
         await self._disconnect()
         if self.signer is not None:
             await self.signer.stop()
@@ -283,16 +285,17 @@ class AuditWriter:
                 if not p.future.done():
                     p.future.set_exception(AuditUnavailable())
             return
-        if signed is not None:
-            for p, receipt in zip(to_sign, await signed, strict=True):
-                p.receipt = receipt
         self.stats.batches += 1
         self.stats.records += len(batch)
         self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
         self.stats.batch_sizes.append(len(batch))
-        for p, placed in zip(batch, chained, strict=True):
-            if not p.future.done():
-                p.future.set_result(placed.seq)
+        if signed is None:
+            _durable(batch, chained)
+            return
+        # The next batch need not wait for these receipts: its commit overlaps their signing.
+        delivery = asyncio.create_task(_deliver(batch, chained, to_sign, signed))
+        self._deliveries.add(delivery)
+        delivery.add_done_callback(self._deliveries.discard)
 
     def _signing(
         self, batch: list[_Pending], chained: Sequence[AuditRecord], to_sign: list[_Pending]
@@ -323,6 +326,33 @@ class AuditWriter:
 def _consume_task(task: asyncio.Task[list[str]]) -> None:
     if not task.cancelled():
         task.exception()
+
+
+def _durable(batch: list[_Pending], chained: Sequence[AuditRecord]) -> None:
+    """Tell a committed batch's callers their records' seqs."""
+    for p, placed in zip(batch, chained, strict=True):
+        if not p.future.done():
+            p.future.set_result(placed.seq)
+
+
+async def _deliver(
+    batch: list[_Pending],
+    chained: Sequence[AuditRecord],
+    to_sign: list[_Pending],
+    signed: asyncio.Task[list[str]],
+) -> None:
+    """A committed batch's receipts once signed, then its callers told (never one without)."""
+    try:
+        receipts = await signed
+    except Exception as e:  # the signer signs here when its child fails: not expected
+        log.error("receipts of a batch of %d not signed: %s", len(batch), type(e).__name__)
+        for p in batch:
+            if not p.future.done():
+                p.future.set_exception(AuditUnavailable("the answer could not be signed"))
+        return
+    for p, receipt in zip(to_sign, receipts, strict=True):
+        p.receipt = receipt
+    _durable(batch, chained)
 
 
 @contextlib.asynccontextmanager
