@@ -163,6 +163,12 @@ async def test_a_hung_signer_child_is_killed_and_the_batch_signed_here(
         hung = writer.signer.pid
         assert hung is not None
         os.kill(hung, signal.SIGSTOP)  # alive, answering nothing
+        # A lone receipt is signed in this process: no round trip, and no wait on the child.
+        entry = make_entry(client_id)
+        lone = await writer.record_signed(entry, _claims(entry, b"{}"))
+        assert lone[1] is not None
+        assert _verified(lone[1], b"{}", keyring.document)["seq"] == lone[0]
+        assert writer.signer.pid == hung and writer.signer.fallbacks == 0
         signed = await asyncio.wait_for(_sign_some([writer], client_id, 5), 60)
         assert writer.signer.fallbacks >= 1
         assert not psutil.pid_exists(hung)
