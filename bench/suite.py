@@ -71,6 +71,8 @@ MODES = {
     "quick": Mode("quick", 20_000, 5.0, 1.0, 100_000, 200_000, 40, 60.0, 100_000),
     "full": Mode("full", 1_000_000, 20.0, 3.0, 1_000_000, 1_000_000, 100, 300.0, 1_000_000),
 }
+# The service without receipts, beside "service" in one run (bench.receipts: what they cost).
+PLAIN = "service-plain"
 CONNECTIONS_SMALL = 32  # P1, P2 (the P1 target: p99 at 32 connections)
 CONNECTIONS_BATCH = 8  # P3
 BATCH = 1000
@@ -160,7 +162,8 @@ class Run:
         if name in self.servers:
             return self.servers[name]
         common = {"PYTHONUNBUFFERED": "1"}
-        if name == "service":
+        if name in ("service", PLAIN):
+            signs = self.receipts and name == "service"
             env = {
                 **common,
                 # As production runs: a login role that cannot rewrite the audit trail, and a
@@ -172,7 +175,7 @@ class Run:
                 # The rate limiter would cap P3/P4 at 20,000 NIK/s; the bench measures the
                 # service's capacity, not the per-client limit (tested in tests/).
                 "TEPAT_RATE_LIMIT_NIKS_PER_SECOND": "0",
-                "TEPAT_AUDIT_RECEIPTS": "true" if self.receipts else "false",
+                "TEPAT_AUDIT_RECEIPTS": "true" if signs else "false",
                 # Each process runs a bulk job worker, as `tepat serve` does (P9).
                 "TEPAT_JOBS_WORKER": "true",
                 **self.extra_env,
@@ -401,37 +404,15 @@ class Run:
         n = self.mode.bulk_niks
         what = f"bulk NDJSON {n:,} NIKs NIK/s vs one ANY() query per 1,000"
         rss_what = f"bulk NDJSON {n:,} NIKs, server peak RSS"
-        path = f"/v1/bulk/eligibility?snapshot={self.data.release}"
         service = self.server("service")
         try:
-            probe = httpx.post(
-                f"http://127.0.0.1:{service.port}{path}",
-                content="\n".join(f'{{"nik": "{x}"}}' for x in self.niks(3)),
-                headers={**self.headers, "Content-Type": "application/x-ndjson"},
-                timeout=30,
-            )
-            if probe.status_code != 200:
-                raise Unavailable(
-                    f"POST /v1/bulk/eligibility: {probe.status_code} {probe.text[:300]}"
-                )
+            body_file = self.bulk_file(n)
         except (Unavailable, httpx.HTTPError) as e:
             self.lines.append(unavailable("P4", what, str(e)))
             self.lines.append(unavailable("P4-rss", rss_what, str(e)))
             return
-        body_file = self.workdir / f"bulk-{n}.ndjson"
-        with body_file.open("w") as f:
-            for nik in self.niks(n):
-                f.write(f'{{"nik": "{nik}"}}\n')
         rss_before = max((p.memory_info().rss for p in service.processes()), default=0) / 2**20
-        spec = {
-            "kind": "bulk",
-            "port": service.port,
-            "path": path,
-            "headers": {k: v for k, v in self.headers.items() if k != "Content-Type"},
-            "body_file": str(body_file),
-            "limit": self.mode.bulk_limit,
-        }
-        result = self._run_load(spec, service, timeout=self.mode.bulk_limit + 60)
+        result = self.bulk_stream("service", body_file)
         usage: servers.Usage = result.pop("usage")
         log(f"bulk      {json.dumps(result)}  server cpu {usage.cpu}")
         if result["timed_out"]:
@@ -652,6 +633,38 @@ class Run:
                 extra={"peak_total_rss_mb": round(usage.peak_total_rss_mb, 1)},
             )
         )
+
+    def bulk_path(self) -> str:
+        return f"/v1/bulk/eligibility?snapshot={self.data.release}"
+
+    def bulk_file(self, n: int, server: str = "service") -> Path:
+        """n NIKs as the bulk NDJSON body, once the endpoint answered a probe of 3."""
+        probe = httpx.post(
+            f"http://127.0.0.1:{self.server(server).port}{self.bulk_path()}",
+            content="\n".join(f'{{"nik": "{x}"}}' for x in self.niks(3)),
+            headers={**self.headers, "Content-Type": "application/x-ndjson"},
+            timeout=30,
+        )
+        if probe.status_code != 200:
+            raise Unavailable(f"POST /v1/bulk/eligibility: {probe.status_code} {probe.text[:300]}")
+        body_file = self.workdir / f"bulk-{n}.ndjson"
+        with body_file.open("w") as f:
+            for nik in self.niks(n):
+                f.write(f'{{"nik": "{nik}"}}\n')
+        return body_file
+
+    def bulk_stream(self, server: str, body_file: Path) -> Any:
+        """The bulk load (P4) against `server`: bench.load's result and the server's usage."""
+        target = self.server(server)
+        spec = {
+            "kind": "bulk",
+            "port": target.port,
+            "path": self.bulk_path(),
+            "headers": {k: v for k, v in self.headers.items() if k != "Content-Type"},
+            "body_file": str(body_file),
+            "limit": self.mode.bulk_limit,
+        }
+        return self._run_load(spec, target, timeout=self.mode.bulk_limit + 60)
 
     def p5_p6(self) -> None:
         self.stop_all()  # the import has the machine to itself, as the baseline COPY does
