@@ -18,7 +18,7 @@ from app import __version__, db, embedded, logs
 from app.api import openapi
 from app.api.fast import FastLookup
 from app.api.routes import audit as audit_routes
-from app.api.routes import bulk, changes, jobs, lookup, meta
+from app.api.routes import bulk, changes, dci, jobs, lookup, meta
 from app.config import Settings, get_settings
 from app.graphql.fast import FastGraphQL
 from app.graphql.gate import GraphQLGate
@@ -211,6 +211,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs.router, prefix="/v1")
     app.include_router(changes.router, prefix="/v1")
     app.include_router(audit_routes.router, prefix="/v1")
+    app.include_router(dci.router, prefix="/dci")
     app.state.fast_lookup = FastStats()
     app.state.fast_graphql = FastStats()
     _outer_layers(app, settings)
