@@ -10,24 +10,36 @@ with the standard's `rjct.*` reason while the others are answered.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
 
 from app.identifiers import RULE_SET_ID_PATTERN, SNAPSHOT_ID_PATTERN
 
 MAX_ITEMS = 100  # search_request items in one message
 TEXT_ID = Field(min_length=1, max_length=99)
+
+
+def _text(value: Any) -> Any:
+    if not isinstance(value, str):
+        raise ValueError("an ISO 8601 date-time with a time zone, as a string")
+    return value
+
+
+# ISO 8601 text with a time zone (a number is refused, not read as seconds since 1970).
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_text), Field(strict=False)]
 # The standard's locale pattern is `^[a-z]{3,3}$` (ISO 639-3) while its own example is "en":
 # both two- and three-letter codes are accepted (docs/dci.md, where the standard errs).
 LOCALE = Field(None, pattern=r"^[a-z]{2,3}$", examples=["ind"])
 
 
 class _Loose(BaseModel):
-    """The standard's objects allow members they do not name: those are ignored."""
+    """The standard's objects allow members they do not name: those are ignored. What is named
+    is strict (`"is_msg_encrypted": "0"` is refused, never coerced); timestamps are read from
+    their ISO 8601 text."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
 
 class DciHeaderMeta(_Loose):
@@ -46,7 +58,7 @@ class DciHeader(_Loose):
 
     version: str = Field("1.0.0", examples=["1.0.0"])
     message_id: str = TEXT_ID
-    message_ts: AwareDatetime = Field(description="ISO 8601 with a time zone")
+    message_ts: Timestamp = Field(description="ISO 8601 with a time zone")
     action: str = Field(description="`search` or `txn-status`, as the path")
     sender_id: str = Field(min_length=1, max_length=200, examples=["spmis.kemensos.go.id"])
     sender_uri: str | None = Field(
@@ -91,7 +103,7 @@ class DciSearchCriteria(_Loose):
 
 class DciSearchItem(_Loose):
     reference_id: str = TEXT_ID
-    timestamp: AwareDatetime
+    timestamp: Timestamp
     search_criteria: DciSearchCriteria
     locale: str | None = LOCALE
 
@@ -104,7 +116,7 @@ class DciSearchMessage(_Loose):
 
 
 class DciSearchEnvelope(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     signature: str | None = Field(None, description="Accepted, not verified (docs/dci.md)")
     header: DciHeader
@@ -128,7 +140,7 @@ class DciTxnStatusMessage(_Loose):
 
 
 class DciTxnStatusEnvelope(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     signature: str | None = None
     header: DciHeader
