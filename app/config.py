@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEV_AUDIT_KEY = "dev-only-audit-key-change-me"
 # The most NIKs or No. KKs one lookup may name: the ceiling the OpenAPI document publishes
@@ -23,6 +24,16 @@ class Settings(BaseSettings):
     env: Literal["dev", "test", "production"] = "dev"
     # Unset: an embedded PostgreSQL under `data_dir` is started and used.
     database_url: str | None = None
+    # Streaming read replicas of database_url (a JSON list, or URLs separated by commas): data
+    # reads run there, writes and the catalog on the primary (docs/architecture.md#read-replicas).
+    database_replica_urls: Annotated[list[str], NoDecode] = []
+    # A replica this many seconds behind what the primary wrote is left out until it catches up.
+    replica_max_lag: float = Field(10.0, gt=0)
+    # How often each replica's state (up, replay position) is checked.
+    replica_check_interval: float = Field(0.5, gt=0)
+    # A read on a replica still running after this many seconds (a frozen or cut-off replica)
+    # is abandoned and run on the next node; keep it under request_deadline.
+    replica_read_timeout: float = Field(1.5, gt=0)
     data_dir: Path = Path(".tepat")
 
     # Bounded waits (seconds). Library defaults (30-60 s or none) are too long for a service.
@@ -135,8 +146,23 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = False
 
+    @field_validator("database_replica_urls", mode="before")
+    @classmethod
+    def _replica_urls(cls, value: Any) -> Any:
+        """A JSON list, or URLs separated by commas (a URL holds no unescaped comma)."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [u.strip() for u in text.split(",") if u.strip()]
+        return value
+
     @model_validator(mode="after")
     def _refuse_dev_secrets(self) -> Settings:
+        if self.database_replica_urls and not self.database_url:
+            raise ValueError(
+                "TEPAT_DATABASE_REPLICA_URLS needs TEPAT_DATABASE_URL (the replicas' primary)"
+            )
         if self.env == "production" and self.audit_hmac_key.get_secret_value() == DEV_AUDIT_KEY:
             raise ValueError("TEPAT_AUDIT_HMAC_KEY must be set to a secret outside dev")
         if self.env == "production" and self.audit_signing_key is None:

@@ -151,6 +151,7 @@ class Run:
             "Content-Type": "application/json",
         }
         self.rng = random.Random(7)
+        self.extra_env: dict[str, str] = {}  # more settings of the service (bench.replicas)
 
     # --- servers ------------------------------------------------------------------------------
 
@@ -174,6 +175,7 @@ class Run:
                 "TEPAT_AUDIT_RECEIPTS": "true" if self.receipts else "false",
                 # Each process runs a bulk job worker, as `tepat serve` does (P9).
                 "TEPAT_JOBS_WORKER": "true",
+                **self.extra_env,
             }
             app, ready = "app.main:create_app", "/healthz"
         elif name == "fixed":

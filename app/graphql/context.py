@@ -9,12 +9,11 @@ from typing import Any, TypeVar
 
 import orjson
 from pydantic import BaseModel, ValidationError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import Request
 from strawberry.dataloader import DataLoader
 from strawberry.fastapi import BaseContext
 
-from app.db import read_connection
 from app.eligibility import FamilyEvaluation, Program, RuleSet
 from app.errors import ValidationFailed
 from app.http import limits
@@ -28,6 +27,7 @@ from app.schemas.lookup import FamiliesLookup, PeopleLookup
 from app.schemas.snapshots import Snapshot
 from app.services import eligibility, lookup, rule_sets, snapshots
 from app.services.audit import new_audit_id, nik_subject, no_kk_subject
+from app.services.catalog import Reads
 from app.services.disclosure import shape_decisions
 from app.services.lookup import Caller
 from app.services.pinning import Pinned
@@ -45,8 +45,8 @@ class ReadSession:
     sequential on the one connection (asyncpg cannot interleave two queries on it).
     """
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+    def __init__(self, reads: Reads) -> None:
+        self._reads = reads
         self._lock = asyncio.Lock()
         self._stack: AsyncExitStack | None = None
         self._conn: AsyncConnection | None = None
@@ -56,7 +56,7 @@ class ReadSession:
         async with self._lock:
             if self._conn is None:
                 self._stack = AsyncExitStack()
-                self._conn = await self._stack.enter_async_context(read_connection(self._engine))
+                self._conn = await self._stack.enter_async_context(self._reads.read_connection())
             yield self._conn
 
     async def close(self) -> None:
@@ -99,7 +99,7 @@ class GraphContext(BaseContext):
         self.http = request
         self.request_id = request_id_of(request.scope)
         self.caller: Caller | None = None
-        self.session = ReadSession(state.engine)
+        self.session = ReadSession(state.reads)
         self._pinned: Pinned | None = None
         self._snapshot_ids: dict[str | None, str] = {}
         self._rule_sets: dict[str | None, RuleSet] = {}

@@ -411,13 +411,16 @@ class Job:
         if niks:
             if self.pace is not None:
                 await self.pace(len(niks))
-            # The API's lean pool (one statement, no transaction) when there is one; the CLI
-            # and the worker read through the engine.
-            connect = self.reads.connection() if self.reads else read_connection(self.engine)
-            async with connect as conn:
-                rendered = await eligibility.people(
-                    conn, self.pinned.snapshot, self.pinned.rule_set, niks, self.view
+            snapshot, rule_set, view = self.pinned.snapshot, self.pinned.rule_set, self.view
+            if self.reads is not None:
+                # The API's read nodes (one statement, no transaction; a replica when one is
+                # fit, another node if it fails); the CLI reads through the engine.
+                rendered = await self.reads.run(
+                    lambda conn: eligibility.people(conn, snapshot, rule_set, niks, view)
                 )
+            else:
+                async with read_connection(self.engine) as sa:
+                    rendered = await eligibility.people(sa, snapshot, rule_set, niks, view)
         # Each result is a rendered JSON object; the line number goes first: {"line":n,...}.
         lines: list[bytes] = []
         answers = iter(rendered.parts)

@@ -16,18 +16,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import asyncpg
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app import db
 from app.config import Settings
 from app.db import read_connection
 from app.services import rule_sets
 from app.services.coalesce import Coalescer
+from app.services.nodes import PRIMARY_LSN, Nodes, close_nodes, open_nodes
 from app.services.pinning import Pinned, pin
+
+T = TypeVar("T")
 
 log = logging.getLogger("tepat.catalog")
 CHANNEL = "tepat_catalog"
@@ -37,9 +42,18 @@ class Catalog:
     """Pinned (snapshot, rule set) pairs, cached while a LISTEN connection guarantees freshness."""
 
     def __init__(
-        self, settings: Settings, url: str, on_disconnect: Callable[[], object] | None = None
+        self,
+        settings: Settings,
+        url: str,
+        on_disconnect: Callable[[], object] | None = None,
+        *,
+        track_lsn: bool = False,
     ) -> None:
         self._settings = settings
+        # With read replicas: the primary's WAL position when a pin was last read, which a
+        # replica must have replayed before it serves a read (app.services.nodes).
+        self._track_lsn = track_lsn
+        self.lsn = 0
         self._on_disconnect = on_disconnect
         self._dsn = db.asyncpg_dsn(url)
         self._pins: dict[tuple[str | None, str | None], Pinned] = {}
@@ -111,6 +125,9 @@ class Catalog:
         generation = self._generation
         async with read_connection(engine) as conn:
             pinned = await pin(conn, snapshot_id, rule_set_id)
+            if self._track_lsn:
+                # After the pin's reads: every commit they saw is at or before this position.
+                self.lsn = max(self.lsn, (await conn.execute(text(PRIMARY_LSN))).scalar_one())
         # Store only if no change was notified meanwhile (it could concern what we just read).
         if self.live and generation == self._generation:
             self._pins[key] = pinned
@@ -119,54 +136,49 @@ class Catalog:
 
 @dataclass
 class Reads:
-    """What the data faces read through: the engine (catalog, misses), the lean pool, the cache."""
+    """What the data faces read through: the engine (catalog, misses), the read nodes (the
+    primary's lean pool and any replicas, app.services.nodes), the cache."""
 
     engine: AsyncEngine
-    pool: asyncpg.Pool
+    nodes: Nodes
     catalog: Catalog
     acquire_timeout: float
     coalescer: Coalescer = field(init=False)
 
     def __post_init__(self) -> None:
         # Half the pool at most for merged small lookups; the rest stays for large ones.
-        self.coalescer = Coalescer(
-            self.connection, max_running=max(1, self.pool.get_max_size() // 2)
-        )
+        self.coalescer = Coalescer(self.run, max_running=max(1, self.pool.get_max_size() // 2))
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        """The primary's lean pool."""
+        return self.nodes.primary.pool
 
     async def pin(self, snapshot_id: str | None, rule_set_id: str | None) -> Pinned:
         return await self.catalog.pin(self.engine, snapshot_id, rule_set_id)
 
-    @contextlib.asynccontextmanager
-    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
-        conn = await self.pool.acquire(timeout=self.acquire_timeout)
-        try:
-            yield conn
-        except BaseException:
-            # Failed or cancelled mid-statement (a deadline, a dead server): its protocol state
-            # is unknown, so it is closed, never handed out again; the pool opens a new one.
-            conn.terminate()
-            raise
-        finally:
-            await self.pool.release(conn)
+    async def run(self, read: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        """`read` (idempotent) on the first node fit to answer it; again on the next node if
+        that one fails as a node (gone, shutting down), the primary last."""
+        return await self.nodes.run(read)
 
+    def connection(self) -> contextlib.AbstractAsyncContextManager[asyncpg.Connection]:
+        """A pooled connection of the first fit node, for reads that cannot be repeated."""
+        return self.nodes.connection()
 
-async def _no_reset(connection: asyncpg.Connection) -> None:
-    """These connections only read and set nothing per request: no reset round trip."""
+    def read_connection(self) -> contextlib.AbstractAsyncContextManager[AsyncConnection]:
+        """A read-only SQLAlchemy connection on the first fit node (GraphQL's loaders)."""
+        return self.nodes.engine_connection()
+
+    def stream_url(self) -> str:
+        """The database URL a long read on a connection of its own should use."""
+        return self.nodes.url_for_stream()
 
 
 async def open_reads(settings: Settings, engine: AsyncEngine, url: str) -> Reads:
-    server = db.server_settings(settings)
-    if settings.db_role:
-        server["role"] = settings.db_role
-    pool = await asyncpg.create_pool(
-        db.asyncpg_dsn(url),
-        min_size=0,  # no connection at start-up: the app starts even while the database is down
-        max_size=settings.db_pool_size,
-        timeout=settings.db_connect_timeout,
-        command_timeout=settings.db_statement_timeout + 5,
-        server_settings=server,
-        reset=_no_reset,
-    )
+    catalog_box: list[Catalog] = []
+    nodes = await open_nodes(settings, url, engine, lambda: catalog_box[0].lsn)
+    pool = nodes.primary.pool
 
     expiring: set[asyncio.Task[None]] = set()  # kept until done, so none is collected mid-run
 
@@ -175,12 +187,16 @@ async def open_reads(settings: Settings, engine: AsyncEngine, url: str) -> Reads
         expiring.add(task)
         task.add_done_callback(expiring.discard)
 
-    catalog = Catalog(settings, url, on_disconnect=expire)
+    # The catalog listens on the primary: a hot standby refuses LISTEN (and NOTIFY is not
+    # replicated); replicas are kept from serving what they have not replayed by the LSN.
+    catalog = Catalog(
+        settings, url, on_disconnect=expire, track_lsn=bool(settings.database_replica_urls)
+    )
+    catalog_box.append(catalog)
     await catalog.start()
-    return Reads(engine, pool, catalog, settings.db_pool_timeout)
+    return Reads(engine, nodes, catalog, settings.db_pool_timeout)
 
 
 async def close_reads(reads: Reads) -> None:
     await reads.catalog.stop()
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(reads.pool.close(), timeout=5)
+    await close_nodes(reads.nodes)

@@ -169,9 +169,11 @@ async def plan(
     if before.snapshot.id == after.snapshot.id:
         raise ValidationFailed("to: must name another snapshot than from", field="to")
     if reads is not None:
-        async with reads.connection() as conn:
-            from_key = await _stored_key(conn, "from", before)
-            to_key = await _stored_key(conn, "to", after)
+
+        async def keys(conn: asyncpg.Connection) -> tuple[int, int]:
+            return await _stored_key(conn, "from", before), await _stored_key(conn, "to", after)
+
+        from_key, to_key = await reads.run(keys)
     else:
         async with read_connection(engine) as sa:
             from_key = await _stored_key(sa, "from", before)

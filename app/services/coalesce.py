@@ -22,15 +22,19 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable, Mapping
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
 
-Connect = Callable[[], AbstractAsyncContextManager[asyncpg.Connection]]
 Rows = Mapping[int, asyncpg.Record]
+# Runs a read on a pooled connection (app.services.catalog.Reads.run: the node it picks, and
+# the next one if that node fails).
+Run = Callable[
+    [Callable[[asyncpg.Connection], Awaitable[list[asyncpg.Record]]]],
+    Awaitable[list[asyncpg.Record]],
+]
 
 
 @dataclass(slots=True)
@@ -49,8 +53,8 @@ class CoalesceStats:
 
 
 class Coalescer:
-    def __init__(self, connect: Connect, *, max_running: int = 4, max_keys: int = 2000) -> None:
-        self._connect = connect
+    def __init__(self, run: Run, *, max_running: int = 4, max_keys: int = 2000) -> None:
+        self._run_read = run
         self.max_running = max(1, max_running)
         self.max_keys = max_keys
         self._open: dict[tuple[str, tuple[Any, ...]], _Batch] = {}  # batches still taking keys
@@ -100,8 +104,8 @@ class Coalescer:
 
     async def _run(self, batch: _Batch) -> None:
         try:
-            async with self._connect() as conn:
-                records = await conn.fetch(batch.query, *batch.args, list(batch.keys))
+            keys = list(batch.keys)
+            records = await self._run_read(lambda conn: conn.fetch(batch.query, *batch.args, keys))
             rows = {r[0]: r for r in records}
             for waiter in batch.waiters:
                 if not waiter.done():

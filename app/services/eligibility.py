@@ -446,15 +446,13 @@ async def people_read(
         query = decisions_repo.stored_query(view.groups)
         rows = await reads.coalescer.rows(query, (snapshot.key, rule_set_key), asked)
         return render_stored(niks, asked, rows, rule_set, view)
-    async with reads.connection() as conn:
-        return await people(conn, snapshot, rule_set, niks, view)
+    return await reads.run(lambda conn: people(conn, snapshot, rule_set, niks, view))
 
 
 async def families_read(
     reads: Reads, snapshot: Snapshot, rule_set: RuleSet, no_kks: Sequence[str], view: View
 ) -> Rendered:
-    async with reads.connection() as conn:
-        return await families(conn, snapshot, rule_set, no_kks, view)
+    return await reads.run(lambda conn: families(conn, snapshot, rule_set, no_kks, view))
 
 
 async def families_live(

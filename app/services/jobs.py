@@ -468,8 +468,12 @@ class Runner:
 
     async def _answer(self, conn: asyncpg.Connection, job: JobRow, me: uuid.UUID) -> None:
         caller = await self._caller(conn, job)
-        async with read_connection(self.engine) as read:
-            pinned = await pin(read, job.snapshot_id, job.rule_set_id)
+        if self.reads is not None:
+            # Through the catalog: read replicas answer the job only once they hold its snapshot.
+            pinned = await self.reads.pin(job.snapshot_id, job.rule_set_id)
+        else:
+            async with read_connection(self.engine) as read:
+                pinned = await pin(read, job.snapshot_id, job.rule_set_id)
         view = eligibility.View(
             programs=tuple(Program(p) for p in job.programs),
             groups=frozenset(job.field_groups),

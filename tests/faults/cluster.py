@@ -83,6 +83,17 @@ class Cluster:
     def start(self) -> None:
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "30", "start")
 
+    def standby_of(self, primary: Cluster) -> None:
+        """This cluster as a streaming replica of `primary` (`pg_basebackup -R`: it writes the
+        standby.signal and the primary_conninfo), on its own port, hot standby."""
+        self._run(
+            "pg_basebackup", "-h", "127.0.0.1", "-p", str(primary.port), "-U", "postgres",
+            "-D", str(self.data), "-R", "-X", "stream", "-c", "fast", timeout=120,
+        )  # fmt: skip
+        with (self.data / "postgresql.conf").open("a") as conf:
+            # The copied configuration names the primary's port: this one's wins (last line).
+            conf.write(f"port = {self.port}\nhot_standby = on\nhot_standby_feedback = on\n")
+
     def stop(self, mode: str = "fast") -> None:
         self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", "30", "stop")
 

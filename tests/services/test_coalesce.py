@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
 import pytest
@@ -27,20 +26,21 @@ async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
 
 
 class Counting:
-    """A connect() that counts statements running at once."""
+    """A run(read) that counts statements running at once."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
         self.now = 0
         self.most = 0
 
-    @contextlib.asynccontextmanager
-    async def __call__(self) -> AsyncIterator[asyncpg.Connection]:
+    async def __call__(
+        self, read: Callable[[asyncpg.Connection], Awaitable[list[asyncpg.Record]]]
+    ) -> list[asyncpg.Record]:
         self.now += 1
         self.most = max(self.most, self.now)
         try:
             async with self.pool.acquire() as conn:
-                yield conn
+                return await read(conn)
         finally:
             self.now -= 1
 

@@ -107,7 +107,8 @@ def _connect(state: AppState) -> changes.Connect:
 
     @contextlib.asynccontextmanager
     async def connect() -> AsyncIterator[asyncpg.Connection]:
-        conn = await db.connect_raw(settings, db.resolve_url(settings), role=settings.db_role)
+        # A replica holding both snapshots when one is fit, else the primary.
+        conn = await db.connect_raw(settings, state.reads.stream_url(), role=settings.db_role)
         try:
             yield conn
         finally:

@@ -26,9 +26,32 @@ class Liveness(BaseModel):
     status: Literal["ok"]
 
 
+class ReadNode(BaseModel):
+    """One database server reads can run on (docs/architecture.md#read-replicas)."""
+
+    name: str = Field(
+        description="`primary`, or `replica N`: the Nth URL of TEPAT_DATABASE_REPLICA_URLS "
+        "(no host names or credentials: anyone may call /readyz)",
+        examples=["replica 1"],
+    )
+    role: Literal["primary", "replica"] = Field(description="What the node is")
+    status: Literal["up", "down"] = Field(
+        description="`down`: out of rotation (unreachable, not a standby, or lagging past "
+        "TEPAT_REPLICA_MAX_LAG); its reads go to the other nodes"
+    )
+    lag_seconds: float | None = Field(
+        None, description="A replica: seconds behind what the primary had written", examples=[0.0]
+    )
+    error: str | None = Field(None, description="Why the node is out of rotation")
+
+
 class Readiness(BaseModel):
     status: Literal["ready"]
     snapshot: str = Field(description="The current snapshot's id", examples=["2026-01-23"])
+    nodes: list[ReadNode] = Field(
+        description="The primary (checked by this request) and each read replica (as last "
+        "checked, every TEPAT_REPLICA_CHECK_INTERVAL seconds). Ready while the primary answers."
+    )
 
 
 @health.get("/healthz", summary="Liveness: the process answers (no database call)")
@@ -45,7 +68,9 @@ async def check_readiness(state: State) -> Readiness:
     async with read_connection(state.engine) as conn:
         await conn.execute(text("SELECT 1"))
         current = await snapshots.resolve(conn, None)
-    return Readiness(status="ready", snapshot=current.id)
+    nodes = [ReadNode.model_validate(n) for n in state.reads.nodes.report()]
+    nodes[0].status, nodes[0].error = "up", None  # it just answered
+    return Readiness(status="ready", snapshot=current.id, nodes=nodes)
 
 
 @health.get(
