@@ -28,11 +28,11 @@ from bench import changes, import_bench, servers
 from bench.common import emit, server_url
 from bench.prepare import PURPOSE, Prepared, log, prepare
 
-TARGETS = ("P1", "P2", "P3", "P4", "P5", "P6", "P8", "P9", "P10")
+TARGETS = ("P1", "P2", "P3", "P4", "P5", "P6", "P8", "P9", "P11")
 # The lines a complete run prints (some targets have two goals, hence two lines).
 LINES = (
     "P1", "P1-p99", "P2", "P3", "P4", "P4-rss", "P5", "P5-rss", "P6", "P8", "P8-rss", "P9",
-    "P9-rss", "P10",
+    "P9-rss", "P11",
 )  # fmt: skip
 
 GRAPHQL_PERSON = """
@@ -404,7 +404,7 @@ class Run:
             out.append(orjson.dumps({"header": header, "message": message}).decode())
         return out
 
-    def p10(self) -> None:
+    def p11(self) -> None:
         what = f"DCI sync/search 1 NIK req/s vs P1 REST people/lookup ({self.workers}w)"
         bodies = self.dci_bodies(self.mode.bodies * 50)
         path = "/dci/registry/sync/search"
@@ -415,10 +415,10 @@ class Run:
             rest = self.rest_single()
             dci = self.load("dci-1", "service", path, bodies, CONNECTIONS_SMALL)
         except Unavailable as e:
-            self.lines.append(unavailable("P10", what, str(e)))
+            self.lines.append(unavailable("P11", what, str(e)))
             return
         extra = {"workers": self.workers, **dci.fields("service"), **rest.fields("baseline")}
-        self.lines.append(emit("P10", what, dci.rps, rest.rps, 0.7, unit="req/s", extra=extra))
+        self.lines.append(emit("P11", what, dci.rps, rest.rps, 0.7, unit="req/s", extra=extra))
 
     def p3(self) -> None:
         bodies = self.lookup_bodies(self.mode.bodies, BATCH)
@@ -756,10 +756,10 @@ def main(argv: list[str] | None = None) -> int:
     run = Run(mode, args.workers, args.workdir, url, data, receipts=not args.no_receipts)
     steps = {
         "P1": run.p1, "P2": run.p2, "P3": run.p3, "P4": run.p4, "P8": run.p8, "P9": run.p9,
-        "P10": run.p10,
+        "P11": run.p11,
     }  # fmt: skip
     try:
-        for target in ("P1", "P2", "P3", "P4", "P8", "P9", "P10"):
+        for target in ("P1", "P2", "P3", "P4", "P8", "P9", "P11"):
             if target in only:
                 try:
                     steps[target]()

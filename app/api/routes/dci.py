@@ -116,7 +116,7 @@ async def _searched(
     )
     if answered.disclosed > items:  # records beyond one an item: charged once known
         limits.debit(request.scope, caller.principal, answered.disclosed - items)
-    async with state.reads.connection() as conn:
+    async with _primary(state) as conn:
         await dci.record_sync(
             conn, caller, envelope.header, envelope.message.transaction_id, correlation_id,
             answered,
@@ -178,11 +178,17 @@ async def submit_registry_search(
     await charge(request.scope, caller.principal, len(body.message.search_request))
     await state.reads.pin(*dci.pins(body.header))  # an unknown snapshot is refused now
     envelope = body.model_dump(mode="json", exclude_none=True)
-    async with state.reads.connection() as conn:
+    async with _primary(state) as conn:
         correlation_id = await dci.submit_async(
             conn, caller, envelope, body.header, body.message, url, enqueue_dci
         )
     return _ack(str(correlation_id))
+
+
+def _primary(state: AppState) -> Any:
+    """A connection of the primary: DCI transactions are written, and read back at once (a
+    replica may not have replayed them yet)."""
+    return state.reads.pool.acquire(timeout=state.reads.acquire_timeout)
 
 
 def _ack(correlation_id: str) -> Response:
@@ -198,7 +204,7 @@ def _ack(correlation_id: str) -> Response:
 
 async def _status(state: AppState, caller: Caller, body: DciTxnStatusEnvelope) -> bytes:
     query = body.message.txnstatus_request
-    async with state.reads.connection() as conn:
+    async with _primary(state) as conn:
         found = await dci.status_of(
             conn, caller.principal, query.attribute_type, query.attribute_value
         )
@@ -252,6 +258,6 @@ async def get_txn_status(body: DciTxnStatusEnvelope, state: State, caller: Calle
     dci.check_header(body.header, "txn-status")
     url = dci.callback_url(caller.principal, body.header.sender_uri, "/txn/on-status")
     answer = await _status(state, caller, body)
-    async with state.reads.connection() as conn:
+    async with _primary(state) as conn:
         correlation_id = await dci.submit_callback(conn, caller, body, url, answer, enqueue_dci)
     return _ack(str(correlation_id))
