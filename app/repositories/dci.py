@@ -171,6 +171,29 @@ async def insert(
     )  # fmt: skip
 
 
+async def insert_many(conn: asyncpg.Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """Rows of `insert`'s keywords, in one batch and one transaction, committed without
+    waiting for the WAL flush (`synchronous_commit` off for this transaction only): a crash may
+    lose the last batches, never part of one."""
+    columns = (
+        "id, client_id, transaction_id, message_id, action, mode, status, purpose, request_id, "
+        "outcome, request, callback_url"
+    )
+    await conn.executemany(
+        f"INSERT INTO dci_transactions ({columns}) SELECT $1::uuid, $2::text, $3::text, "
+        "$4::text, $5::text, $6::text, $7::text, $8::text, $9::text, $10::jsonb, $11::bytea, "
+        "$12::text FROM (SELECT set_config('synchronous_commit', 'off', true)) AS lazy",
+        [
+            (
+                r["id"], r["client_id"], r["transaction_id"], r["message_id"], r["action"],
+                r["mode"], r["status"], r["purpose"], r["request_id"],
+                orjson.dumps(r["outcome"]).decode(), r.get("request"), r.get("callback_url"),
+            )
+            for r in rows
+        ],
+    )  # fmt: skip
+
+
 async def get(conn: asyncpg.Connection, id: uuid.UUID, *, lock: bool = False) -> Transaction | None:
     row = await conn.fetchrow(
         f"SELECT {_TXN} FROM dci_transactions WHERE id = $1" + (" FOR UPDATE" if lock else ""),

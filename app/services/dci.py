@@ -14,6 +14,8 @@ registered callback address (`deliver`), retried with backoff a bounded number o
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import logging
 import urllib.parse
@@ -612,28 +614,56 @@ def connection_source(conn: asyncpg.Connection, pin: Callable[..., Awaitable[Pin
 # --- transactions ------------------------------------------------------------------------------
 
 
-async def record_sync(
-    conn: asyncpg.Connection,
-    caller: Caller,
-    header: DciHeader,
-    transaction_id: str,
-    correlation_id: uuid.UUID,
+def sync_row(
+    caller: Caller, header: DciHeader, transaction_id: str, correlation_id: uuid.UUID,
     answered: Answered,
-) -> None:
+) -> dict[str, Any]:  # fmt: skip
     """A sync search's state, for txn/status (no personal data: ids and status codes only)."""
-    await repo.insert(
-        conn,
-        id=correlation_id,
-        client_id=caller.principal.client_id,
-        transaction_id=transaction_id,
-        message_id=header.message_id,
-        action="search",
-        mode="sync",
-        status=answered.status,
-        purpose=caller.purpose,
-        request_id=caller.request_id,
-        outcome=answered.outcome,
-    )
+    return {
+        "id": correlation_id,
+        "client_id": caller.principal.client_id,
+        "transaction_id": transaction_id,
+        "message_id": header.message_id,
+        "action": "search",
+        "mode": "sync",
+        "status": answered.status,
+        "purpose": caller.purpose,
+        "request_id": caller.request_id,
+        "outcome": answered.outcome,
+    }
+
+
+class SyncLog:
+    """Sync searches' states, written after their answers in batches: every state that arrived
+    while a batch was written goes in the next, in one statement, committed lazily. The audit
+    record is the durable account of an access; these rows only serve txn/status, which flushes
+    this process's batch before it reads (`flush`), as does shutdown."""
+
+    def __init__(
+        self, acquire: Callable[[], contextlib.AbstractAsyncContextManager[asyncpg.Connection]]
+    ) -> None:
+        self.acquire = acquire
+        self.pending: list[dict[str, Any]] = []
+        self.running: asyncio.Task[None] | None = None
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.pending.append(row)
+        if self.running is None or self.running.done():
+            self.running = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        while self.pending:
+            rows, self.pending = self.pending, []
+            try:
+                async with self.acquire() as conn:
+                    await repo.insert_many(conn, rows)
+            except Exception as e:  # never a request's failure: its answer is already sent
+                log.warning("%d DCI sync search state(s) not recorded: %s", len(rows),
+                            type(e).__name__)  # fmt: skip
+
+    async def flush(self) -> None:
+        while self.running is not None and not self.running.done():
+            await asyncio.shield(self.running)
 
 
 async def submit_async(
@@ -918,6 +948,7 @@ __all__ = [
     "CALLBACK",
     "Delivery",
     "RetryLater",
+    "SyncLog",
     "callback_url",
     "check_header",
     "dci_code",
@@ -925,7 +956,6 @@ __all__ = [
     "person_record",
     "post_json",
     "reads_source",
-    "record_sync",
     "recorder",
     "run_async",
     "search",
@@ -933,4 +963,5 @@ __all__ = [
     "status_of",
     "submit_async",
     "submit_callback",
+    "sync_row",
 ]

@@ -168,8 +168,9 @@ async def test_bad_items_are_rejected_one_by_one(
 
 
 async def test_nik_search_equals_the_rest_lookup(
-    http: httpx.AsyncClient, full_key: str, release: Any, engine: AsyncEngine
+    http: httpx.AsyncClient, full_key: str, release: Any, engine: AsyncEngine, app: FastAPI
 ) -> None:
+    served = app.state.fast_dci.served
     niks = [p["nik"] for p in release[0][:5]] + ["3201014501900001"]
     rest = (
         await http.post("/v1/people/lookup", json={"niks": niks}, headers=auth(full_key))
@@ -214,6 +215,7 @@ async def test_nik_search_equals_the_rest_lookup(
         ).one()
     assert row.operation == "dci.search" and row.found_count == 5 and row.subject_count >= 6
     assert row.response_digest == hashlib.sha256(r.content).digest()  # what was sent
+    assert app.state.fast_dci.served == served + 1  # answered by the pure-ASGI path
 
 
 async def test_kk_search_equals_the_rest_family(

@@ -16,6 +16,7 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.responses import Response
+from starlette.types import Scope
 
 from app.api.dci_examples import (
     DCI_ACK_EXAMPLE,
@@ -25,13 +26,13 @@ from app.api.dci_examples import (
     DCI_TXN_STATUS_EXAMPLE,
 )
 from app.api.deps import CallerDep, State
-from app.api.openapi import DATA_PROBLEMS, RECEIPT_HEADER, problems
+from app.api.openapi import DATA_PROBLEMS, RECEIPT_HEADER, answered, problems
 from app.errors import CallbackNotAllowed, TepatError
 from app.http import limits
 from app.http import problems as problem_answers
 from app.http.bodies import JsonRoute
 from app.http.caller import charge
-from app.http.state import AppState
+from app.http.state import AppState, state_of
 from app.resilience import DATABASE_ERRORS
 from app.schemas.dci import (
     DciAck,
@@ -41,9 +42,20 @@ from app.schemas.dci import (
     DciTxnStatusEnvelope,
 )
 from app.services import dci
-from app.services.lookup import Caller
-from app.services.receipts import HEADER as RECEIPT
+from app.services.lookup import Answer, Caller
 from app.services.worker import enqueue_dci
+
+
+async def dci_problem(request: Request, error: Exception) -> Response | None:
+    """The app's problem answer for `error`, with the standard's ERR acknowledgement added
+    (None: not an error the app answers; re-raise it)."""
+    if isinstance(error, RequestValidationError):
+        return _with_ack(await problem_answers.validation_error(request, error), None)
+    if isinstance(error, TepatError):
+        return _with_ack(await problem_answers.tepat_error(request, error), error)
+    if isinstance(error, DATABASE_ERRORS):
+        return _with_ack(await problem_answers.database_error(request, error), None)
+    return None
 
 
 class DciRoute(JsonRoute):
@@ -55,13 +67,11 @@ class DciRoute(JsonRoute):
         async def with_ack(request: Request) -> Response:
             try:
                 return await handler(request)
-            except RequestValidationError as e:
-                return _with_ack(await problem_answers.validation_error(request, e), None)
-            except TepatError as e:
-                return _with_ack(await problem_answers.tepat_error(request, e), e)
-            except DATABASE_ERRORS as e:
-                answer = await problem_answers.database_error(request, e)
-                return _with_ack(answer, None)
+            except Exception as e:
+                answer = await dci_problem(request, e)
+                if answer is None:
+                    raise
+                return answer
 
         return with_ack
 
@@ -99,13 +109,14 @@ _DESCRIPTION = (
 )
 
 
-async def _searched(
-    state: AppState, caller: Caller, envelope: DciSearchEnvelope, request: Request
-) -> Response:
+async def searched(
+    state: AppState, caller: Caller, envelope: DciSearchEnvelope, scope: Scope
+) -> Answer:
+    """A sync search end to end (the route, and the fast path of app.api.dci_fast)."""
     items = len(envelope.message.search_request)
-    await charge(request.scope, caller.principal, items)  # 429 before any SQL
+    await charge(scope, caller.principal, items)  # 429 before any SQL
     correlation_id = uuid.uuid4()
-    answered = await dci.search(
+    result = await dci.search(
         dci.reads_source(state.reads),
         caller,
         envelope.header,
@@ -114,15 +125,24 @@ async def _searched(
         dci.recorder(state.audit, caller),
         state.audit,
     )
-    if answered.disclosed > items:  # records beyond one an item: charged once known
-        limits.debit(request.scope, caller.principal, answered.disclosed - items)
-    async with _primary(state) as conn:
-        await dci.record_sync(
-            conn, caller, envelope.header, envelope.message.transaction_id, correlation_id,
-            answered,
-        )  # fmt: skip
-    headers = None if answered.receipt is None else {RECEIPT: answered.receipt}
-    return Response(answered.body, media_type="application/json", headers=headers)
+    if result.disclosed > items:  # records beyond one an item: charged once known
+        limits.debit(scope, caller.principal, result.disclosed - items)
+    row = dci.sync_row(
+        caller, envelope.header, envelope.message.transaction_id, correlation_id, result
+    )
+    sync_log(scope).add(row)  # written after the answer, in batches
+    return Answer(result.body, result.receipt)
+
+
+def sync_log(scope: Scope) -> dci.SyncLog:
+    """This app's log of sync search states (made at its first search; flushed at shutdown)."""
+    app_state = scope["app"].state
+    found: dci.SyncLog | None = getattr(app_state, "dci_sync_log", None)
+    if found is None:
+        state = state_of(scope)
+        found = dci.SyncLog(lambda: _primary(state))
+        app_state.dci_sync_log = found
+    return found
 
 
 @router.post(
@@ -146,7 +166,7 @@ async def lookup_registry_sync(
 ) -> Response:
     dci.check_header(body.header, "search")
     dci.check_total(body.header, len(body.message.search_request))
-    return await _searched(state, caller, body, request)
+    return answered(await searched(state, caller, body, request.scope))
 
 
 @router.post(
@@ -202,7 +222,10 @@ def _ack(correlation_id: str) -> Response:
     return Response(orjson.dumps(ack), media_type="application/json")
 
 
-async def _status(state: AppState, caller: Caller, body: DciTxnStatusEnvelope) -> bytes:
+async def _status(
+    state: AppState, caller: Caller, body: DciTxnStatusEnvelope, scope: Scope
+) -> bytes:
+    await sync_log(scope).flush()  # this process's latest sync searches are seen
     query = body.message.txnstatus_request
     async with _primary(state) as conn:
         found = await dci.status_of(
@@ -232,10 +255,12 @@ async def _status(state: AppState, caller: Caller, body: DciTxnStatusEnvelope) -
     responses={200: {"content": {"application/json": {"example": DCI_TXN_STATUS_ANSWER_EXAMPLE}}}},
 )
 async def get_txn_status_sync(
-    body: DciTxnStatusEnvelope, state: State, caller: CallerDep
+    body: DciTxnStatusEnvelope, state: State, caller: CallerDep, request: Request
 ) -> Response:
     dci.check_header(body.header, "txn-status")
-    return Response(await _status(state, caller, body), media_type="application/json")
+    return Response(
+        await _status(state, caller, body, request.scope), media_type="application/json"
+    )
 
 
 @router.post(
@@ -254,10 +279,12 @@ async def get_txn_status_sync(
         200: {"content": {"application/json": {"example": DCI_ACK_EXAMPLE}}},
     },
 )
-async def get_txn_status(body: DciTxnStatusEnvelope, state: State, caller: CallerDep) -> Response:
+async def get_txn_status(
+    body: DciTxnStatusEnvelope, state: State, caller: CallerDep, request: Request
+) -> Response:
     dci.check_header(body.header, "txn-status")
     url = dci.callback_url(caller.principal, body.header.sender_uri, "/txn/on-status")
-    answer = await _status(state, caller, body)
+    answer = await _status(state, caller, body, request.scope)
     async with _primary(state) as conn:
         correlation_id = await dci.submit_callback(conn, caller, body, url, answer, enqueue_dci)
     return _ack(str(correlation_id))
