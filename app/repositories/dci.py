@@ -172,26 +172,23 @@ async def insert(
 
 
 async def insert_many(conn: asyncpg.Connection, rows: Sequence[dict[str, Any]]) -> None:
-    """Rows of `insert`'s keywords, in one batch and one transaction, committed without
-    waiting for the WAL flush (`synchronous_commit` off for this transaction only): a crash may
-    lose the last batches, never part of one."""
-    columns = (
-        "id, client_id, transaction_id, message_id, action, mode, status, purpose, request_id, "
-        "outcome, request, callback_url"
-    )
-    await conn.executemany(
-        f"INSERT INTO dci_transactions ({columns}) SELECT $1::uuid, $2::text, $3::text, "
-        "$4::text, $5::text, $6::text, $7::text, $8::text, $9::text, $10::jsonb, $11::bytea, "
-        "$12::text FROM (SELECT set_config('synchronous_commit', 'off', true)) AS lazy",
-        [
-            (
-                r["id"], r["client_id"], r["transaction_id"], r["message_id"], r["action"],
-                r["mode"], r["status"], r["purpose"], r["request_id"],
-                orjson.dumps(r["outcome"]).decode(), r.get("request"), r.get("callback_url"),
-            )
-            for r in rows
-        ],
+    """Rows of `insert`'s keywords (without request and callback), in ONE statement, committed
+    without waiting for the WAL flush (`synchronous_commit` off for its transaction only): a
+    crash may lose the last batches, never part of one."""
+    names = (
+        "id", "client_id", "transaction_id", "message_id", "action", "mode", "status", "purpose",
+        "request_id",
     )  # fmt: skip
+    columns = [[r[n] for r in rows] for n in names]
+    columns.append([orjson.dumps(r["outcome"]).decode() for r in rows])
+    listed = ", ".join(names)
+    await conn.execute(
+        f"INSERT INTO dci_transactions ({listed}, outcome) SELECT {listed}, outcome::jsonb "
+        "FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], "
+        f"$7::text[], $8::text[], $9::text[], $10::text[]) AS u({listed}, outcome), "
+        "(SELECT set_config('synchronous_commit', 'off', true)) AS lazy",
+        *columns,
+    )
 
 
 async def get(conn: asyncpg.Connection, id: uuid.UUID, *, lock: bool = False) -> Transaction | None:
