@@ -30,11 +30,17 @@ import orjson
 from pydantic import TypeAdapter, ValidationError
 
 from app.auth.principal import Principal
-from app.errors import CallbackNotAllowed, TepatError, ValidationFailed
+from app.errors import CallbackNotAllowed, TepatError, Unavailable, ValidationFailed
 from app.identifiers import echo, is_nik
 from app.repositories import clients as clients_repo
 from app.repositories import dci as repo
-from app.schemas.dci import DciHeader, DciPagination, DciSearchItem, DciSearchMessage
+from app.schemas.dci import (
+    DciHeader,
+    DciPagination,
+    DciSearchEnvelope,
+    DciSearchItem,
+    DciSearchMessage,
+)
 from app.schemas.lookup import Nik, NoKk
 from app.services import eligibility
 from app.services.audit.records import new_audit_id, nik_subject, no_kk_subject
@@ -760,6 +766,7 @@ async def _client_caller(engine: Any, txn: repo.Transaction) -> Caller | None:
         or info.revoked_at is not None
         or info.suspended_at is not None
         or (info.expires_at is not None and info.expires_at <= now())
+        or txn.purpose not in info.purposes
     ):
         return None
     return Caller(Principal.from_client(info), txn.purpose, txn.request_id)
@@ -814,8 +821,6 @@ async def _answer_async(
     pin: Callable[[str | None, str | None], Awaitable[Pinned]],
     txn: repo.Transaction,
 ) -> bytes | None:
-    from app.schemas.dci import DciSearchEnvelope
-
     assert txn.request is not None
     envelope = DciSearchEnvelope.model_validate_json(txn.request)
     caller = await _client_caller(engine, txn)
@@ -832,36 +837,72 @@ async def _answer_async(
         await repo.attempted(conn, txn.id, "the client was revoked or suspended", final=True)
         return None
 
-    entries = []
-
     async def record(
         p: Pinned, subjects: list[str], found: int, body: bytes, audit_id: str
     ) -> Recorded:
         entry = access_entry(caller, audit_id, OPERATION, p, subjects, found, body)
-        entries.append(entry)
         placed = await append(conn, [audit.unchained(entry)])
         return Recorded(audit_id, placed[0].seq, entry.response_digest)
 
-    async with conn.transaction():
-        answered = await search(
-            connection_source(conn, pin),
-            caller,
-            envelope.header,
-            envelope.message,
-            txn.id,
-            record,
-            audit,
-        )
-        await repo.answered(conn, txn.id, answered.status, answered.outcome, answered.body)
+    try:
+        async with conn.transaction():  # the answer and its audit record, or neither
+            answered = await search(
+                connection_source(conn, pin),
+                caller,
+                envelope.header,
+                envelope.message,
+                txn.id,
+                record,
+                audit,
+            )
+            await repo.answered(conn, txn.id, answered.status, answered.outcome, answered.body)
+    except Unavailable:
+        raise RetryLater(5.0) from None  # the database or the trail cannot serve now
+    except TepatError as e:  # e.g. its pinned snapshot was retired meanwhile: nothing disclosed
+        body, outcome = refusal(envelope.header, envelope.message, txn.id, e.detail)
+        await repo.answered(conn, txn.id, "rjct", outcome, body)
+        return body
     return answered.body
+
+
+def refusal(
+    header: DciHeader, message: DciSearchMessage, correlation_id: uuid.UUID, reason: str
+) -> tuple[bytes, list[dict[str, Any]]]:
+    """An async search's answer when none of it can be answered (no data, nothing audited)."""
+    stamp = now().isoformat()
+    code = "rjct.search_criteria.invalid"
+    items = [
+        {
+            "reference_id": i.reference_id,
+            "timestamp": stamp,
+            "status": "rjct",
+            "status_reason_code": code,
+            "status_reason_message": reason[:999],
+        }
+        for i in message.search_request
+    ]
+    n = len(items)
+    body = {
+        "header": _header(header, "rjct", n, n, None),
+        "message": {
+            "transaction_id": message.transaction_id,
+            "correlation_id": str(correlation_id),
+            "search_response": items,
+        },
+    }
+    outcome = [{k: i[k] for k in ("reference_id", "status", "status_reason_code")} for i in items]
+    return orjson.dumps(body), outcome
 
 
 async def post_json(url: str, body: bytes, seconds: float) -> int:
     """POST a callback body; its HTTP status. Redirects are not followed (they could lead
     outside the registered prefix)."""
-    async with httpx.AsyncClient(timeout=seconds, follow_redirects=False) as client:
-        r = await client.post(url, content=body, headers={"Content-Type": "application/json"})
-        return r.status_code
+    headers = {"Content-Type": "application/json"}
+    async with (
+        httpx.AsyncClient(timeout=seconds, follow_redirects=False) as client,
+        client.stream("POST", url, content=body, headers=headers) as r,
+    ):
+        return r.status_code  # its body is never read
 
 
 async def status_of(
