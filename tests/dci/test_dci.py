@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app import db
 from app.config import Settings
 from app.main import create_app
 from app.services import clients
@@ -588,3 +589,95 @@ def test_the_prefix_is_checked_when_the_client_is_created() -> None:
         with pytest.raises(Exception, match="callback_url_prefix"):
             clients.checked_callback_prefix(bad)
     assert clients.checked_callback_prefix("https://X.example/cb/") == "https://x.example/cb"
+
+
+# --- the worker's part, driven directly ------------------------------------------------------
+
+
+async def test_an_async_search_is_answered_once_and_never_for_a_revoked_client(
+    app: FastAPI, settings: Settings, engine: AsyncEngine, release: Any
+) -> None:
+    """run_async on a stored transaction (not queued: no worker races this test)."""
+    from app.schemas.dci import DciSearchEnvelope
+    from app.services import dci
+    from app.services.lookup import Caller
+    from app.services.pinning import pin
+
+    state = app.state.tepat
+    nik = release[0][0]["nik"]
+    posted: list[tuple[str, bytes]] = []
+
+    async def post(url: str, body: bytes) -> int:
+        posted.append((url, body))
+        return 200 if len(posted) > 1 else 503
+
+    async def pinned(snapshot: str | None, rule_set: str | None) -> Any:
+        async with engine.connect() as conn:
+            return await pin(conn, snapshot, rule_set)
+
+    async def nothing(conn: Any, correlation_id: uuid.UUID) -> None:
+        return None
+
+    async def stored(key: str, prefix: str) -> uuid.UUID:
+        principal = await state.authenticator.authenticate(f"Bearer {key}")
+        caller = Caller(principal, PURPOSE, "test-request-0001")
+        body = envelope([by_nik(nik)], sender_uri=prefix + "/cb")
+        parsed = DciSearchEnvelope.model_validate(body)
+        url = dci.callback_url(principal, parsed.header.sender_uri, "/on-search")
+        async with state.reads.pool.acquire() as conn:
+            return await dci.submit_async(
+                conn, caller, parsed.model_dump(mode="json", exclude_none=True),
+                parsed.header, parsed.message, url, nothing,
+            )  # fmt: skip
+
+    async def run(correlation_id: uuid.UUID) -> str:
+        return await dci.run_async(
+            correlation_id,
+            connect=lambda: db.connect_raw(settings),
+            engine=engine,
+            audit=state.audit,
+            pin=pinned,
+            delivery=dci.Delivery(attempts=3, backoff=0.01),
+            post=post,
+        )
+
+    key = await _callback_client(engine, "https://spmis.example")
+    first = await stored(key, "https://spmis.example")
+    with pytest.raises(dci.RetryLater):
+        await run(first)  # answered and audited, the callback failed
+    assert await run(first) == "delivered"  # the stored answer, not a second search
+    assert posted[0] == posted[1] and posted[0][0] == "https://spmis.example/cb/on-search"
+    audit_id = orjson.loads(posted[0][1])["header"]["meta"]["audit_id"]
+    async with engine.connect() as conn:
+        records = (
+            await conn.execute(
+                text("SELECT count(*) FROM audit_log WHERE request_id = 'test-request-0001'")
+            )
+        ).scalar_one()
+        assert records == 1
+        assert (
+            await conn.execute(text("SELECT 1 FROM audit_log WHERE id = :id"), {"id": audit_id})
+        ).scalar_one() == 1
+
+    # a client revoked before its search is answered gets nothing, and nothing is audited
+    second = await stored(key, "https://spmis.example")
+    async with engine.begin() as conn:
+        principal = await state.authenticator.authenticate(f"Bearer {key}")
+        await clients.revoke_client(conn, principal.client_id)
+    posted.clear()
+    assert await run(second) == "client gone"
+    assert posted == []
+    async with engine.connect() as conn:
+        row = (
+            await conn.execute(
+                text("SELECT status, request, response FROM dci_transactions WHERE id = :id"),
+                {"id": second},
+            )
+        ).one()
+        records = (
+            await conn.execute(
+                text("SELECT count(*) FROM audit_log WHERE request_id = 'test-request-0001'")
+            )
+        ).scalar_one()
+    assert row.status == "rjct" and row.request is None and not row.response
+    assert records == 1
