@@ -101,6 +101,11 @@ class Settings(BaseSettings):
     jobs_heartbeat_timeout: float = Field(30.0, gt=0)
     # How often a worker deletes expired jobs.
     jobs_purge_interval: float = Field(300.0, gt=0)
+    # DCI callbacks (app.services.dci): tries, the first wait between them (doubled each
+    # time) and each try's timeout, in seconds.
+    dci_callback_attempts: int = Field(5, ge=1, le=20)
+    dci_callback_backoff: float = Field(2.0, gt=0)
+    dci_callback_timeout: float = Field(10.0, gt=0)
     # --- end bulk jobs ---
 
     # --- operations (docs/operations.md) ---

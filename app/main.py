@@ -19,9 +19,10 @@ from starlette.types import ASGIApp
 
 from app import __version__, db, embedded, logs
 from app.api import openapi
+from app.api.dci_fast import FastDci
 from app.api.fast import FastLookup
 from app.api.routes import audit as audit_routes
-from app.api.routes import bulk, changes, jobs, lookup, meta
+from app.api.routes import bulk, changes, dci, jobs, lookup, meta
 from app.config import Settings, get_settings
 from app.graphql.fast import FastGraphQL
 from app.graphql.gate import GraphQLGate
@@ -116,6 +117,7 @@ def _outer_layers(app: FastAPI, settings: Settings) -> None:
         # Outside the gate, which concerns only POST /graphql: a plain lookup passes one layer
         # fewer (it checks its own key, app.http.caller.authenticate).
         if settings.fast_lookup:
+            stack = FastDci(stack, stats=app.state.fast_dci)  # a DCI sync search alike
             stack = FastLookup(stack, stats=app.state.fast_lookup)
         stack = limits.Overload(
             stack,
@@ -204,6 +206,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 job_worker.stop.set()
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(worker_task, settings.shutdown_timeout)
+            sync_log = getattr(app.state, "dci_sync_log", None)  # app.api.routes.dci
+            if sync_log is not None:
+                with contextlib.suppress(Exception):
+                    await sync_log.flush()
             await audit.stop()
             await close_reads(reads)
             await leases.dispose()
@@ -239,7 +245,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(changes.router, prefix="/v1")
     app.include_router(audit_routes.router, prefix="/v1")
     app.add_route("/metrics", _metrics_route(settings), include_in_schema=False)
+    app.include_router(dci.router, prefix="/dci")
     app.state.fast_lookup = FastStats()
+    app.state.fast_dci = FastStats()
     app.state.fast_graphql = FastStats()
     _outer_layers(app, settings)
     _finished_openapi(app)

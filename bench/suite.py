@@ -28,11 +28,11 @@ from bench import changes, import_bench, servers
 from bench.common import emit, server_url
 from bench.prepare import PURPOSE, Prepared, log, prepare
 
-TARGETS = ("P1", "P2", "P3", "P4", "P5", "P6", "P8", "P9")
+TARGETS = ("P1", "P2", "P3", "P4", "P5", "P6", "P8", "P9", "P11")
 # The lines a complete run prints (some targets have two goals, hence two lines).
 LINES = (
     "P1", "P1-p99", "P2", "P3", "P4", "P4-rss", "P5", "P5-rss", "P6", "P8", "P8-rss", "P9",
-    "P9-rss",
+    "P9-rss", "P11",
 )  # fmt: skip
 
 GRAPHQL_PERSON = """
@@ -383,6 +383,46 @@ class Run:
         extra = {"workers": self.workers, **gql.fields("service"), **rest.fields("baseline")}
         self.lines.append(emit("P2", what, gql.rps, rest.rps, 0.5, unit="req/s", extra=extra))
 
+    def dci_bodies(self, count: int) -> list[str]:
+        """DCI sync searches of one NIK each (idtype-value), the same NIKs as P1's."""
+        out = []
+        for nik in self.niks(count):
+            item = {
+                "reference_id": "r1",
+                "timestamp": "2026-03-01T09:30:00+07:00",
+                "search_criteria": {
+                    "query_type": "idtype-value",
+                    "query": {"type": "NIK", "value": nik},
+                },
+            }
+            header = {
+                "message_id": "m1",
+                "message_ts": "2026-03-01T09:30:00+07:00",
+                "action": "search",
+                "sender_id": "bench",
+                "total_count": 1,
+                "meta": {"snapshot": self.data.release},
+            }
+            message = {"transaction_id": "t1", "search_request": [item]}
+            out.append(orjson.dumps({"header": header, "message": message}).decode())
+        return out
+
+    def p11(self) -> None:
+        what = f"DCI sync/search 1 NIK req/s vs P1 REST people/lookup ({self.workers}w)"
+        bodies = self.dci_bodies(self.mode.bodies * 50)
+        path = "/dci/registry/sync/search"
+        try:
+            answer = self.probe("service", path, bodies[0], "DCI sync/search")
+            if answer.get("message", {}).get("search_response", [{}])[0].get("status") != "succ":
+                raise Unavailable(f"DCI search not answered: {str(answer)[:300]}")
+            rest = self.rest_single()
+            dci = self.load("dci-1", "service", path, bodies, CONNECTIONS_SMALL)
+        except Unavailable as e:
+            self.lines.append(unavailable("P11", what, str(e)))
+            return
+        extra = {"workers": self.workers, **dci.fields("service"), **rest.fields("baseline")}
+        self.lines.append(emit("P11", what, dci.rps, rest.rps, 0.7, unit="req/s", extra=extra))
+
     def p3(self) -> None:
         bodies = self.lookup_bodies(self.mode.bodies, BATCH)
         self.probe("service", "/v1/people/lookup", bodies[0], "REST people/lookup")
@@ -727,9 +767,12 @@ def main(argv: list[str] | None = None) -> int:
     data = prepare(url, mode.people, args.workdir)
     log(f"prepared {data.release} in {time.perf_counter() - started:.1f} s")
     run = Run(mode, args.workers, args.workdir, url, data, receipts=not args.no_receipts)
-    steps = {"P1": run.p1, "P2": run.p2, "P3": run.p3, "P4": run.p4, "P8": run.p8, "P9": run.p9}
+    steps = {
+        "P1": run.p1, "P2": run.p2, "P3": run.p3, "P4": run.p4, "P8": run.p8, "P9": run.p9,
+        "P11": run.p11,
+    }  # fmt: skip
     try:
-        for target in ("P1", "P2", "P3", "P4", "P8", "P9"):
+        for target in ("P1", "P2", "P3", "P4", "P8", "P9", "P11"):
             if target in only:
                 try:
                     steps[target]()
