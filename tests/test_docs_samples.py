@@ -147,7 +147,13 @@ async def test_curl_lookup_answers_as_the_doc_shows(
     env = {"TEPAT_URL": BASE, "TEPAT_KEY": doc_key}
     r = await _send(http, "lookup", env, real_nik)
     answer = r.json()
-    assert set(answer["meta"]) >= {"snapshot", "rule_set", "evaluation_date", "request_id", "audit_id"}
+    assert set(answer["meta"]) >= {
+        "snapshot",
+        "rule_set",
+        "evaluation_date",
+        "request_id",
+        "audit_id",
+    }
     first, second = answer["results"]
     assert first["nik"] == real_nik and first["found"] is True
     assert {"decile", "family", "decisions"} <= set(first)
@@ -157,7 +163,9 @@ async def test_curl_lookup_answers_as_the_doc_shows(
     assert second == {"nik": "3201015506880001", "found": False}
     for header in ("Tepat-Receipt", "RateLimit", "RateLimit-Policy", "X-Request-ID"):
         assert header in r.headers, header
-    assert '"rate";' in r.headers["RateLimit-Policy"] and 'qu="niks"' in r.headers["RateLimit-Policy"]
+    assert (
+        '"rate";' in r.headers["RateLimit-Policy"] and 'qu="niks"' in r.headers["RateLimit-Policy"]
+    )
 
 
 async def test_curl_errors_are_the_problems_the_doc_names(
@@ -197,7 +205,12 @@ async def test_curl_bulk_stream_and_job(
     assert lines[1] == {"line": 2, "nik": "3201015506880001", "found": False}
     assert lines[2]["error"]["code"] == "nik_format"
     summary = lines[-1]["summary"]
-    assert (summary["lines"], summary["found"], summary["not_found"], summary["errors"]) == (3, 1, 1, 1)
+    assert (summary["lines"], summary["found"], summary["not_found"], summary["errors"]) == (
+        3,
+        1,
+        1,
+        1,
+    )
     assert len(summary["audit_ids"]) == len(summary["receipts"]) == 1
 
     r = await _send(http, "job-submit", env, real_nik)
@@ -301,9 +314,7 @@ async def test_python_httpx_sample(
 
 
 @pytest.mark.skipif(shutil.which("java") is None, reason="no JDK")
-async def test_java_sample(
-    database_url: str, doc_key: str, real_nik: str, tmp_path: Path
-) -> None:
+async def test_java_sample(database_url: str, doc_key: str, real_nik: str, tmp_path: Path) -> None:
     source = tmp_path / "Quickstart.java"
     source.write_text(_with_nik(samples()["java"].code, real_nik))
 
