@@ -83,7 +83,7 @@ def check_operation_ids(committed: dict[str, Any], fresh: dict[str, Any]) -> lis
 
 
 def purposes_md() -> str:
-    from app.auth.catalogue import purposes_md as render
+    from app.catalogue import purposes_md as render
 
     return render()
 

@@ -20,8 +20,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from app.auth.catalogue import FIELD_GROUP_MEANINGS, PROGRAM_MEANINGS, purposes_md
 from app.auth.principal import FIELD_GROUPS, PROGRAMS
+from app.catalogue import FIELD_GROUP_MEANINGS, PROGRAM_MEANINGS, purposes_md
 from app.config import Settings
 from app.main import create_app
 from tests.server import running_server

@@ -67,7 +67,7 @@ def purposes_md() -> str:
     lines = [
         "# Purpose codes",
         "",
-        "<!-- Written by `python -m app.contracts` from app/auth/catalogue.py and the constants",
+        "<!-- Written by `python -m app.contracts` from app/catalogue.py and the constants",
         "     it reads; do not edit by hand. `python -m app.contracts --check` fails when it differs. -->",
         "",
         "Every data request names its purpose in `X-Purpose`. The purpose must be one the operator",
