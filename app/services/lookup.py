@@ -139,12 +139,15 @@ async def record_access(
     subjects: Sequence[str],
     found: int,
     body: bytes,
+    names: tuple[str, str] | None = None,
 ) -> Recorded:
     """The audit record of one answer, durable before the answer leaves (every face uses it).
 
     `body` is exactly what is sent (REST, a bulk chunk) or the rendered `data` (GraphQL).
+    `names`: the (snapshot, rule set) the record names, when not `pinned`'s alone (a change
+    list names both sides: app.services.audit.records.two_sides).
     """
-    entry = access_entry(caller, audit_id, operation, pinned, subjects, found, body)
+    entry = access_entry(caller, audit_id, operation, pinned, subjects, found, body, names)
     seq = await audit.record(entry)
     digest = entry.response_digest
     return Recorded(audit_id, seq, digest)
@@ -158,15 +161,17 @@ def access_entry(
     subjects: Sequence[str],
     found: int,
     body: bytes,
+    names: tuple[str, str] | None = None,
 ) -> AuditEntry:
     """What the audit record of one answer says (its digest over `body`)."""
+    snapshot_id, rule_set_id = names or (pinned.snapshot.id, pinned.rule_set.id)
     return AuditEntry(
         id=audit_id,
         client_id=caller.principal.client_id,
         purpose=caller.purpose,
         operation=operation,
-        snapshot_id=pinned.snapshot.id,
-        rule_set_id=pinned.rule_set.id,
+        snapshot_id=snapshot_id,
+        rule_set_id=rule_set_id,
         subjects=subjects,
         found=found,
         response_digest=hashlib.sha256(body).digest(),
