@@ -71,12 +71,15 @@ async def test_upgrade_downgrade_upgrade(scratch: AsyncEngine) -> None:
 async def _answers_storage(engine: AsyncEngine) -> tuple[str, str]:
     async with engine.connect() as c:
         row = (
-            await c.exec_driver_sql(
-                "SELECT attstorage::text, attcompression::text FROM pg_attribute "
-                "WHERE attrelid = 'bulk_job_results'::regclass AND attname = 'data'"
+            await c.execute(
+                text(
+                    "SELECT attstorage::text AS storage, attcompression::text AS compression "
+                    "FROM pg_attribute "
+                    "WHERE attrelid = 'bulk_job_results'::regclass AND attname = 'data'"
+                )
             )
         ).one()
-    return str(row[0]), str(row[1])
+    return str(row.storage), str(row.compression)
 
 
 async def test_0002_compresses_job_answers_with_lz4_and_downgrades(scratch: AsyncEngine) -> None:
