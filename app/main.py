@@ -24,6 +24,7 @@ from app.graphql.fast import FastGraphQL
 from app.graphql.gate import GraphQLGate
 from app.graphql.router import mount as mount_graphql
 from app.http import limits, problems
+from app.http.compression import Compression
 from app.http.fast import FastStats
 from app.http.middleware import RequestContext
 from app.http.state import AppState
@@ -116,6 +117,8 @@ def _outer_layers(app: FastAPI, settings: Settings) -> None:
             deadline=settings.request_deadline,
             max_streams=settings.max_streams,
         )
+        # Every answer's body, the fast paths' too (app.http.compression); streams chunk by chunk.
+        stack = Compression(stack)
         return RequestContext(
             stack, max_body=settings.max_body_bytes, unlimited_paths=("/v1/bulk/",)
         )
