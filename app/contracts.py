@@ -38,6 +38,12 @@ def schema_sdl() -> str:
     return sdl()
 
 
+def purposes_md() -> str:
+    from app.auth.purposes import catalogue_markdown
+
+    return catalogue_markdown()
+
+
 # The first word of an operation id: what the operation does.
 VERBS = frozenset(
     {"bulk", "cancel", "check", "create", "delete", "get", "list", "lookup", "prove", "stream",
@@ -84,6 +90,7 @@ def check_operation_ids(committed: dict[str, Any], fresh: dict[str, Any]) -> lis
 CONTRACTS: dict[str, Callable[[], str]] = {
     "openapi.json": openapi_json,
     "schema.graphql": schema_sdl,
+    "docs/purposes.md": purposes_md,
 }
 
 
