@@ -9,7 +9,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTS = sorted(
-    [ROOT / "README.md", *ROOT.joinpath("docs").rglob("*.md"), *ROOT.joinpath("bench").glob("*.md")]
+    [
+        ROOT / "README.md",
+        ROOT / "CHANGELOG.md",
+        *ROOT.joinpath("docs").rglob("*.md"),
+        *ROOT.joinpath("bench").glob("*.md"),
+    ]
 )
 
 # [text](target) and [text](target "title"), images included; reference definitions `[x]: target`.
@@ -40,6 +45,13 @@ def test_the_link_finder_sees_every_kind_of_link() -> None:
 def test_there_are_documents_to_check() -> None:
     names = {d.relative_to(ROOT).as_posix() for d in DOCUMENTS}
     assert {"README.md", "docs/architecture.md", "bench/README.md", "bench/RESULTS.md"} <= names
+    assert {"CHANGELOG.md", "docs/quickstart.md", "docs/versioning.md", "docs/purposes.md"} <= names
+
+
+def test_the_readme_links_the_integrator_documents() -> None:
+    targets = set(links((ROOT / "README.md").read_text(encoding="utf-8")))
+    wanted = {"docs/quickstart.md", "docs/purposes.md", "docs/versioning.md", "CHANGELOG.md"}
+    assert wanted <= targets
 
 
 @pytest.mark.parametrize("document", DOCUMENTS, ids=lambda d: d.relative_to(ROOT).as_posix())
