@@ -107,6 +107,8 @@ def _compressible(content_type: bytes | None) -> bool:
     if content_type is None:
         return False
     main = content_type.split(b";", 1)[0].strip().lower()
+    if main == b"text/event-stream":  # events are read as they come; left to the transport
+        return False
     return main.startswith(_COMPRESSIBLE) or main.endswith(_COMPRESSIBLE_SUFFIX)
 
 
@@ -177,6 +179,10 @@ class _Responder:
                 self.passing = True
                 await self.out(message)
             return
+        if kind != "http.response.body" and self.start is not None:
+            # Another kind of body (an ASGI extension's `pathsend`): sent as it is.
+            start, self.start, self.passing = self.start, None, True
+            await self.out(start)
         if kind != "http.response.body" or self.passing:
             await self.out(message)
             return

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import zlib
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
 import pytest
 import zstandard
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.http.compression import MINIMUM, choose
+from app.http.compression import MINIMUM, Compression, choose
 from tests.support import auth
 
 LOOKUP = "/v1/people/lookup"
@@ -110,3 +112,64 @@ async def test_a_range_request_is_answered_in_identity(http: httpx.AsyncClient) 
     )
     assert response.headers.get("content-encoding") is None
     assert raw.startswith(b"{")
+
+
+def _streaming_app(chunks: list[bytes], headers: list[tuple[bytes, bytes]]) -> ASGIApp:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        for i, chunk in enumerate(chunks):
+            await send(
+                {"type": "http.response.body", "body": chunk, "more_body": i < len(chunks) - 1}
+            )
+
+    return app
+
+
+async def _call(app: ASGIApp, accept: str) -> list[Message]:
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/",
+        "headers": [(b"accept-encoding", accept.encode())],
+    }
+    await Compression(app)(scope, receive, send)
+    return sent
+
+
+NDJSON = [(b"content-type", b"application/x-ndjson")]
+
+
+@pytest.mark.parametrize("coding", ["gzip", "zstd"])
+async def test_each_chunk_of_a_stream_decodes_as_soon_as_it_is_sent(coding: str) -> None:
+    chunks = [b'{"line": %d, "pad": "%s"}\n' % (i, b"x" * 300) for i in range(1, 6)]
+    sent = await _call(_streaming_app(chunks, NDJSON), coding)
+    start, *bodies = sent
+    headers = dict(start["headers"])
+    assert headers[b"content-encoding"] == coding.encode() and b"content-length" not in headers
+    decoder: Any = (
+        zlib.decompressobj(31) if coding == "gzip" else zstandard.ZstdDecompressor().decompressobj()
+    )
+    # Every chunk's compressed message gives back that chunk, before the next one is sent.
+    for chunk, message in zip(chunks, bodies, strict=False):
+        assert decoder.decompress(message["body"]) == chunk
+    assert bodies[-1]["more_body"] is False
+
+
+async def test_encoded_and_event_stream_answers_pass_untouched() -> None:
+    big = b"y" * (4 * MINIMUM)
+    encoded = [*NDJSON, (b"content-encoding", b"br")]
+    sent = await _call(_streaming_app([big], encoded), "gzip")
+    assert [m.get("body") for m in sent[1:]] == [big]
+    events = [(b"content-type", b"text/event-stream")]
+    sent = await _call(_streaming_app([big, big], events), "gzip")
+    assert b"content-encoding" not in dict(sent[0]["headers"])
+    assert b"vary" not in dict(sent[0]["headers"])
+    assert [m["body"] for m in sent[1:]] == [big, big]
