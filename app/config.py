@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from functools import lru_cache
 from pathlib import Path
@@ -100,7 +101,22 @@ class Settings(BaseSettings):
     jobs_heartbeat_timeout: float = Field(30.0, gt=0)
     # How often a worker deletes expired jobs.
     jobs_purge_interval: float = Field(300.0, gt=0)
+    # DCI callbacks (app.services.dci): tries, the first wait between them (doubled each
+    # time) and each try's timeout, in seconds.
+    dci_callback_attempts: int = Field(5, ge=1, le=20)
+    dci_callback_backoff: float = Field(2.0, gt=0)
+    dci_callback_timeout: float = Field(10.0, gt=0)
     # --- end bulk jobs ---
+
+    # --- operations (docs/operations.md) ---
+    # GET /metrics answers callers from these networks (CIDR, JSON list or comma-separated) ...
+    metrics_allow: Annotated[list[str], NoDecode] = ["127.0.0.1/32", "::1/128"]
+    # ... and callers bearing this token (`Authorization: Bearer ...`), from anywhere.
+    metrics_token: SecretStr | None = None
+    # OpenTelemetry traces over OTLP (the standard OTEL_EXPORTER_OTLP_* variables say where);
+    # spans carry no NIK, No. KK or name. Off by default.
+    tracing: bool = False
+    # --- end operations ---
 
     # The role the API's connections run as (created by the migrations): it may read the
     # registry and append to the audit trail, never UPDATE or DELETE it. Empty: the login role.
@@ -141,7 +157,7 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = False
 
-    @field_validator("database_replica_urls", mode="before")
+    @field_validator("database_replica_urls", "metrics_allow", mode="before")
     @classmethod
     def _replica_urls(cls, value: Any) -> Any:
         """A JSON list, or URLs separated by commas (a URL holds no unescaped comma)."""
@@ -154,6 +170,11 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_dev_secrets(self) -> Settings:
+        for network in self.metrics_allow:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ValueError(f"TEPAT_METRICS_ALLOW: {network!r} is not a network") from None
         if self.database_replica_urls and not self.database_url:
             raise ValueError(
                 "TEPAT_DATABASE_REPLICA_URLS needs TEPAT_DATABASE_URL (the replicas' primary)"
@@ -166,6 +187,10 @@ class Settings(BaseSettings):
                 "(make one with `tepat audit keygen --out FILE`)"
             )
         return self
+
+    @property
+    def metrics_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        return [ipaddress.ip_network(n, strict=False) for n in self.metrics_allow]
 
     @property
     def is_production(self) -> bool:

@@ -222,6 +222,12 @@ class RangeNotSatisfiable(TepatError):
     status = 416
 
 
+class CallbackNotAllowed(TepatError):
+    code = "callback_not_allowed"
+    title = "The callback address is not registered for this client"
+    status = 403
+
+
 ALL_ERRORS: tuple[type[TepatError], ...] = (
     ValidationFailed,
     SnapshotNotFound,
@@ -251,4 +257,5 @@ ALL_ERRORS: tuple[type[TepatError], ...] = (
     JobCancelled,
     RangeNotSatisfiable,
     NoCheckpoint,
+    CallbackNotAllowed,
 )

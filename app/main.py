@@ -6,24 +6,28 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp
 
 from app import __version__, db, embedded, logs
 from app.api import openapi
+from app.api.dci_fast import FastDci
 from app.api.fast import FastLookup
 from app.api.routes import audit as audit_routes
-from app.api.routes import bulk, changes, jobs, lookup, meta
+from app.api.routes import bulk, changes, dci, jobs, lookup, meta
 from app.config import Settings, get_settings
 from app.graphql.fast import FastGraphQL
 from app.graphql.gate import GraphQLGate
 from app.graphql.router import mount as mount_graphql
-from app.http import limits, problems
+from app.http import limits, metrics, problems, tracing
 from app.http.compression import Compression
 from app.http.fast import FastStats
 from app.http.middleware import RequestContext
@@ -64,6 +68,10 @@ registry): the decile, family membership and program decisions for **PKH**, **BP
   to 64 of `A-Z a-z 0-9 . _ -` with no 16 consecutive digits; otherwise the service assigns
   one. Answers carry `Cache-Control: no-store`.
 """
+
+
+# Served, but not in the OpenAPI document: still labelled by their path in /metrics.
+UNLISTED_PATHS = ("/graphql", "/metrics", "/docs", "/openapi.json", "/docs/oauth2-redirect")
 
 
 def open_keyring(settings: Settings) -> receipts.Keyring:
@@ -110,6 +118,7 @@ def _outer_layers(app: FastAPI, settings: Settings) -> None:
         # Outside the gate, which concerns only POST /graphql: a plain lookup passes one layer
         # fewer (it checks its own key, app.http.caller.authenticate).
         if settings.fast_lookup:
+            stack = FastDci(stack, stats=app.state.fast_dci)  # a DCI sync search alike
             stack = FastLookup(stack, stats=app.state.fast_lookup)
         stack = limits.Overload(
             stack,
@@ -117,11 +126,15 @@ def _outer_layers(app: FastAPI, settings: Settings) -> None:
             deadline=settings.request_deadline,
             max_streams=settings.max_streams,
         )
+        app.state.overload = stack
         # Every answer's body, the fast paths' too (app.http.compression); streams chunk by chunk.
         stack = Compression(stack)
-        return RequestContext(
+        outer: ASGIApp = RequestContext(
             stack, max_body=settings.max_body_bytes, unlimited_paths=("/v1/bulk/",)
         )
+        if settings.tracing:  # outermost: a span covers the whole request
+            outer = tracing.wrap(outer)
+        return outer
 
     setattr(app, "build_middleware_stack", build_with_outer_layers)  # noqa: B010 (a method)
 
@@ -170,23 +183,43 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
             worker_task = asyncio.create_task(job_worker.run(), name="bulk-job-worker")
         app.state.job_worker = job_worker
+
+        def state_for_metrics() -> dict[str, Any]:
+            return {
+                # Built with the middleware stack, at the first request.
+                "overload": getattr(app.state, "overload", None),
+                "allowance": limits.allowance_of(app),
+                "audit": audit,
+                "reads": reads,
+                "job_worker": job_worker,
+            }
+
+        metrics.REQUEST_METRICS.configure([*app.openapi()["paths"], *UNLISTED_PATHS])
+        state_sync = app.state.metrics_sync = metrics.StateSync(state_for_metrics)
+        state_sync.start()
         # What start-up built lives as long as the process: out of the collector's sight, so
         # the full collections that requests' garbage triggers do not walk it each time.
         gc.freeze()
         try:
             yield
         finally:
+            await state_sync.stop()
             if job_worker is not None and worker_task is not None:
                 # A running job stops at its next chunk and is queued again (it resumes there).
                 job_worker.stop.set()
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(worker_task, settings.shutdown_timeout)
+            sync_log = getattr(app.state, "dci_sync_log", None)  # app.api.routes.dci
+            if sync_log is not None:
+                with contextlib.suppress(Exception):
+                    await sync_log.flush()
             await audit.stop()
             await close_reads(reads)
             await leases.dispose()
             await engine.dispose()
             if not settings.database_url:  # this process started the embedded server
                 embedded.stop()
+            metrics.mark_process_dead(os.getpid())
 
     app = FastAPIOffline(
         title="Tepat",
@@ -214,11 +247,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs.router, prefix="/v1")
     app.include_router(changes.router, prefix="/v1")
     app.include_router(audit_routes.router, prefix="/v1")
+    app.add_route("/metrics", _metrics_route(settings), include_in_schema=False)
+    app.include_router(dci.router, prefix="/dci")
     app.state.fast_lookup = FastStats()
+    app.state.fast_dci = FastStats()
     app.state.fast_graphql = FastStats()
     _outer_layers(app, settings)
     _finished_openapi(app)
     return app
+
+
+def _metrics_route(settings: Settings) -> Any:
+    async def serve_metrics(request: Request) -> Response:
+        ok, why = metrics.allowed(request.scope, settings)
+        if not ok:
+            problem = problems.body(request.scope, 403, "metrics_forbidden", why)
+            return problems.response(problem, {"Cache-Control": "no-store"})
+        return Response(
+            metrics.render(),
+            media_type=metrics.CONTENT_TYPE,
+            headers={"Cache-Control": "no-store"},
+        )
+
+    return serve_metrics
 
 
 def _finished_openapi(app: FastAPI) -> None:

@@ -28,11 +28,11 @@ from bench import changes, import_bench, servers
 from bench.common import emit, server_url
 from bench.prepare import PURPOSE, Prepared, log, prepare
 
-TARGETS = ("P1", "P2", "P3", "P4", "P5", "P6", "P8", "P9")
+TARGETS = ("P1", "P2", "P3", "P4", "P5", "P6", "P8", "P9", "P11")
 # The lines a complete run prints (some targets have two goals, hence two lines).
 LINES = (
     "P1", "P1-p99", "P2", "P3", "P4", "P4-rss", "P5", "P5-rss", "P6", "P8", "P8-rss", "P9",
-    "P9-rss",
+    "P9-rss", "P11",
 )  # fmt: skip
 
 GRAPHQL_PERSON = """
@@ -71,6 +71,8 @@ MODES = {
     "quick": Mode("quick", 20_000, 5.0, 1.0, 100_000, 200_000, 40, 60.0, 100_000),
     "full": Mode("full", 1_000_000, 20.0, 3.0, 1_000_000, 1_000_000, 100, 300.0, 1_000_000),
 }
+# The service without receipts, beside "service" in one run (bench.receipts: what they cost).
+PLAIN = "service-plain"
 CONNECTIONS_SMALL = 32  # P1, P2 (the P1 target: p99 at 32 connections)
 CONNECTIONS_BATCH = 8  # P3
 BATCH = 1000
@@ -160,7 +162,8 @@ class Run:
         if name in self.servers:
             return self.servers[name]
         common = {"PYTHONUNBUFFERED": "1"}
-        if name == "service":
+        if name in ("service", PLAIN):
+            signs = self.receipts and name == "service"
             env = {
                 **common,
                 # As production runs: a login role that cannot rewrite the audit trail, and a
@@ -172,7 +175,7 @@ class Run:
                 # The rate limiter would cap P3/P4 at 20,000 NIK/s; the bench measures the
                 # service's capacity, not the per-client limit (tested in tests/).
                 "TEPAT_RATE_LIMIT_NIKS_PER_SECOND": "0",
-                "TEPAT_AUDIT_RECEIPTS": "true" if self.receipts else "false",
+                "TEPAT_AUDIT_RECEIPTS": "true" if signs else "false",
                 # Each process runs a bulk job worker, as `tepat serve` does (P9).
                 "TEPAT_JOBS_WORKER": "true",
                 **self.extra_env,
@@ -380,6 +383,46 @@ class Run:
         extra = {"workers": self.workers, **gql.fields("service"), **rest.fields("baseline")}
         self.lines.append(emit("P2", what, gql.rps, rest.rps, 0.5, unit="req/s", extra=extra))
 
+    def dci_bodies(self, count: int) -> list[str]:
+        """DCI sync searches of one NIK each (idtype-value), the same NIKs as P1's."""
+        out = []
+        for nik in self.niks(count):
+            item = {
+                "reference_id": "r1",
+                "timestamp": "2026-03-01T09:30:00+07:00",
+                "search_criteria": {
+                    "query_type": "idtype-value",
+                    "query": {"type": "NIK", "value": nik},
+                },
+            }
+            header = {
+                "message_id": "m1",
+                "message_ts": "2026-03-01T09:30:00+07:00",
+                "action": "search",
+                "sender_id": "bench",
+                "total_count": 1,
+                "meta": {"snapshot": self.data.release},
+            }
+            message = {"transaction_id": "t1", "search_request": [item]}
+            out.append(orjson.dumps({"header": header, "message": message}).decode())
+        return out
+
+    def p11(self) -> None:
+        what = f"DCI sync/search 1 NIK req/s vs P1 REST people/lookup ({self.workers}w)"
+        bodies = self.dci_bodies(self.mode.bodies * 50)
+        path = "/dci/registry/sync/search"
+        try:
+            answer = self.probe("service", path, bodies[0], "DCI sync/search")
+            if answer.get("message", {}).get("search_response", [{}])[0].get("status") != "succ":
+                raise Unavailable(f"DCI search not answered: {str(answer)[:300]}")
+            rest = self.rest_single()
+            dci = self.load("dci-1", "service", path, bodies, CONNECTIONS_SMALL)
+        except Unavailable as e:
+            self.lines.append(unavailable("P11", what, str(e)))
+            return
+        extra = {"workers": self.workers, **dci.fields("service"), **rest.fields("baseline")}
+        self.lines.append(emit("P11", what, dci.rps, rest.rps, 0.7, unit="req/s", extra=extra))
+
     def p3(self) -> None:
         bodies = self.lookup_bodies(self.mode.bodies, BATCH)
         self.probe("service", "/v1/people/lookup", bodies[0], "REST people/lookup")
@@ -401,37 +444,15 @@ class Run:
         n = self.mode.bulk_niks
         what = f"bulk NDJSON {n:,} NIKs NIK/s vs one ANY() query per 1,000"
         rss_what = f"bulk NDJSON {n:,} NIKs, server peak RSS"
-        path = f"/v1/bulk/eligibility?snapshot={self.data.release}"
         service = self.server("service")
         try:
-            probe = httpx.post(
-                f"http://127.0.0.1:{service.port}{path}",
-                content="\n".join(f'{{"nik": "{x}"}}' for x in self.niks(3)),
-                headers={**self.headers, "Content-Type": "application/x-ndjson"},
-                timeout=30,
-            )
-            if probe.status_code != 200:
-                raise Unavailable(
-                    f"POST /v1/bulk/eligibility: {probe.status_code} {probe.text[:300]}"
-                )
+            body_file = self.bulk_file(n)
         except (Unavailable, httpx.HTTPError) as e:
             self.lines.append(unavailable("P4", what, str(e)))
             self.lines.append(unavailable("P4-rss", rss_what, str(e)))
             return
-        body_file = self.workdir / f"bulk-{n}.ndjson"
-        with body_file.open("w") as f:
-            for nik in self.niks(n):
-                f.write(f'{{"nik": "{nik}"}}\n')
         rss_before = max((p.memory_info().rss for p in service.processes()), default=0) / 2**20
-        spec = {
-            "kind": "bulk",
-            "port": service.port,
-            "path": path,
-            "headers": {k: v for k, v in self.headers.items() if k != "Content-Type"},
-            "body_file": str(body_file),
-            "limit": self.mode.bulk_limit,
-        }
-        result = self._run_load(spec, service, timeout=self.mode.bulk_limit + 60)
+        result = self.bulk_stream("service", body_file)
         usage: servers.Usage = result.pop("usage")
         log(f"bulk      {json.dumps(result)}  server cpu {usage.cpu}")
         if result["timed_out"]:
@@ -653,6 +674,38 @@ class Run:
             )
         )
 
+    def bulk_path(self) -> str:
+        return f"/v1/bulk/eligibility?snapshot={self.data.release}"
+
+    def bulk_file(self, n: int, server: str = "service") -> Path:
+        """n NIKs as the bulk NDJSON body, once the endpoint answered a probe of 3."""
+        probe = httpx.post(
+            f"http://127.0.0.1:{self.server(server).port}{self.bulk_path()}",
+            content="\n".join(f'{{"nik": "{x}"}}' for x in self.niks(3)),
+            headers={**self.headers, "Content-Type": "application/x-ndjson"},
+            timeout=30,
+        )
+        if probe.status_code != 200:
+            raise Unavailable(f"POST /v1/bulk/eligibility: {probe.status_code} {probe.text[:300]}")
+        body_file = self.workdir / f"bulk-{n}.ndjson"
+        with body_file.open("w") as f:
+            for nik in self.niks(n):
+                f.write(f'{{"nik": "{nik}"}}\n')
+        return body_file
+
+    def bulk_stream(self, server: str, body_file: Path) -> Any:
+        """The bulk load (P4) against `server`: bench.load's result and the server's usage."""
+        target = self.server(server)
+        spec = {
+            "kind": "bulk",
+            "port": target.port,
+            "path": self.bulk_path(),
+            "headers": {k: v for k, v in self.headers.items() if k != "Content-Type"},
+            "body_file": str(body_file),
+            "limit": self.mode.bulk_limit,
+        }
+        return self._run_load(spec, target, timeout=self.mode.bulk_limit + 60)
+
     def p5_p6(self) -> None:
         self.stop_all()  # the import has the machine to itself, as the baseline COPY does
         self.lines.extend(import_bench.run(self.url, self.mode.import_people, self.workdir))
@@ -714,9 +767,12 @@ def main(argv: list[str] | None = None) -> int:
     data = prepare(url, mode.people, args.workdir)
     log(f"prepared {data.release} in {time.perf_counter() - started:.1f} s")
     run = Run(mode, args.workers, args.workdir, url, data, receipts=not args.no_receipts)
-    steps = {"P1": run.p1, "P2": run.p2, "P3": run.p3, "P4": run.p4, "P8": run.p8, "P9": run.p9}
+    steps = {
+        "P1": run.p1, "P2": run.p2, "P3": run.p3, "P4": run.p4, "P8": run.p8, "P9": run.p9,
+        "P11": run.p11,
+    }  # fmt: skip
     try:
-        for target in ("P1", "P2", "P3", "P4", "P8", "P9"):
+        for target in ("P1", "P2", "P3", "P4", "P8", "P9", "P11"):
             if target in only:
                 try:
                     steps[target]()

@@ -34,9 +34,14 @@ class Server:
 
 @contextlib.contextmanager
 def running_server(
-    database_url: str, log: Path, env: dict[str, str] | None = None, ready_timeout: float = 30.0
+    database_url: str,
+    log: Path,
+    env: dict[str, str] | None = None,
+    ready_timeout: float = 30.0,
+    workers: int = 1,
 ) -> Iterator[Server]:
-    """`python -m uvicorn app.main:create_app --factory` on a free port; stopped with SIGTERM."""
+    """`python -m uvicorn app.main:create_app --factory` on a free port (with `workers`:
+    `tepat serve --workers N`, as an operator runs it); stopped with SIGTERM."""
     port = free_port()
     environment = {
         **os.environ,
@@ -44,20 +49,18 @@ def running_server(
         "TEPAT_LOG_JSON": "true",
         **(env or {}),
     }
+    command = [
+        sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory",
+        "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
+    ]  # fmt: skip
+    if workers > 1:
+        command = [
+            sys.executable, "-m", "app.cli", "serve",
+            "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
+        ]  # fmt: skip
     with log.open("wb") as sink:
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "app.main:create_app",
-                "--factory",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--no-access-log",
-            ],
+            command,
             env=environment,
             stdout=sink,
             stderr=subprocess.STDOUT,

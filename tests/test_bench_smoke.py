@@ -26,6 +26,7 @@ TARGETS = {
     "P8-rss",
     "P9",
     "P9-rss",
+    "P11",
 }
 
 

@@ -34,6 +34,9 @@ class ClientInfo(BaseModel):
     daily_quota: int | None = Field(None, description="NIKs a day; null: the default for its kind")
     suspended_at: dt.datetime | None = None
     suspended_reason: str | None = None
+    callback_url_prefix: str | None = Field(
+        None, description="Where DCI callbacks may be sent; null: none may be"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +52,7 @@ class Principal:
     bulk: bool = False
     daily_quota: int | None = None  # None: the settings' default for its kind
     suspended: bool = False
+    callback_url_prefix: str | None = None  # where DCI callbacks may go (None: nowhere)
 
     def require_purpose(self, purpose: str | None) -> str:
         """The stated purpose, if registered for this client (UU 27/2022: purpose limitation)."""
@@ -92,4 +96,5 @@ class Principal:
             bulk=client.bulk,
             daily_quota=client.daily_quota,
             suspended=client.suspended_at is not None,
+            callback_url_prefix=client.callback_url_prefix,
         )

@@ -91,6 +91,14 @@ def client_create(
             "TEPAT_DAILY_QUOTA_BULK with --bulk.",
         ),
     ] = None,
+    callback_url_prefix: Annotated[
+        str | None,
+        typer.Option(
+            "--callback-url-prefix",
+            help="Where its DCI callbacks may be sent (an http(s) URL; a sender_uri outside "
+            "it is refused). Default: none may be.",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Register a client and print its API key, which is shown this once and never again."""
@@ -109,6 +117,7 @@ def client_create(
                 expires_at=expires_at,
                 bulk=bulk,
                 daily_quota=daily_quota,
+                callback_url_prefix=callback_url_prefix,
             )
 
     info, key = run(go)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from typing import Annotated
 
 import typer
@@ -36,6 +37,13 @@ def serve(
     settings = get_settings()
     if not worker:
         os.environ["TEPAT_JOBS_WORKER"] = "false"  # read by each process's settings
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # /metrics sums every process's figures (prometheus-client's multiprocess mode): they
+        # share a fresh folder, emptied at each start (docs/operations.md).
+        folder = settings.data_dir.expanduser().resolve() / "metrics"
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
     uvicorn.run(
         "app.main:create_app",
         factory=True,

@@ -94,18 +94,19 @@ class FastGraphQL(FastPath):
                 disclosed = eligibility.disclosed_niks([answer], (nik,))
                 subjects += [nik_subject(n) for n in sorted(disclosed)]
             audit_id = new_audit_id()
+            meta = pinned.meta(caller.request_id, audit_id)
+            out = orjson.dumps({"data": data, "extensions": {"meta": meta}})
             recorded = await lookup.record_access(
                 state.audit, caller, audit_id, OPERATION, pinned, subjects, rendered.found,
                 orjson.dumps(data),
+                sign=True,
+                sent_digest=hashlib.sha256(out).digest(),  # the receipt covers the whole response
             )  # fmt: skip
         except Exception:
             if allowance is not None:
                 allowance.refund(principal, 1)
             return None  # nothing was sent: Strawberry runs it and answers (or fails) as ever
-        meta = pinned.meta(caller.request_id, audit_id)
-        out = orjson.dumps({"data": data, "extensions": {"meta": meta}})
-        digest = hashlib.sha256(out).digest()  # the receipt covers the whole response
-        return lookup.Answer(out, lookup.receipt(state.audit, pinned, recorded, digest))
+        return lookup.Answer(out, recorded.receipt)
 
     def _view(self, caller: Caller, plan: Plan) -> eligibility.View:
         if plan.eligibility:  # all granted programs, as `eligibility` without arguments

@@ -115,10 +115,9 @@ class FastPath(ABC):
             )
         except Exception as e:
             self.stats.served += 1
-            handler = _handler_for(scope["app"], e)
-            if handler is None:
+            response = await self.error_response(scope, e)
+            if response is None:
                 raise
-            response = await handler(Request(scope), e)
             await response(scope, receive, send)
             return
         if data is None:
@@ -131,6 +130,11 @@ class FastPath(ABC):
             headers.append((_RECEIPT, data.receipt.encode("ascii")))
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": data.body})
+
+    async def error_response(self, scope: Scope, error: Exception) -> Any:
+        """The answer to an error `answer` raised: the app's own handler's (None: re-raise)."""
+        handler = _handler_for(scope["app"], error)
+        return None if handler is None else await handler(Request(scope), error)
 
 
 async def caller_of(scope: Scope, head: Head) -> Caller:

@@ -21,7 +21,7 @@ from app.services.clients import Authenticator
 log = logging.getLogger("tepat.limits")
 
 # Paths that are never shed: probes must tell "alive" and "ready" apart from "busy".
-UNSHED = frozenset({"/healthz", "/readyz"})
+UNSHED = frozenset({"/healthz", "/readyz", "/metrics"})
 # Streams run as long as their input; they bound each database step instead (statement timeout).
 UNBOUNDED_PREFIXES = ("/v1/bulk/", "/v1/changes")
 

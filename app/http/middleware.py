@@ -9,6 +9,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.http import limits, problems, request_ids
+from app.http.metrics import REQUEST_METRICS
 from app.logs import access, scrub
 
 _NO_STORE = (b"cache-control", b"no-store")
@@ -100,6 +101,9 @@ class RequestContext:
 
     def _log(self, scope: Scope, status: int, started: float, rid: str) -> None:
         state: dict[str, Any] = scope.get("state", {})
+        seconds = time.perf_counter() - started
+        status = state.get("end_status", status)
+        REQUEST_METRICS.observe(scope, status, seconds)
         access.write(
             {
                 "event": "request",
@@ -107,8 +111,8 @@ class RequestContext:
                 "path": scrub(scope.get("path", "")),  # never the query string
                 # A stream's real end once its 200 went out: 499, the client went away; 408, it
                 # stopped reading (app.api.streams).
-                "status": state.get("end_status", status),
-                "ms": round((time.perf_counter() - started) * 1000, 2),
+                "status": status,
+                "ms": round(seconds * 1000, 2),
                 "request_id": rid,
                 "client_id": state.get("client_id"),
                 "level": "info",

@@ -131,7 +131,9 @@ def _masked(value: Any) -> Any:
 
 
 def _field(loc: tuple[Any, ...] | list[Any]) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "header", "path")]
+    # Only the first element says where (a body member may itself be named `header`).
+    where = ("body", "query", "header", "path")
+    parts = [str(p) for p in (loc[1:] if loc and loc[0] in where else loc)]
     out = ""
     for p in parts:
         out += f"[{p}]" if p.isdigit() else (f".{p}" if out else p)

@@ -43,6 +43,8 @@ api_clients = Table(
     Column("daily_quota", BigInteger),
     Column("suspended_at", DateTime(timezone=True)),
     Column("suspended_reason", Text),
+    # Where DCI callbacks may go (app.services.dci): a sender_uri outside it is refused.
+    Column("callback_url_prefix", Text),
     CheckConstraint("octet_length(key_hash) = 32", name="key_hash_sha256"),
     CheckConstraint("daily_quota IS NULL OR daily_quota >= 0", name="daily_quota_positive"),
     CheckConstraint(

@@ -25,6 +25,7 @@ _COLUMNS = (
     api_clients.c.daily_quota,
     api_clients.c.suspended_at,
     api_clients.c.suspended_reason,
+    api_clients.c.callback_url_prefix,
 )
 
 
@@ -41,6 +42,7 @@ async def create(
     expires_at: dt.datetime | None,
     bulk: bool = False,
     daily_quota: int | None = None,
+    callback_url_prefix: str | None = None,
 ) -> ClientInfo:
     row = (
         (
@@ -57,6 +59,7 @@ async def create(
                     expires_at=expires_at,
                     bulk=bulk,
                     daily_quota=daily_quota,
+                    callback_url_prefix=callback_url_prefix,
                 )
                 .returning(*_COLUMNS)
             )

@@ -18,6 +18,7 @@ anything new is granted.
 from __future__ import annotations
 
 import asyncio
+import collections
 import datetime as dt
 import logging
 import math
@@ -100,6 +101,10 @@ class Allowance:
         self._leases: dict[str, _Lease] = {}
         self._policies: dict[int, bytes] = {}  # RateLimit-Policy by quota
         self.leases_taken = 0  # statements run: tests and /metrics-style introspection
+        # NIKs (and No. KKs) charged and given back per client id, for /metrics (never NIKs).
+        self.charged: collections.Counter[str] = collections.Counter()
+        self.refunded: collections.Counter[str] = collections.Counter()
+        self.refusals: collections.Counter[str] = collections.Counter()  # by why (rate, quota)
 
     def quota_of(self, principal: Principal) -> int:
         """The client's NIKs a day (0: no quota): its own, else the default for its kind."""
@@ -124,10 +129,12 @@ class Allowance:
     def try_spend(self, principal: Principal, n: int) -> bool:
         """Spend `n` from this process's slice if it holds them (no await); False otherwise."""
         if n <= 0 or not self._limited(principal):
+            self.charged[principal.client_id] += max(n, 0)
             return True
         lease = self._leases.get(principal.client_id)
         if lease is not None and lease.balance >= n and self._clock() < lease.expires:
             lease.balance -= n
+            self.charged[principal.client_id] += n
             return True
         return False
 
@@ -136,14 +143,17 @@ class Allowance:
         if self.try_spend(principal, n):
             return
         await self._charge(principal, n)
+        self.charged[principal.client_id] += n
 
     def debit(self, principal: Principal, n: int) -> None:
         """Take `n` more after the fact (the answer is sent): into debt if need be."""
+        self.charged[principal.client_id] += max(n, 0)
         if n > 0 and self._limited(principal):
             self._lease(principal.client_id).balance -= n
 
     def refund(self, principal: Principal, n: int) -> None:
         """Give back `n` taken for work that did not happen."""
+        self.refunded[principal.client_id] += max(n, 0)
         if n > 0 and self._limited(principal):
             lease = self._leases.get(principal.client_id)
             if lease is not None:
@@ -227,6 +237,7 @@ class Allowance:
     # --- leasing -----------------------------------------------------------------------------
 
     def _refuse(self, lease: _Lease, why: str, need: int, seconds: float) -> None:
+        self.refusals[why] += 1
         lease.refused = why
         lease.refused_need = need
         lease.refused_until = self._clock() + max(seconds, 0.001)

@@ -21,7 +21,7 @@ from app.services import eligibility
 from app.services.audit.records import new_audit_id, nik_subject
 from app.services.audit.writer import AuditWriter
 from app.services.catalog import Reads
-from app.services.lookup import Caller, receipt, record_access, view_for
+from app.services.lookup import Caller, record_access, view_for
 from app.services.pinning import Pinned, pin
 from app.services.streams import ClientGone
 
@@ -213,9 +213,10 @@ async def seal(
     if chunk.audit_id is None:
         raise ValueError("a chunk that discloses nothing has no audit record")
     recorded = await record_access(
-        audit, caller, chunk.audit_id, operation, pinned, chunk.subjects, chunk.found, chunk.data
-    )
-    return receipt(audit, pinned, recorded)
+        audit, caller, chunk.audit_id, operation, pinned, chunk.subjects, chunk.found, chunk.data,
+        sign=True,
+    )  # fmt: skip
+    return recorded.receipt
 
 
 @dataclass(slots=True)

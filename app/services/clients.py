@@ -8,6 +8,7 @@ import re
 import secrets
 import string
 import time
+import urllib.parse
 from collections.abc import Iterable
 
 import orjson
@@ -74,6 +75,7 @@ async def create_client(
     expires_at: dt.datetime | None = None,
     bulk: bool = False,
     daily_quota: int | None = None,
+    callback_url_prefix: str | None = None,
 ) -> tuple[ClientInfo, str]:
     """Register a client; returns it and its key in plain text, which is never available again."""
     name = name.strip()
@@ -89,6 +91,8 @@ async def create_client(
             raise ValidationFailed("expires_at must be in the future", field="expires_at")
     if daily_quota is not None and daily_quota < 0:
         raise ValidationFailed("daily_quota must be 0 (none) or more NIKs", field="daily_quota")
+    if callback_url_prefix is not None:
+        callback_url_prefix = checked_callback_prefix(callback_url_prefix)
     client_id = _new_id(name)
     while await repo.exists(conn, client_id):
         client_id = _new_id(name)
@@ -105,8 +109,22 @@ async def create_client(
         expires_at=expires_at,
         bulk=bulk,
         daily_quota=daily_quota,
+        callback_url_prefix=callback_url_prefix,
     )
     return info, key
+
+
+def checked_callback_prefix(prefix: str) -> str:
+    """An absolute http(s) URL with a host and no query or fragment: where the client's DCI
+    callbacks may be sent (app.services.dci.callback_url holds each sender_uri to it)."""
+    url = urllib.parse.urlsplit(prefix.strip())
+    if url.scheme not in ("http", "https") or not url.hostname or url.query or url.fragment:
+        raise ValidationFailed(
+            "callback_url_prefix must be an absolute http(s) URL with a host and no query or "
+            "fragment, e.g. https://spmis.example.go.id/dci",
+            field="callback_url_prefix",
+        )
+    return urllib.parse.urlunsplit((url.scheme, url.netloc.lower(), url.path.rstrip("/"), "", ""))
 
 
 async def list_clients(conn: AsyncConnection) -> list[ClientInfo]:

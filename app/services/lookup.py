@@ -40,6 +40,7 @@ class Recorded:
     audit_id: str
     seq: int
     digest: bytes
+    receipt: str | None = None  # signed with the record (record_access(sign=True))
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,9 +126,9 @@ async def _answer(
     if on_disclosed is not None:
         on_disclosed(len(rendered.disclosed))
     done = await record_access(
-        audit, caller, audit_id, operation, pinned, subjects, rendered.found, body
+        audit, caller, audit_id, operation, pinned, subjects, rendered.found, body, sign=True
     )
-    return Answer(body, receipt(audit, pinned, done))
+    return Answer(body, done.receipt)
 
 
 async def record_access(
@@ -139,15 +140,24 @@ async def record_access(
     subjects: Sequence[str],
     found: int,
     body: bytes,
+    *,
+    sign: bool = False,
+    sent_digest: bytes | None = None,
 ) -> Recorded:
     """The audit record of one answer, durable before the answer leaves (every face uses it).
 
     `body` is exactly what is sent (REST, a bulk chunk) or the rendered `data` (GraphQL).
+    With `sign`, the receipt is signed along with the record (by the audit writer, off the
+    event loop: app.services.signer), over `sent_digest` when the bytes sent are more than
+    `body` (see `receipt`).
     """
     entry = access_entry(caller, audit_id, operation, pinned, subjects, found, body)
-    seq = await audit.record(entry)
     digest = entry.response_digest
-    return Recorded(audit_id, seq, digest)
+    if not sign or audit.keyring is None:
+        return Recorded(audit_id, await audit.record(entry), digest)
+    signing = receipt_claims(audit_id, 0, pinned, sent_digest or digest)
+    seq, signed = await audit.record_signed(entry, signing)
+    return Recorded(audit_id, seq, digest, signed)
 
 
 def access_entry(
@@ -183,16 +193,21 @@ def receipt(
     keyring = audit.keyring
     if keyring is None:
         return None
-    snapshot, rule_set = pinned.snapshot, pinned.rule_set
     return keyring.sign(
-        receipts.claims(
-            recorded.audit_id,
-            recorded.seq,
-            (snapshot.id, snapshot.checksum),
-            (rule_set.id, rule_set.checksum),
-            body_digest or recorded.digest,
-            int(time.time()),
-        )
+        receipt_claims(recorded.audit_id, recorded.seq, pinned, body_digest or recorded.digest)
+    )
+
+
+def receipt_claims(audit_id: str, seq: int, pinned: Pinned, digest: bytes) -> dict[str, Any]:
+    """A receipt's claims (app.services.receipts.claims) for an answer read from `pinned`."""
+    snapshot, rule_set = pinned.snapshot, pinned.rule_set
+    return receipts.claims(
+        audit_id,
+        seq,
+        (snapshot.id, snapshot.checksum),
+        (rule_set.id, rule_set.checksum),
+        digest,
+        int(time.time()),
     )
 
 

@@ -42,12 +42,13 @@ from app.config import Settings
 from app.errors import RateLimited
 from app.repositories import jobs as repo
 from app.resilience import DATABASE_ERRORS
-from app.services import bulk, clients
+from app.services import bulk, clients, dci
 from app.services.allowance import Allowance
 from app.services.audit.writer import AuditWriter
 from app.services.catalog import Reads
 from app.services.jobs import ENTRYPOINT, QUEUE_SCHEMA, Runner, Wait, retention
 from app.services.lookup import Caller
+from app.services.pinning import Pinned, pin
 
 log = logging.getLogger("tepat.worker")
 
@@ -62,6 +63,13 @@ def queue_queries(raw: asyncpg.Connection) -> Queries:
         qbe=QueryBuilderEnvironment(QUEUE),
         qbq=QueryQueueBuilder(QUEUE),
         qbs=QuerySchedulerBuilder(QUEUE),
+    )
+
+
+async def enqueue_dci(raw: asyncpg.Connection, correlation_id: uuid.UUID) -> None:
+    """Queue an async DCI request, in the caller's transaction (it appears with its row)."""
+    await queue_queries(raw).enqueue(
+        dci.CALLBACK, correlation_id.bytes, dedupe_key=f"dci:{correlation_id}"
     )
 
 
@@ -116,6 +124,13 @@ class Worker:
             reads=reads,
         )
         self.jobs_run = 0
+        self.running = 0  # jobs being run now (/metrics)
+        self.reads = reads
+        self.delivery = dci.Delivery(
+            attempts=settings.dci_callback_attempts,
+            backoff=settings.dci_callback_backoff,
+            timeout=settings.dci_callback_timeout,
+        )
 
     async def _connect(self) -> asyncpg.Connection:
         return await db.connect_raw(self.settings, self.url, role=self.settings.db_role)
@@ -149,6 +164,7 @@ class Worker:
             log.warning("queue entry %s names no bulk job; dropped", job.id)
             return
         job_id = uuid.UUID(bytes=job.payload)
+        self.running += 1
         try:
             await self.runner.run(job_id)
         except Wait as w:
@@ -157,7 +173,43 @@ class Worker:
             log.warning("bulk job %s: database failure (%s); retried", job_id, type(e).__name__)
             raise RetryRequested(RETRY_AFTER_FAILURE, "database failure") from None
         finally:
+            self.running -= 1
             self.jobs_run += 1
+
+    async def handle_dci(self, job: Job) -> None:
+        """An async DCI request: answered once, then its callback delivered, retried with
+        backoff while attempts remain (app.services.dci.run_async)."""
+        if job.payload is None or len(job.payload) != 16:
+            log.warning("queue entry %s names no DCI transaction; dropped", job.id)
+            return
+        correlation_id = uuid.UUID(bytes=job.payload)
+
+        async def pinned(snapshot: str | None, rule_set: str | None) -> Pinned:
+            if self.reads is not None:
+                return await self.reads.pin(snapshot, rule_set)
+            async with self.engine.connect() as conn:
+                return await pin(conn, snapshot, rule_set)
+
+        async def post(url: str, body: bytes) -> int:
+            return await dci.post_json(url, body, self.delivery.timeout)
+
+        try:
+            outcome = await dci.run_async(
+                correlation_id,
+                connect=self._connect,
+                engine=self.engine,
+                audit=self.audit,
+                pin=pinned,
+                delivery=self.delivery,
+                post=post,
+            )
+            log.info("DCI transaction %s: %s", correlation_id, outcome)
+        except dci.RetryLater as r:
+            raise RetryRequested(dt.timedelta(seconds=r.seconds), "callback failed") from None
+        except DATABASE_ERRORS as e:
+            log.warning("DCI transaction %s: database failure (%s); retried", correlation_id,
+                        type(e).__name__)  # fmt: skip
+            raise RetryRequested(RETRY_AFTER_FAILURE, "database failure") from None
 
     async def run(self) -> None:
         """Consume the queue until `stop` is set; reconnect (with a pause) after a failure."""
@@ -182,6 +234,7 @@ class Worker:
         try:
             qm = QueueManager(queue_queries(conn), channel=Channel(QUEUE.channel))
             qm.entrypoint(ENTRYPOINT)(self.handle)
+            qm.entrypoint(dci.CALLBACK)(self.handle_dci)
 
             async def relay_stop() -> None:
                 await self.stop.wait()

@@ -223,6 +223,8 @@ GRANTS = (
     f"GRANT SELECT ON audit_tree, audit_checkpoints TO {ROLE}",
     # Bulk jobs: the service submits, runs, cancels and purges them (never TRUNCATE).
     f"GRANT SELECT, INSERT, UPDATE, DELETE ON bulk_jobs, bulk_job_input, bulk_job_results TO {ROLE}",
+    # DCI transactions: the service records, runs and answers them (never TRUNCATE).
+    f"GRANT SELECT, INSERT, UPDATE, DELETE ON dci_transactions TO {ROLE}",
     f"GRANT USAGE ON SCHEMA {QUEUE_SCHEMA} TO {ROLE}",
     f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {QUEUE_SCHEMA} TO {ROLE}",
     f"GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA {QUEUE_SCHEMA} TO {ROLE}",
@@ -573,6 +575,8 @@ def _clients() -> None:
         sa.Column("daily_quota", sa.BigInteger(), nullable=True),
         sa.Column("suspended_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("suspended_reason", sa.Text(), nullable=True),
+        # Where DCI callbacks may go: a sender_uri outside it is refused (app.services.dci).
+        sa.Column("callback_url_prefix", sa.Text(), nullable=True),
         sa.CheckConstraint(
             "octet_length(key_hash) = 32", name=op.f("ck_api_clients_key_hash_sha256")
         ),
@@ -813,6 +817,54 @@ def _jobs() -> None:
         op.execute(statement)
 
 
+def _dci() -> None:
+    op.create_table(
+        "dci_transactions",
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("client_id", sa.Text(), nullable=False),
+        sa.Column("transaction_id", sa.Text(), nullable=False),
+        sa.Column("message_id", sa.Text(), nullable=False),
+        sa.Column("action", sa.Text(), nullable=False),
+        sa.Column("mode", sa.Text(), nullable=False),
+        sa.Column("status", sa.Text(), nullable=False),
+        sa.Column("purpose", sa.Text(), nullable=False),
+        sa.Column("request_id", sa.Text(), nullable=False),
+        sa.Column("outcome", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
+        sa.Column("request", sa.LargeBinary(), nullable=True),
+        sa.Column("callback_url", sa.Text(), nullable=True),
+        sa.Column("response", sa.LargeBinary(), nullable=True),
+        sa.Column("attempts", sa.Integer(), server_default=sa.text("0"), nullable=False),
+        sa.Column("last_error", sa.Text(), nullable=True),
+        sa.Column("delivered_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column(
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.Column(
+            "updated_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.CheckConstraint(
+            "status IN ('rcvd', 'pdng', 'succ', 'rjct')", name=op.f("ck_dci_transactions_status")
+        ),
+        sa.CheckConstraint("mode IN ('sync', 'async')", name=op.f("ck_dci_transactions_mode")),
+        sa.ForeignKeyConstraint(
+            ["client_id"],
+            ["api_clients.id"],
+            name=op.f("fk_dci_transactions_client_id_api_clients"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_dci_transactions")),
+    )
+    op.create_index(
+        "ix_dci_transactions_client", "dci_transactions", ["client_id", "transaction_id"]
+    )
+
+
 def upgrade() -> None:
     _catalog()
     _snapshot_data()
@@ -821,6 +873,7 @@ def upgrade() -> None:
     _audit()
     _catalog_notify()
     _jobs()
+    _dci()
     op.execute(CREATE_ROLE)
     for grant in GRANTS:
         op.execute(grant)
@@ -830,6 +883,7 @@ def downgrade() -> None:
     # Triggers go with their tables, sequences with their columns, partitions with their parents.
     op.execute(f"DROP SCHEMA IF EXISTS {QUEUE_SCHEMA} CASCADE")
     for table in (
+        "dci_transactions",
         "bulk_job_results",
         "bulk_job_input",
         "bulk_jobs",

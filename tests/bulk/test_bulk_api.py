@@ -181,10 +181,11 @@ async def test_refusals_are_problems_before_any_line(
 async def test_an_audit_failure_before_the_first_chunk_is_a_503(
     http: httpx.AsyncClient, full_key: str, release_niks: list[str], monkeypatch: Any, app: Any
 ) -> None:
-    async def refuse(self: AuditWriter, entry: Any) -> None:
+    async def refuse(self: AuditWriter, entry: Any, *claims: Any) -> None:
         raise AuditUnavailable("the audit log is saturated; retry later")
 
     monkeypatch.setattr(AuditWriter, "record", refuse)
+    monkeypatch.setattr(AuditWriter, "record_signed", refuse)  # with a receipt: chunks
     r = await post_bulk(http, full_key, ndjson(release_niks[:10]))
     await _problem(r, 503, "audit_unavailable")
     assert release_niks[0] not in r.text
@@ -193,16 +194,16 @@ async def test_an_audit_failure_before_the_first_chunk_is_a_503(
 async def test_an_audit_failure_mid_job_ends_the_stream_without_summary(
     http: httpx.AsyncClient, full_key: str, release_niks: list[str], monkeypatch: Any
 ) -> None:
-    real = AuditWriter.record
+    real = AuditWriter.record_signed
     first = nik_subject(release_niks[0])
 
-    async def flaky(self: AuditWriter, entry: Any) -> None:
+    async def flaky(self: AuditWriter, entry: Any, claims: Any) -> tuple[int, str | None]:
         # Chunks are answered concurrently: the first chunk's record is written, no other.
         if first not in entry.subjects:
             raise AuditUnavailable("the access could not be recorded in time")
-        await real(self, entry)
+        return await real(self, entry, claims)
 
-    monkeypatch.setattr(AuditWriter, "record", flaky)
+    monkeypatch.setattr(AuditWriter, "record_signed", flaky)  # chunks are recorded with receipts
     r = await post_bulk(http, full_key, ndjson(release_niks[:3000]))
     assert r.status_code == 200  # already sent with the first chunk
     *answers, last = parse(r.content)

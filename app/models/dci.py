@@ -1,0 +1,55 @@
+"""DCI transactions (migration 0001_initial): the state of a client's DCI requests.
+
+A row per request (sync or async search, transaction status): what `txn/status` answers. An
+async search also keeps its request until it has been answered, and its signed-off answer
+until the callback is delivered (or its attempts run out); both are cleared then.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    Table,
+    Text,
+    Uuid,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+from app.models.tables import metadata
+
+DCI_STATUSES = ("rcvd", "pdng", "succ", "rjct")
+
+dci_transactions = Table(
+    "dci_transactions",
+    metadata,
+    Column("id", Uuid, primary_key=True),  # the correlation_id Tepat answers with
+    Column("client_id", Text, ForeignKey("api_clients.id", ondelete="CASCADE"), nullable=False),
+    Column("transaction_id", Text, nullable=False),  # the client's
+    Column("message_id", Text, nullable=False),
+    Column("action", Text, nullable=False),  # search, txn-status
+    Column("mode", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("purpose", Text, nullable=False),
+    Column("request_id", Text, nullable=False),
+    # Per reference_id: its status and reason code (never personal data).
+    Column("outcome", JSONB, nullable=False),
+    Column("request", LargeBinary),  # an async search's message, until it is answered
+    Column("callback_url", Text),
+    Column("response", LargeBinary),  # the callback's body, until it is delivered
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("last_error", Text),
+    Column("delivered_at", DateTime(timezone=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("status IN ('rcvd', 'pdng', 'succ', 'rjct')", name="status"),
+    CheckConstraint("mode IN ('sync', 'async')", name="mode"),
+    Index("ix_dci_transactions_client", "client_id", "transaction_id"),
+)
