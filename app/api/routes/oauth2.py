@@ -75,7 +75,17 @@ _DOC: dict[str, Any] = {
 }
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": TokenError, "description": "A bad request, grant type or scope"},
-    401: {"model": TokenError, "description": "The client did not authenticate (`invalid_client`)"},
+    401: {
+        "model": TokenError,
+        "description": "The client did not authenticate (`invalid_client`)",
+        "headers": {
+            "WWW-Authenticate": {
+                "description": 'RFC 6749 5.2: `Basic realm="tepat"`',
+                "schema": {"type": "string"},
+                "required": True,
+            }
+        },
+    },
 }
 
 
