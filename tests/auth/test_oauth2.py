@@ -28,6 +28,7 @@ from tests.support import PURPOSE
 TOKEN = "/oauth2/client/token"
 DCI_TOKEN = "/dci/oauth2/client/token"
 BASE = "http://tepat.test"
+FORM = "application/x-www-form-urlencoded"
 
 
 @pytest.fixture(scope="module")
@@ -239,6 +240,14 @@ async def test_request_errors(http: httpx.AsyncClient, make_client: MakeClient) 
     _oauth_error(r, 400, "invalid_request")
     r = await http.post(TOKEN, data={"grant_type": "client_credentials"})
     _oauth_error(r, 401, "invalid_client")
+    twice = "grant_type=client_credentials&scope=PKH&scope=BPNT"
+    r = await http.post(TOKEN, content=twice, headers={"Content-Type": FORM})
+    assert "scope" in _oauth_error(r, 400, "invalid_request")
+    # unknown parameters are ignored (RFC 6749 3.1), repeated or not
+    signed = assertion(key, client_id)
+    extra = httpx.QueryParams({**form(signed)}).add("x-extra", "1").add("x-extra", "2")
+    r = await http.post(TOKEN, content=str(extra), headers={"Content-Type": FORM})
+    assert r.status_code == 200, r.text
 
 
 async def test_scope_narrows_the_token(

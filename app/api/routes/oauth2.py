@@ -89,6 +89,9 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+PARAMETERS = frozenset(_FORM_SCHEMA["properties"])
+
+
 async def _token(request: Request, state: State) -> JSONResponse:
     if request.headers.get("content-type", "").split(";")[0].strip().lower() != FORM:
         return _error(OAuthError("invalid_request", f"send the parameters as {FORM}"))
@@ -100,7 +103,9 @@ async def _token(request: Request, state: State) -> JSONResponse:
         return _error(OAuthError("invalid_request", "the form is not UTF-8"))
     form: dict[str, str] = {}
     for name, value in pairs:
-        if name in form:  # RFC 6749 3.2: parameters must not repeat
+        if name not in PARAMETERS:
+            continue  # RFC 6749 3.1: unrecognized parameters are ignored
+        if name in form:  # RFC 6749 3.1: parameters must not repeat
             return _error(OAuthError("invalid_request", f"{name} is given more than once"))
         form[name] = value
     base = str(request.base_url).rstrip("/")
