@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from fastapi import FastAPI
 from joserfc import jwt
@@ -110,7 +111,7 @@ def _oauth_error(r: httpx.Response, status: int, error: str) -> str:
 async def test_a_token_from_a_signed_assertion_works_on_every_face(
     http: httpx.AsyncClient, make_client: MakeClient, nik: str, app: FastAPI
 ) -> None:
-    client_id, _, key = await _client(make_client)
+    client_id, _, key = await _client(make_client, bulk=True)
     token = await _token(http, form(assertion(key, client_id)))
 
     # The token is a JWT signed with the service's published key, naming the client and grant.
@@ -164,6 +165,15 @@ async def test_a_token_from_a_signed_assertion_works_on_every_face(
     (result,) = dci.json()["message"]["search_response"]
     (record,) = result["data"]["reg_records"]
     assert record["identifier"]["identifier_value"] == nik
+
+    bulk = await http.post(
+        "/v1/bulk/eligibility",
+        content=orjson.dumps({"nik": nik}) + b"\n",
+        headers={**bearer(token), "Content-Type": "application/x-ndjson"},
+    )
+    assert bulk.status_code == 200, bulk.text
+    first = orjson.loads(bulk.content.splitlines()[0])
+    assert first["nik"] == nik and first["found"]
 
 
 async def test_the_dci_path_issues_tokens_too(
