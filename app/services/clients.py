@@ -262,6 +262,10 @@ class Authenticator:
     lease (within TEPAT_RATE_LIMIT_LEASE_SECONDS for a client that looks anything up) or
     suspended the client itself (at once). That note is trusted for `ttl` seconds, by which
     time the key's cached record has been read again.
+
+    With `tokens`, a bearer credential shaped like a JWT is an OAuth2 access token instead
+    (app.services.oauth2): checked in the process, then its client's record is read and cached
+    as for a key, so revocation and suspension end tokens within `ttl` as well.
     """
 
     def __init__(
@@ -360,8 +364,8 @@ class Authenticator:
     async def _token(self, token: str) -> _Entry:
         """An OAuth2 access token: its client's record, read as for a key (cached by client id
         for `ttl`, so a revocation or suspension ends the token as it ends the keys), narrowed
-        to the token's grant and expiring with it. Cached entries are keyed b"c" + client id
-        (key hashes are 32 raw bytes: no clash with the dict of keys)."""
+        to the token's grant and expiring with it. Its record is cached under b"c" + client id
+        next to the key hashes (a clash would take a SHA-256 preimage)."""
         assert self._tokens is not None
         client_id, grant, exp = self._tokens.verify(token)
         cache_key = b"c" + client_id.encode("utf-8")
