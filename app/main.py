@@ -22,7 +22,7 @@ from app.api import openapi
 from app.api.dci_fast import FastDci
 from app.api.fast import FastLookup
 from app.api.routes import audit as audit_routes
-from app.api.routes import bulk, changes, dci, jobs, lookup, meta
+from app.api.routes import bulk, changes, dci, jobs, lookup, meta, oauth2
 from app.config import Settings, get_settings
 from app.graphql.fast import FastGraphQL
 from app.graphql.gate import GraphQLGate
@@ -36,6 +36,7 @@ from app.services import receipts, roles
 from app.services.audit import AuditWriter
 from app.services.catalog import close_reads, open_reads
 from app.services.clients import Authenticator
+from app.services.oauth2 import AccessTokens
 from app.services.streams import StreamSlots
 from app.services.worker import Worker
 
@@ -156,7 +157,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         await audit.start()
         reads = await open_reads(settings, engine, url)
-        authenticator = Authenticator(engine)
+        authenticator = Authenticator(engine, tokens=AccessTokens(keyring))
         app.state.tepat = AppState(settings, engine, authenticator, audit, reads, keyring)
         # Leases have their own two connections: rare, and never waiting behind requests.
         leases = db.create_engine(
@@ -249,6 +250,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(audit_routes.router, prefix="/v1")
     app.add_route("/metrics", _metrics_route(settings), include_in_schema=False)
     app.include_router(dci.router, prefix="/dci")
+    app.include_router(oauth2.router)
     app.state.fast_lookup = FastStats()
     app.state.fast_dci = FastStats()
     app.state.fast_graphql = FastStats()

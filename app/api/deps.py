@@ -22,7 +22,8 @@ bearer = HTTPBearer(
     auto_error=False,
     scheme_name="ApiKey",
     description="The client's API key: `Authorization: Bearer tepat_...` (shown once by "
-    "`tepat client create`).",
+    "`tepat client create`), or an OAuth2 access token from `POST /oauth2/client/token` "
+    "(docs/oauth2.md).",
 )
 
 

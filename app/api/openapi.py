@@ -56,6 +56,7 @@ from app.errors import (
 )
 from app.http.problems import JSON_ONLY, PROBLEM_JSON, TITLES
 from app.services.lookup import Answer
+from app.services.oauth2 import TOKEN_PATHS
 from app.services.receipts import HEADER as RECEIPT
 
 REQUEST_ID = "5f0c6b0e9f3a4c1d"
@@ -357,6 +358,8 @@ class _Facts:
         )
         self.bulk = route.path_format.startswith("/v1/bulk/")
         self.unavailable = route.path_format not in NEVER_UNAVAILABLE
+        # RFC 6749 5.2: the token endpoint's 400 and 401 are OAuth2 errors, not problems.
+        self.oauth2 = route.path_format in TOKEN_PATHS
 
     def implied(self) -> list[type[TepatError]]:
         out: list[type[TepatError]] = []
@@ -434,6 +437,8 @@ def _finish_operation(operation: dict[str, Any], facts: _Facts) -> None:
             have["examples"].setdefault(code, copy.deepcopy(example))
     for key, response in responses.items():
         status = int(key) if key.isdigit() else 0
+        if facts.oauth2 and status in (400, 401):
+            continue  # as the route declares them (app.api.routes.oauth2)
         if status >= 400:
             _finish_problem(status, response)
         elif 200 <= status < 300 and facts.purpose:

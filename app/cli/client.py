@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Annotated, Any
 
+import orjson
 import typer
 from rich.table import Table
 
@@ -99,12 +101,26 @@ def client_create(
             "it is refused). Default: none may be.",
         ),
     ] = None,
+    jwks: Annotated[
+        Path | None,
+        typer.Option(
+            "--jwks",
+            exists=True,
+            dir_okay=False,
+            help="A JWKS file (public keys only) its OAuth2 client assertions are signed with "
+            "(private_key_jwt, docs/oauth2.md).",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Register a client and print its API key, which is shown this once and never again."""
     from app.services import clients as svc
 
     expires_at = expires.replace(tzinfo=dt.UTC) if expires else None
+    try:
+        keyset = orjson.loads(jwks.read_bytes()) if jwks is not None else None
+    except orjson.JSONDecodeError as e:
+        raise typer.BadParameter(f"{jwks} is not JSON: {e}", param_hint="--jwks") from None
 
     async def go(settings: Settings) -> tuple[Any, str]:
         async with db.engine_scope(settings) as engine, engine.begin() as conn:
@@ -118,6 +134,7 @@ def client_create(
                 bulk=bulk,
                 daily_quota=daily_quota,
                 callback_url_prefix=callback_url_prefix,
+                jwks=keyset,
             )
 
     info, key = run(go)

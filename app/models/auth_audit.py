@@ -19,7 +19,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 from app.models.tables import metadata
 
@@ -45,6 +45,8 @@ api_clients = Table(
     Column("suspended_reason", Text),
     # Where DCI callbacks may go (app.services.dci): a sender_uri outside it is refused.
     Column("callback_url_prefix", Text),
+    # Public keys (a JWKS) its OAuth2 client assertions are signed with (app.services.oauth2).
+    Column("jwks", JSONB),
     CheckConstraint("octet_length(key_hash) = 32", name="key_hash_sha256"),
     CheckConstraint("daily_quota IS NULL OR daily_quota >= 0", name="daily_quota_positive"),
     CheckConstraint(
@@ -154,4 +156,14 @@ audit_checkpoints = Table(
     Column("note", Text, nullable=False),
     Column("made_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     CheckConstraint("size > 0", name="size_positive"),
+)
+
+# OAuth2 client assertions already used (RFC 7523 3: a `jti` is accepted once), kept until they
+# expire (app.services.oauth2).
+oauth2_assertions = Table(
+    "oauth2_assertions",
+    metadata,
+    Column("client_id", Text, ForeignKey("api_clients.id", ondelete="CASCADE"), primary_key=True),
+    Column("jti", Text, primary_key=True),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
 )

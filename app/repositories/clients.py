@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.auth.principal import ClientInfo
-from app.models import api_clients, audit_log
+from app.models import api_clients, audit_log, oauth2_assertions
 
 # Never key_hash: nothing outside this module needs it, and lists must not carry it.
 _COLUMNS = (
@@ -43,6 +45,7 @@ async def create(
     bulk: bool = False,
     daily_quota: int | None = None,
     callback_url_prefix: str | None = None,
+    jwks: dict[str, Any] | None = None,
 ) -> ClientInfo:
     row = (
         (
@@ -60,6 +63,7 @@ async def create(
                     bulk=bulk,
                     daily_quota=daily_quota,
                     callback_url_prefix=callback_url_prefix,
+                    jwks=jwks,
                 )
                 .returning(*_COLUMNS)
             )
@@ -95,6 +99,48 @@ async def get_active_by_key_hash(conn: AsyncConnection, key_hash: bytes) -> Clie
     )
     row = (await conn.execute(q)).mappings().first()
     return ClientInfo.model_validate(dict(row)) if row else None
+
+
+def _active() -> Any:
+    return api_clients.c.revoked_at.is_(None) & (
+        api_clients.c.expires_at.is_(None) | (api_clients.c.expires_at > func.now())
+    )
+
+
+async def get_active_by_id(conn: AsyncConnection, client_id: str) -> ClientInfo | None:
+    """The client, unless revoked or expired (by the database's clock)."""
+    q = select(*_COLUMNS).where(api_clients.c.id == client_id, _active())
+    row = (await conn.execute(q)).mappings().first()
+    return ClientInfo.model_validate(dict(row)) if row else None
+
+
+async def get_active_credentials(
+    conn: AsyncConnection, client_id: str
+) -> tuple[ClientInfo, bytes, dict[str, Any] | None] | None:
+    """An active client with its key's hash and its registered JWKS (OAuth2 client auth)."""
+    q = select(*_COLUMNS, api_clients.c.key_hash, api_clients.c.jwks).where(
+        api_clients.c.id == client_id, _active()
+    )
+    row = (await conn.execute(q)).mappings().first()
+    if row is None:
+        return None
+    fields = dict(row)
+    key_hash, jwks = fields.pop("key_hash"), fields.pop("jwks")
+    return ClientInfo.model_validate(fields), bytes(key_hash), jwks
+
+
+async def use_assertion(
+    conn: AsyncConnection, client_id: str, jti: str, expires_at: dt.datetime
+) -> bool:
+    """Record a client assertion's `jti`; False if it was used before (a replay). Expired
+    records are dropped on the way: an expired assertion is refused anyway."""
+    await conn.execute(delete(oauth2_assertions).where(oauth2_assertions.c.expires_at < func.now()))
+    result = await conn.execute(
+        pg_insert(oauth2_assertions)
+        .values(client_id=client_id, jti=jti, expires_at=expires_at)
+        .on_conflict_do_nothing()
+    )
+    return bool(result.rowcount)
 
 
 async def mark_revoked(conn: AsyncConnection, client_id: str) -> bool:

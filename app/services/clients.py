@@ -30,6 +30,7 @@ from app.repositories import allowance as allowance_repo
 from app.repositories import clients as repo
 from app.services.audit.records import AuditEntry, new_audit_id
 from app.services.audit.writer import AuditWriter
+from app.services.oauth2 import AccessTokens, checked_jwks, narrowed
 
 # One message for unknown, revoked and expired keys: the answer must not tell a key holder
 # (or a thief) which of the three it is.
@@ -76,6 +77,7 @@ async def create_client(
     bulk: bool = False,
     daily_quota: int | None = None,
     callback_url_prefix: str | None = None,
+    jwks: object = None,
 ) -> tuple[ClientInfo, str]:
     """Register a client; returns it and its key in plain text, which is never available again."""
     name = name.strip()
@@ -93,6 +95,7 @@ async def create_client(
         raise ValidationFailed("daily_quota must be 0 (none) or more NIKs", field="daily_quota")
     if callback_url_prefix is not None:
         callback_url_prefix = checked_callback_prefix(callback_url_prefix)
+    checked_keys = checked_jwks(jwks) if jwks is not None else None
     client_id = _new_id(name)
     while await repo.exists(conn, client_id):
         client_id = _new_id(name)
@@ -110,6 +113,7 @@ async def create_client(
         bulk=bulk,
         daily_quota=daily_quota,
         callback_url_prefix=callback_url_prefix,
+        jwks=checked_keys,
     )
     return info, key
 
@@ -258,10 +262,22 @@ class Authenticator:
     lease (within TEPAT_RATE_LIMIT_LEASE_SECONDS for a client that looks anything up) or
     suspended the client itself (at once). That note is trusted for `ttl` seconds, by which
     time the key's cached record has been read again.
+
+    With `tokens`, a bearer credential shaped like a JWT is an OAuth2 access token instead
+    (app.services.oauth2): checked in the process, then its client's record is read and cached
+    as for a key, so revocation and suspension end tokens within `ttl` as well.
     """
 
-    def __init__(self, engine: AsyncEngine, ttl: float = 30.0, maxsize: int = 10_000) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        ttl: float = 30.0,
+        maxsize: int = 10_000,
+        tokens: AccessTokens | None = None,
+    ) -> None:
         self._engine = engine
+        # OAuth2 access tokens (app.services.oauth2): accepted next to keys when set.
+        self._tokens = tokens
         self._ttl = ttl
         self._maxsize = maxsize
         # key hash -> (principal, when it was read from the database); and the same entries by
@@ -306,7 +322,8 @@ class Authenticator:
             assert entry is not None
             self._by_header.pop(header, None)
             self._by_key.pop(entry[2], None)
-            raise Unauthenticated(NOT_ACCEPTED)
+            token = AccessTokens.looks_like(authorization_header.strip().partition(" ")[2].strip())
+            raise Unauthenticated("the access token has expired" if token else NOT_ACCEPTED)
         if principal.suspended or (self._suspended and self._noted_suspended(principal.client_id)):
             raise ClientSuspended(
                 "the client is suspended; an operator must reinstate it (tepat client reinstate)"
@@ -317,27 +334,55 @@ class Authenticator:
         scheme, _, credentials = authorization_header.strip().partition(" ")
         if scheme.lower() != "bearer" or not credentials.strip():
             raise Unauthenticated("send the API key as `Authorization: Bearer <key>`")
+        credentials = credentials.strip()
+        if self._tokens is not None and self._tokens.looks_like(credentials):
+            return self._remember(header, await self._token(credentials))
         try:
-            key = keys.parse_key(credentials.strip())
+            key = keys.parse_key(credentials)
         except keys.MalformedKey as e:
             raise Unauthenticated(str(e)) from None
         digest = keys.key_hash(key)
         entry = self._by_key.get(digest)
         if self._fresh(entry) is None:
-            entry = (await self._load(digest), time.monotonic(), digest)
-            if len(self._by_key) >= self._maxsize:
-                self._by_key.clear()
-            self._by_key[digest] = entry
+            entry = self._cached(digest, await self._load(digest))
         assert entry is not None
+        return self._remember(header, entry)
+
+    def _cached(self, cache_key: bytes, principal: Principal) -> _Entry:
+        entry = (principal, time.monotonic(), cache_key)
+        if len(self._by_key) >= self._maxsize:
+            self._by_key.clear()
+        self._by_key[cache_key] = entry
+        return entry
+
+    def _remember(self, header: bytes, entry: _Entry) -> _Entry:
         if len(self._by_header) >= self._maxsize:
             self._by_header.clear()
         self._by_header[header] = entry  # same load time: revocation still within `ttl`
         return entry
 
-    async def _load(self, digest: bytes) -> Principal:
+    async def _token(self, token: str) -> _Entry:
+        """An OAuth2 access token: its client's record, read as for a key (cached by client id
+        for `ttl`, so a revocation or suspension ends the token as it ends the keys), narrowed
+        to the token's grant and expiring with it. Its record is cached under b"c" + client id
+        next to the key hashes (a clash would take a SHA-256 preimage)."""
+        assert self._tokens is not None
+        client_id, grant, exp = self._tokens.verify(token)
+        cache_key = b"c" + client_id.encode("utf-8")
+        entry = self._by_key.get(cache_key)
+        if self._fresh(entry) is None:
+            entry = self._cached(cache_key, await self._load(client_id=client_id))
+        assert entry is not None
+        return narrowed(entry[0], grant, exp), entry[1], cache_key
+
+    async def _load(self, digest: bytes | None = None, client_id: str | None = None) -> Principal:
         try:
             async with self._engine.connect() as conn:
-                info = await repo.get_active_by_key_hash(conn, digest)
+                if client_id is not None:
+                    info = await repo.get_active_by_id(conn, client_id)
+                else:
+                    assert digest is not None
+                    info = await repo.get_active_by_key_hash(conn, digest)
         except (TimeoutError, SQLAlchemyError, OSError):
             raise Unavailable("cannot check the API key now; retry later") from None
         if info is None:

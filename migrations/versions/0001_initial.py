@@ -214,6 +214,7 @@ GRANTS = (
     f"GRANT SELECT ON api_clients TO {ROLE}",
     f"GRANT UPDATE (suspended_at, suspended_reason) ON api_clients TO {ROLE}",
     f"GRANT SELECT, INSERT, UPDATE ON client_usage TO {ROLE}",
+    f"GRANT SELECT, INSERT, DELETE ON oauth2_assertions TO {ROLE}",
     f"GRANT SELECT, INSERT ON audit_log TO {ROLE}",
     f"GRANT SELECT, UPDATE ON audit_head TO {ROLE}",
     # Indexing the trail is the operator's work: the service only reads these.
@@ -577,6 +578,8 @@ def _clients() -> None:
         sa.Column("suspended_reason", sa.Text(), nullable=True),
         # Where DCI callbacks may go: a sender_uri outside it is refused (app.services.dci).
         sa.Column("callback_url_prefix", sa.Text(), nullable=True),
+        # Public keys (a JWKS) its OAuth2 client assertions are signed with (docs/oauth2.md).
+        sa.Column("jwks", postgresql.JSONB(astext_type=sa.Text()), nullable=True),
         sa.CheckConstraint(
             "octet_length(key_hash) = 32", name=op.f("ck_api_clients_key_hash_sha256")
         ),
@@ -612,6 +615,21 @@ def _clients() -> None:
         sa.PrimaryKeyConstraint("client_id", name=op.f("pk_client_usage")),
     )
     op.execute(LEASE_FUNCTION)
+    # OAuth2 client assertions already used (RFC 7523 3: a `jti` is accepted once), until
+    # they expire.
+    op.create_table(
+        "oauth2_assertions",
+        sa.Column("client_id", sa.Text(), nullable=False),
+        sa.Column("jti", sa.Text(), nullable=False),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["client_id"],
+            ["api_clients.id"],
+            name=op.f("fk_oauth2_assertions_client_id_api_clients"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("client_id", "jti", name=op.f("pk_oauth2_assertions")),
+    )
 
 
 def _audit() -> None:
@@ -893,6 +911,7 @@ def downgrade() -> None:
         "audit_subjects",
         "audit_head",
         "audit_log",
+        "oauth2_assertions",
         "client_usage",
         "api_clients",
         "materializations",

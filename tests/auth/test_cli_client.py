@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
-from sqlalchemy import delete
+from joserfc.jwk import OKPKey
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.auth import keys
@@ -79,3 +81,32 @@ def test_create_json_and_validation(created: list[str]) -> None:
     assert upper.returncode == 1
     assert "^[a-z0-9]" in upper.stderr  # the pattern reaches the user whole, not eaten as markup
     assert tepat("client", "revoke", "no-such-client").returncode == 1
+
+
+async def test_create_with_a_jwks_file(
+    engine: AsyncEngine, created: list[str], tmp_path: Path
+) -> None:
+    key = OKPKey.generate_key("Ed25519")
+    public = tmp_path / "client.jwks.json"
+    public.write_text(json.dumps({"keys": [key.as_dict(private=False)]}))
+    made = await asyncio.to_thread(
+        tepat, "client", "create", "SIKS-NG", "--programs", "PKH", "--fields", "decision",
+        "--purpose", "pkh-verification", "--jwks", str(public), "--json",
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    created.append(json.loads(made.stdout)["client"]["id"])
+    async with engine.connect() as conn:
+        stored = await conn.scalar(
+            select(api_clients.c.jwks).where(api_clients.c.id == created[-1])
+        )
+    assert stored == {"keys": [key.as_dict(private=False)]}
+
+    private = tmp_path / "private.jwks.json"
+    private.write_text(json.dumps({"keys": [key.as_dict(private=True)]}))
+    refused = await asyncio.to_thread(
+        tepat, "client", "create", "SIKS-NG", "--programs", "PKH", "--fields", "decision",
+        "--purpose", "pkh-verification", "--jwks", str(private),
+    )  # fmt: skip
+    assert refused.returncode != 0
+    assert "public keys only" in refused.stdout + refused.stderr
+    assert str(key.as_dict(private=True)["d"]) not in refused.stdout + refused.stderr
