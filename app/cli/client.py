@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Annotated, Any
 
+import orjson
 import typer
 from rich.table import Table
 
@@ -21,6 +23,16 @@ client_app = typer.Typer(
 
 def _split(values: str) -> list[str]:
     return [v.strip() for v in values.split(",") if v.strip()]
+
+
+def _jwks_file(path: Path) -> Any:
+    """The JSON document in `path` (app.services.clients checks it is a public JWKS)."""
+    try:
+        return orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError) as e:
+        raise typer.BadParameter(
+            f"cannot read a JWKS from {path}: {e}", param_hint="--jwks"
+        ) from None
 
 
 def _client_table(clients: list[Any]) -> Table:
@@ -99,12 +111,30 @@ def client_create(
             "it is refused). Default: none may be.",
         ),
     ] = None,
+    jwks: Annotated[
+        Path | None,
+        typer.Option(
+            "--jwks",
+            exists=True,
+            dir_okay=False,
+            help="A JWKS file of its public keys: its signed DCI messages are verified with "
+            "them. Default: none.",
+        ),
+    ] = None,
+    require_signatures: Annotated[
+        bool,
+        typer.Option(
+            "--require-signatures",
+            help="Refuse its DCI requests that are not signed (needs --jwks).",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Register a client and print its API key, which is shown this once and never again."""
     from app.services import clients as svc
 
     expires_at = expires.replace(tzinfo=dt.UTC) if expires else None
+    jwks_document = _jwks_file(jwks) if jwks is not None else None
 
     async def go(settings: Settings) -> tuple[Any, str]:
         async with db.engine_scope(settings) as engine, engine.begin() as conn:
@@ -118,6 +148,8 @@ def client_create(
                 bulk=bulk,
                 daily_quota=daily_quota,
                 callback_url_prefix=callback_url_prefix,
+                jwks=jwks_document,
+                signatures_required=require_signatures,
             )
 
     info, key = run(go)

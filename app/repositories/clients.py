@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -26,6 +27,8 @@ _COLUMNS = (
     api_clients.c.suspended_at,
     api_clients.c.suspended_reason,
     api_clients.c.callback_url_prefix,
+    api_clients.c.jwks,
+    api_clients.c.signatures_required,
 )
 
 
@@ -43,6 +46,8 @@ async def create(
     bulk: bool = False,
     daily_quota: int | None = None,
     callback_url_prefix: str | None = None,
+    jwks: dict[str, Any] | None = None,
+    signatures_required: bool = False,
 ) -> ClientInfo:
     row = (
         (
@@ -60,6 +65,8 @@ async def create(
                     bulk=bulk,
                     daily_quota=daily_quota,
                     callback_url_prefix=callback_url_prefix,
+                    jwks=jwks,
+                    signatures_required=signatures_required,
                 )
                 .returning(*_COLUMNS)
             )

@@ -577,6 +577,12 @@ def _clients() -> None:
         sa.Column("suspended_reason", sa.Text(), nullable=True),
         # Where DCI callbacks may go: a sender_uri outside it is refused (app.services.dci).
         sa.Column("callback_url_prefix", sa.Text(), nullable=True),
+        # The client's public keys (a JWKS): its signed DCI messages are verified with them.
+        sa.Column("jwks", postgresql.JSONB(astext_type=sa.Text()), nullable=True),
+        # Its DCI requests must be signed (an unsigned one is refused).
+        sa.Column(
+            "signatures_required", sa.Boolean(), server_default=sa.text("false"), nullable=False
+        ),
         sa.CheckConstraint(
             "octet_length(key_hash) = 32", name=op.f("ck_api_clients_key_hash_sha256")
         ),
