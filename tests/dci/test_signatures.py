@@ -4,6 +4,7 @@ side is plain joserfc over the canonical JSON of header and message (docs/dci.md
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
@@ -30,10 +31,10 @@ Key = OKPKey | ECKey
 
 
 def _content(body: dict[str, Any]) -> bytes:
-    """What a signature covers: header and message, keys sorted, no whitespace."""
-    return orjson.dumps(
-        {"header": body["header"], "message": body["message"]}, option=orjson.OPT_SORT_KEYS
-    )
+    """What a signature covers: header and message, keys sorted, no whitespace (made with the
+    standard library's encoder, as docs/dci.md shows a client doing)."""
+    content = {"header": body["header"], "message": body["message"]}
+    return json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def signed(body: dict[str, Any], key: Key, alg: str) -> dict[str, Any]:
