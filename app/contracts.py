@@ -1,6 +1,7 @@
 """The public contracts as committed files: `python -m app.contracts [--check]`.
 
-Writes openapi.json and schema.graphql from the code; with --check, exits 1 and shows a diff
+Writes openapi.json, schema.graphql and docs/purposes.md (the purpose-code catalogue) from
+the code; with --check, exits 1 and shows a diff
 when a committed file differs from what the code generates.
 
 Operation ids are what generated clients name their functions after, so they are held apart:
@@ -81,9 +82,16 @@ def check_operation_ids(committed: dict[str, Any], fresh: dict[str, Any]) -> lis
     return problems
 
 
+def purposes_md() -> str:
+    from app.catalogue import purposes_md as render
+
+    return render()
+
+
 CONTRACTS: dict[str, Callable[[], str]] = {
     "openapi.json": openapi_json,
     "schema.graphql": schema_sdl,
+    "docs/purposes.md": purposes_md,
 }
 
 

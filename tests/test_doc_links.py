@@ -1,4 +1,5 @@
-"""Every relative link in the README, docs/ and bench/*.md resolves to a path in the repository."""
+"""Every relative link in the README, the CHANGELOG, docs/ and bench/*.md resolves to a path in
+the repository."""
 
 from __future__ import annotations
 
@@ -9,7 +10,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTS = sorted(
-    [ROOT / "README.md", *ROOT.joinpath("docs").rglob("*.md"), *ROOT.joinpath("bench").glob("*.md")]
+    [
+        ROOT / "README.md",
+        ROOT / "CHANGELOG.md",
+        *ROOT.joinpath("docs").rglob("*.md"),
+        *ROOT.joinpath("bench").glob("*.md"),
+    ]
 )
 
 # [text](target) and [text](target "title"), images included; reference definitions `[x]: target`.

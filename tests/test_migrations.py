@@ -68,6 +68,38 @@ async def test_upgrade_downgrade_upgrade(scratch: AsyncEngine) -> None:
     assert await _tables(scratch) >= TABLES
 
 
+async def _answers_storage(engine: AsyncEngine) -> tuple[str, str]:
+    async with engine.connect() as c:
+        row = (
+            await c.execute(
+                text(
+                    "SELECT attstorage::text AS storage, attcompression::text AS compression "
+                    "FROM pg_attribute "
+                    "WHERE attrelid = 'bulk_job_results'::regclass AND attname = 'data'"
+                )
+            )
+        ).one()
+    return str(row.storage), str(row.compression)
+
+
+async def test_0002_compresses_job_answers_with_lz4_and_downgrades(scratch: AsyncEngine) -> None:
+    await migrate.run(scratch, "upgrade", "0001_initial")
+    assert await _answers_storage(scratch) == ("e", "")  # external, uncompressed
+    await migrate.run(scratch, "upgrade", "head")
+    async with scratch.connect() as c:
+        lz4 = (
+            await c.exec_driver_sql(
+                "SELECT 'lz4' = ANY(enumvals) FROM pg_settings "
+                "WHERE name = 'default_toast_compression'"
+            )
+        ).scalar()
+    # extended and lz4, where the server was built with it (the test server is)
+    assert await _answers_storage(scratch) == (("x", "l") if lz4 else ("e", ""))
+    await migrate.run(scratch, "downgrade", "0001_initial")
+    assert await _answers_storage(scratch) == ("e", "")
+    await migrate.run(scratch, "upgrade", "head")
+
+
 async def test_models_match_the_migrations(engine: AsyncEngine) -> None:
     def diff(conn: Connection) -> list[object]:
         ctx = MigrationContext.configure(

@@ -219,8 +219,11 @@ _FAMILY = _table(
         "kode_wilayah": Served(
             lambda p: p["family"]["kode_wilayah"], None, ("family", "kode_wilayah")
         ),
+        "relationship": Served(
+            lambda p: p["family"]["relationship"], None, ("family", "relationship")
+        ),
     },
-    skip=frozenset({"attributes", "members", "eligibility"}),
+    skip=frozenset({"attributes", "members", "decisions", "eligibility"}),
 )
 _PERSON = _table(
     types.Person,
@@ -229,17 +232,22 @@ _PERSON = _table(
             lambda p: p["family"]["relationship"], None, ("family", "relationship")
         ),
         "family": Served(lambda p: p, None, ()),  # its fields read the person's answer
-        "eligibility": Served(_strict("decisions"), None, ("decisions",)),
+        "decisions": Served(_strict("decisions"), None, ("decisions",)),
+        "eligibility": Served(_strict("decisions"), None, ("decisions",)),  # deprecated name
     },
     subs={
         "family": _FAMILY,
         "identity": _IDENTITY,
         "attributes": _PERSON_ATTRIBUTES,
         "health": _HEALTH,
+        "decisions": _DECISION,
         "eligibility": _DECISION,
     },
     found_only=True,
 )
+
+
+DECISIONS = frozenset({"decisions", "eligibility"})  # the field and its deprecated name
 
 
 class _NotCompiled(Exception):
@@ -333,7 +341,7 @@ def _plan(
         required=frozenset(required),
         declared=frozenset(declared),
         eligibility=any(
-            isinstance(f, FieldNode) and f.name.value == "eligibility"
+            isinstance(f, FieldNode) and f.name.value in DECISIONS
             for f in root.selection_set.selections  # type: ignore[union-attr]
         ),
     )

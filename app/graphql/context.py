@@ -220,19 +220,25 @@ class GraphContext(BaseContext):
         return (await self.people([nik], snapshot_id))[0]
 
     async def family(self, no_kk: str, snapshot_id: str | None) -> Entry | None:
-        request = _validated(
+        _validated(
             FamiliesLookup, {"no_kks": [no_kk], "snapshot": snapshot_id}, "noKk", single=True
         )
-        await self._ask([no_kk_subject(no_kk)])
+        return (await self.families([no_kk], snapshot_id))[0]
+
+    async def families(self, no_kks: list[str], snapshot_id: str | None) -> list[Entry | None]:
+        request = _validated(FamiliesLookup, {"no_kks": no_kks, "snapshot": snapshot_id}, "noKks")
+        await self._ask([no_kk_subject(n) for n in request.no_kks])
         pinned = await self._pin(request.snapshot)
         _, families = self._loaders(pinned.snapshot)
-        entry = await families.load(int(no_kk))
-        self.found += entry is not None
+        entries = await families.load_many([int(n) for n in request.no_kks])
+        self.found += sum(1 for e in entries if e is not None)
         principal = self._caller().principal
-        if entry is not None and principal.can_see("membership"):
+        if principal.can_see("membership"):
             # As REST: a family costs the members it can disclose (one was charged already).
-            limits.debit(self.http.scope, principal, len(entry[1]) - 1)
-        return entry
+            extra = sum(len(e[1]) - 1 for e in entries if e is not None)
+            if extra:
+                limits.debit(self.http.scope, principal, extra)
+        return entries
 
     # --- shaping: the service's own result dicts, so both faces show the same thing -----------
 

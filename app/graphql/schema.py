@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated
 
 import strawberry
@@ -9,8 +10,10 @@ from graphql import GraphQLError
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
+from app.config import MAX_BATCH
 from app.graphql.extensions import extensions
 from app.graphql.types import (
+    DATETIME,
     Family,
     Info,
     Person,
@@ -29,6 +32,21 @@ SnapshotArg = Annotated[
         "reads one snapshot."
     ),
 ]
+NikArg = Annotated[
+    str, strawberry.argument(description="The NIK (16 digits); send it in a variable")
+]
+NiksArg = Annotated[
+    list[str],
+    strawberry.argument(description=f"1 to {MAX_BATCH:,} NIKs; send them in a variable"),
+]
+NoKkArg = Annotated[
+    str, strawberry.argument(description="The No. KK (16 digits); send it in a variable")
+]
+NoKksArg = Annotated[
+    list[str],
+    strawberry.argument(description=f"1 to {MAX_BATCH:,} No. KKs; send them in a variable"),
+]
+SnapshotIdArg = Annotated[str, strawberry.argument(description="The DTSEN release id")]
 
 
 @strawberry.type(
@@ -37,7 +55,7 @@ SnapshotArg = Annotated[
 )
 class Query:
     @resolved("One loaded DTSEN release")
-    async def snapshot(self, info: Info, id: str) -> Snapshot:
+    async def snapshot(self, info: Info, id: SnapshotIdArg) -> Snapshot:
         return Snapshot.of(await info.context.snapshot(id))
 
     @resolved("Loaded DTSEN releases, newest cut-off first")
@@ -53,19 +71,28 @@ class Query:
         return [RuleSet.of(RuleSetInfo.of(r)) for r in await info.context.rule_sets()]
 
     @resolved("A person by NIK; `found: false` when the NIK is not in the snapshot", personal=True)
-    async def person(self, info: Info, nik: str, snapshot: SnapshotArg = None) -> Person:
+    async def person(self, info: Info, nik: NikArg, snapshot: SnapshotArg = None) -> Person:
         return Person.of(info, nik, await info.context.person(nik, snapshot))
 
-    @resolved("1 to 1,000 people by NIK, one per NIK in the order asked", personal=True)
-    async def people(
-        self, info: Info, niks: list[str], snapshot: SnapshotArg = None
-    ) -> list[Person]:
+    @resolved(f"1 to {MAX_BATCH:,} people by NIK, one per NIK in the order asked", personal=True)
+    async def people(self, info: Info, niks: NiksArg, snapshot: SnapshotArg = None) -> list[Person]:
         entries = await info.context.people(niks, snapshot)
         return [Person.of(info, nik, e) for nik, e in zip(niks, entries, strict=True)]
 
     @resolved("A family by No. KK with its members", personal=True)
-    async def family(self, info: Info, no_kk: str, snapshot: SnapshotArg = None) -> Family:
+    async def family(self, info: Info, no_kk: NoKkArg, snapshot: SnapshotArg = None) -> Family:
         return Family.of(info, no_kk, await info.context.family(no_kk, snapshot))
+
+    @resolved(
+        f"1 to {MAX_BATCH:,} families by No. KK with their members, one per No. KK in the order "
+        "asked (as REST's families lookup)",
+        personal=True,
+    )
+    async def families(
+        self, info: Info, no_kks: NoKksArg, snapshot: SnapshotArg = None
+    ) -> list[Family]:
+        entries = await info.context.families(no_kks, snapshot)
+        return [Family.of(info, n, e) for n, e in zip(no_kks, entries, strict=True)]
 
 
 class TepatSchema(strawberry.Schema):
@@ -79,7 +106,9 @@ def build_schema(production: bool) -> strawberry.Schema:
     return TepatSchema(
         query=Query,
         extensions=extensions(production),
-        config=StrawberryConfig(disable_field_suggestions=production),
+        config=StrawberryConfig(
+            disable_field_suggestions=production, scalar_map={dt.datetime: DATETIME}
+        ),
     )
 
 

@@ -48,42 +48,114 @@ def _metadata(
 
 
 def resolved(
-    description: str, *, group: str | Iterable[str] | None = None, personal: bool = False
+    description: str,
+    *,
+    group: str | Iterable[str] | None = None,
+    personal: bool = False,
+    deprecation_reason: str | None = None,
 ) -> Callable[[R], R]:
     """`strawberry.field` for a resolver, typed (its decorator form is untyped), with the
     metadata the permission check reads: the field group(s) it needs, all of them."""
     description, metadata = _metadata(description, group, personal)
 
     def wrap(resolver: R) -> R:
-        return cast(R, strawberry.field(resolver, description=description, metadata=metadata))
+        return cast(
+            R,
+            strawberry.field(
+                resolver,
+                description=description,
+                metadata=metadata,
+                deprecation_reason=deprecation_reason,
+            ),
+        )
 
     return wrap
 
 
+def _field(description: str) -> Any:
+    """A plain field with its description (every field of the schema has one)."""
+    return strawberry.field(description=description)
+
+
+# Enum values are REST's own (app.schemas): the same strings in both faces' JSON.
+
+
 @strawberry.enum(description="The four programs (docs/rules.md)")
 class ProgramId(Enum):
-    PKH = "PKH"
-    BPNT = "BPNT"
-    PBI_JK = "PBI_JK"
-    SEKOLAH_RAKYAT = "SEKOLAH_RAKYAT"
+    PKH = strawberry.enum_value("PKH", description="Program Keluarga Harapan (family)")
+    BPNT = strawberry.enum_value("BPNT", description="Bantuan Pangan Non Tunai (family)")
+    PBI_JK = strawberry.enum_value(
+        "PBI_JK", description="Penerima Bantuan Iuran Jaminan Kesehatan (person)"
+    )
+    SEKOLAH_RAKYAT = strawberry.enum_value(
+        "SEKOLAH_RAKYAT", description="Sekolah Rakyat boarding school place (person)"
+    )
+
+
+@strawberry.enum(description="Whom a program's decision is about")
+class Unit(Enum):
+    family = strawberry.enum_value("family", description="The family (Kartu Keluarga)")
+    person = strawberry.enum_value("person", description="One person")
+
+
+@strawberry.enum(description="A school level (Sekolah Rakyat places)")
+class SchoolLevel(Enum):
+    SD = strawberry.enum_value("SD", description="Sekolah Dasar, primary school")
+    SMP = strawberry.enum_value("SMP", description="Sekolah Menengah Pertama, lower secondary")
+    SMA = strawberry.enum_value("SMA", description="Sekolah Menengah Atas, upper secondary")
+
+
+@strawberry.enum(description="Where a snapshot is in its life")
+class SnapshotStatus(Enum):
+    loading = strawberry.enum_value("loading", description="Being imported; not served")
+    published = strawberry.enum_value("published", description="Served")
+    retired = strawberry.enum_value("retired", description="No longer served")
+
+
+@strawberry.enum(description="A PKH component kind")
+class ComponentKind(Enum):
+    HAMIL = strawberry.enum_value("HAMIL", description="A pregnant member")
+    USIA_DINI = strawberry.enum_value("USIA_DINI", description="A child under six")
+    DISABILITAS_BERAT = strawberry.enum_value(
+        "DISABILITAS_BERAT", description="A member with a severe disability"
+    )
+    LANSIA = strawberry.enum_value("LANSIA", description="An elderly member")
+    SD = strawberry.enum_value("SD", description="A child in primary school")
+    SMP = strawberry.enum_value("SMP", description="A child in lower secondary school")
+    SMA = strawberry.enum_value("SMA", description="A child in upper secondary school")
+
+
+def _utc(value: dt.datetime) -> str:
+    """As REST writes a timestamp: ISO 8601 in UTC with a `Z`."""
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.UTC)
+    return value.replace(tzinfo=None).isoformat() + "Z"
+
+
+DATETIME = strawberry.scalar(
+    name="DateTime",
+    description="A UTC instant, ISO 8601 with a `Z` (as REST), e.g. 2026-01-23T08:00:00Z",
+    serialize=_utc,
+    parse_value=dt.datetime.fromisoformat,
+)
 
 
 def _names(programs: list[ProgramId] | None) -> list[str] | None:
-    return None if programs is None else [p.value for p in programs]
+    return None if programs is None else [p.name for p in programs]  # names are the values
 
 
 @strawberry.type(description="A loaded DTSEN release")
 class Snapshot:
-    id: str = strawberry.field(description="The DTSEN release id, e.g. 2026-01-23")
-    label: str
-    cutoff_date: dt.date = strawberry.field(description="Evaluation date of every decision")
-    status: str = strawberry.field(description="published or retired")
-    family_count: int
-    people_count: int
-    checksum: str | None
-    created_at: dt.datetime
-    published_at: dt.datetime | None
-    retired_at: dt.datetime | None
+    id: str = _field("The DTSEN release id (cut-off date, -rN for a reissue), e.g. 2026-01-23")
+    label: str = _field("A label in words, e.g. DTSEN per 23 Januari 2026")
+    cutoff_date: dt.date = _field("Evaluation date of every decision")
+    status: SnapshotStatus = _field("Where the snapshot is in its life")
+    family_count: int = _field("Families (Kartu Keluarga) in the snapshot")
+    people_count: int = _field("People in the snapshot")
+    checksum: str | None = _field("sha256 of the snapshot's content (order-independent)")
+    created_at: dt.datetime = _field("When the import began")
+    published_at: dt.datetime | None = _field("When it was published; null while loading")
+    retired_at: dt.datetime | None = _field("When it was retired; null unless retired")
 
     @classmethod
     def of(cls, s: SnapshotDto) -> Snapshot:
@@ -91,7 +163,7 @@ class Snapshot:
             id=s.id,
             label=s.label,
             cutoff_date=s.cutoff_date,
-            status=s.status,
+            status=SnapshotStatus(s.status),
             family_count=s.family_count,
             people_count=s.people_count,
             checksum=s.checksum,
@@ -103,27 +175,31 @@ class Snapshot:
 
 @strawberry.type(description="A program, its unit and its criteria in words")
 class Program:
-    id: ProgramId
-    name: str
-    unit: str = strawberry.field(description="family or person")
-    benefit: str
-    criteria: list[str]
+    id: ProgramId = _field("The program's id, as REST's")
+    name: str = _field("The program's name")
+    unit: Unit = _field("Whom its decision is about")
+    benefit: str = _field("What an eligible unit receives, in words")
+    criteria: list[str] = _field("Its criteria in words")
 
     @classmethod
     def of(cls, p: ProgramInfo) -> Program:
         return cls(
-            id=ProgramId(p.id), name=p.name, unit=p.unit, benefit=p.benefit, criteria=p.criteria
+            id=ProgramId(p.id),
+            name=p.name,
+            unit=Unit(p.unit),
+            benefit=p.benefit,
+            criteria=p.criteria,
         )
 
 
 @strawberry.type(description="A rule set: the numbers the programs' criteria use")
 class RuleSet:
-    id: str
-    effective_from: dt.date
-    title: str
-    source: str
-    checksum: str = strawberry.field(description="sha256 of the canonical parameters")
-    parameters: JSON = strawberry.field(description="pkh, bpnt, pbi, sekolah_rakyat")
+    id: str = _field("The rule set's id")
+    effective_from: dt.date = _field("In force for snapshots cut off on or after this date")
+    title: str = _field("Its title (the regulation it follows)")
+    source: str = _field("Where its numbers come from")
+    checksum: str = _field("sha256 of the canonical parameters")
+    parameters: JSON = _field("pkh, bpnt, pbi, sekolah_rakyat")
 
     @classmethod
     def of(cls, r: RuleSetInfo) -> RuleSet:
@@ -139,9 +215,9 @@ class RuleSet:
 
 @strawberry.type(description="A criterion of a decision: what was observed, what is required")
 class Criterion:
-    id: str = strawberry.field(description="decile_in_range, not_excluded, age_in_range, ...")
-    required: JSON
-    passed: bool
+    id: str = _field("decile_in_range, not_excluded, age_in_range, ...")
+    required: JSON = _field("What the rule set requires")
+    passed: bool = _field("Whether the criterion holds")
     shaped: strawberry.Private[dict[str, Any]]
 
     @resolved(
@@ -171,12 +247,9 @@ class Component:
         info.context.disclose(nik)  # named in the answer: named in the audit record
         return nik
 
-    @resolved(
-        "HAMIL, USIA_DINI, DISABILITAS_BERAT, LANSIA, SD, SMP or SMA", group=ANY_COMPONENT_GROUPS
-    )
-    def component(self) -> str:
-        value: str = self.shaped["component"]
-        return value
+    @resolved("The component's kind", group=ANY_COMPONENT_GROUPS)
+    def component(self) -> ComponentKind:
+        return ComponentKind(self.shaped["component"])
 
     @resolved("The component's yearly amount")
     def yearly_rupiah(self) -> int:
@@ -202,23 +275,34 @@ def _selection(shaped: dict[str, Any], name: str) -> Any:
     return shaped[name]
 
 
-@strawberry.type(description="What an eligible unit receives")
+@strawberry.type(
+    description="What an eligible unit receives. An amount a program does not have is null "
+    "here; REST leaves its key out (docs/graphql.md)"
+)
 class Benefit:
-    monthly_rupiah: int | None = None
-    yearly_rupiah: int | None = None
-    per_tranche_rupiah: int | None = None
+    monthly_rupiah: int | None = strawberry.field(
+        default=None, description="BPNT, PBI JK: a month; null for the others"
+    )
+    yearly_rupiah: int | None = strawberry.field(
+        default=None, description="PKH: a year's total; null for the others"
+    )
+    per_tranche_rupiah: int | None = strawberry.field(
+        default=None, description="PKH: each of the rule set's tranches; null for the others"
+    )
 
 
 @strawberry.type(description="One program's decision for a person or a family")
 class Decision:
-    program: ProgramId
-    unit: str = strawberry.field(description="family or person")
-    eligible: bool
+    program: ProgramId = _field("The program decided")
+    unit: Unit = _field("Whom the decision is about")
+    eligible: bool = _field("Whether the unit is eligible")
     recipient: bool | None = strawberry.field(
         description="The snapshot's recipient flag, where it has one"
     )
-    benefit: Benefit | None
-    level: str | None = strawberry.field(description="Sekolah Rakyat only: SD, SMP or SMA")
+    benefit: Benefit | None = _field(
+        "Null when not eligible, and for Sekolah Rakyat (a place, no amount)"
+    )
+    level: SchoolLevel | None = _field("Sekolah Rakyat only: the school level")
     priority: int | None = strawberry.field(
         description="Sekolah Rakyat only: 1 first; the family's decile (field group decile)",
         metadata={GROUP: tuple(sorted(PRIORITY_GROUPS))},
@@ -235,11 +319,11 @@ class Decision:
         criteria = d.get("criteria")
         return cls(
             program=ProgramId(d["program"]),
-            unit=d["unit"],
+            unit=Unit(d["unit"]),
             eligible=d["eligible"],
             recipient=d.get("recipient"),
             benefit=None if benefit is None else Benefit(**benefit),
-            level=d.get("level"),
+            level=None if d.get("level") is None else SchoolLevel(d["level"]),
             priority=d.get("priority"),
             components=None if components is None else [Component(shaped=c) for c in components],
             criteria=None
@@ -253,35 +337,35 @@ class Decision:
 
 @strawberry.type(description="Name, sex and birth date (field group identity)")
 class Identity:
-    name: str
-    sex: int = strawberry.field(description="1 male, 2 female")
-    birth_date: dt.date
+    name: str = _field("The name as registered")
+    sex: int = _field("1 male, 2 female (docs/codes.md)")
+    birth_date: dt.date = _field("The birth date")
 
 
 @strawberry.type(description="Socio-economic variables of a person (field group attributes)")
 class PersonAttributes:
-    marital_status: int | None
-    school_status: int | None
-    school_level: str | None
-    working: bool | None
+    marital_status: int | None = _field("Marital status code (docs/codes.md)")
+    school_status: int | None = _field("School attendance code (docs/codes.md)")
+    school_level: str | None = _field("The school level attended (docs/codes.md)")
+    working: bool | None = _field("Whether the person works")
 
 
 @strawberry.type(description="Health variables of a person (field group health)")
 class Health:
-    disability: int | None
-    chronic_illness: bool | None
-    pregnant: bool | None
+    disability: int | None = _field("Disability code (docs/codes.md)")
+    chronic_illness: bool | None = _field("Whether the person has a chronic illness")
+    pregnant: bool | None = _field("Whether the person is pregnant")
 
 
 @strawberry.type(description="Housing and exclusion variables of a family (field group attributes)")
 class FamilyAttributes:
-    asn_tni_polri: bool
-    home_ownership: int | None
-    floor_area_m2: int | None
-    drinking_water: int | None
-    toilet: int | None
-    lighting: int | None
-    power_va: int | None
+    asn_tni_polri: bool = _field("A member is a civil servant, soldier or police officer")
+    home_ownership: int | None = _field("Home ownership code (docs/codes.md)")
+    floor_area_m2: int | None = _field("Floor area in square metres")
+    drinking_water: int | None = _field("Drinking water source code (docs/codes.md)")
+    toilet: int | None = _field("Toilet facility code (docs/codes.md)")
+    lighting: int | None = _field("Lighting source code (docs/codes.md)")
+    power_va: int | None = _field("Installed electric power in VA")
 
 
 ProgramsArg = Annotated[
@@ -307,10 +391,13 @@ ExplainArg = Annotated[
 ]
 
 
+NAMED_DECISIONS = "Named `decisions` as in REST; this name will be removed (docs/graphql.md)"
+
+
 @strawberry.type(description="A person of the snapshot; fields need the client's field groups")
 class Person:
-    nik: str
-    found: bool = strawberry.field(description="false: the NIK is not in the snapshot")
+    nik: str = _field("The NIK asked (16 digits)")
+    found: bool = _field("false: the NIK is not in the snapshot")
     entry: strawberry.Private[Entry | None]
     shaped: strawberry.Private[dict[str, Any]]
 
@@ -328,16 +415,21 @@ class Person:
         value: int | None = self.shaped.get("decile")
         return value
 
-    @resolved("Relationship to the head of the family", group="membership")
+    @resolved(
+        "Relationship to the head of the family (docs/codes.md): as REST, a family's member "
+        "carries it here and a person asked by NIK also under `family`",
+        group="membership",
+    )
     def relationship(self) -> int | None:
-        family = self.shaped.get("family")
-        return None if family is None else int(family["relationship"])
+        return _relationship(self.shaped)
 
     @resolved("The person's family (Kartu Keluarga)", group="membership")
     def family(self, info: Info) -> Family | None:
         if self.entry is None:
             return None
-        return Family.of(info, as_str(self.entry[0].no_kk), self.entry)
+        family = Family.of(info, as_str(self.entry[0].no_kk), self.entry)
+        family.related = _relationship(self.shaped)
+        return family
 
     @resolved("Name, sex and birth date", group="identity")
     def identity(self) -> Identity | None:
@@ -358,6 +450,20 @@ class Person:
         return None if h is None else Health(**h)
 
     @resolved("The family's decisions (PKH, BPNT) then the person's own", group="decision")
+    async def decisions(
+        self,
+        info: Info,
+        programs: ProgramsArg = None,
+        rule_set: RuleSetArg = None,
+        explain: ExplainArg = False,
+    ) -> list[Decision] | None:
+        return await _person_decisions(self, info, programs, rule_set, explain)
+
+    @resolved(
+        "The same as `decisions`",
+        group="decision",
+        deprecation_reason=NAMED_DECISIONS,
+    )
     async def eligibility(
         self,
         info: Info,
@@ -365,20 +471,36 @@ class Person:
         rule_set: RuleSetArg = None,
         explain: ExplainArg = False,
     ) -> list[Decision] | None:
-        if self.entry is None:
-            return None
-        shaped = await info.context.person_decisions(
-            self.nik, self.entry, _names(programs), rule_set, explain
-        )
-        return [Decision.of(d) for d in shaped]
+        return await _person_decisions(self, info, programs, rule_set, explain)
+
+
+async def _person_decisions(
+    person: Person,
+    info: Info,
+    programs: list[ProgramId] | None,
+    rule_set: str | None,
+    explain: bool,
+) -> list[Decision] | None:
+    if person.entry is None:
+        return None
+    shaped = await info.context.person_decisions(
+        person.nik, person.entry, _names(programs), rule_set, explain
+    )
+    return [Decision.of(d) for d in shaped]
+
+
+def _relationship(shaped: dict[str, Any]) -> int | None:
+    family = shaped.get("family")
+    return None if family is None else int(family["relationship"])
 
 
 @strawberry.type(description="A family (Kartu Keluarga) of the snapshot")
 class Family:
-    no_kk: str
-    found: bool = strawberry.field(description="false: the No. KK is not in the snapshot")
+    no_kk: str = _field("The No. KK (16 digits)")
+    found: bool = _field("false: the No. KK is not in the snapshot")
     entry: strawberry.Private[Entry | None]
     shaped: strawberry.Private[dict[str, Any]]
+    related: strawberry.Private[int | None] = None
 
     @classmethod
     def of(cls, info: Info, no_kk: str, entry: Entry | None) -> Family:
@@ -395,6 +517,14 @@ class Family:
         value: str | None = self.shaped.get("kode_wilayah")
         return value
 
+    @resolved(
+        "The person's relationship to the head (docs/codes.md), as REST's family.relationship; "
+        "null on a family asked by No. KK",
+        group="membership",
+    )
+    def relationship(self) -> int | None:
+        return self.related
+
     @resolved("Housing and exclusion variables", group="attributes")
     def attributes(self) -> FamilyAttributes | None:
         a = self.shaped.get("attributes")
@@ -410,6 +540,20 @@ class Family:
         ]
 
     @resolved("The family's decisions (PKH, BPNT)", group="decision")
+    async def decisions(
+        self,
+        info: Info,
+        programs: ProgramsArg = None,
+        rule_set: RuleSetArg = None,
+        explain: ExplainArg = False,
+    ) -> list[Decision] | None:
+        return await _family_decisions(self, info, programs, rule_set, explain)
+
+    @resolved(
+        "The same as `decisions`",
+        group="decision",
+        deprecation_reason=NAMED_DECISIONS,
+    )
     async def eligibility(
         self,
         info: Info,
@@ -417,9 +561,17 @@ class Family:
         rule_set: RuleSetArg = None,
         explain: ExplainArg = False,
     ) -> list[Decision] | None:
-        if self.entry is None:
-            return None
-        shaped = await info.context.family_decisions(
-            self.entry, _names(programs), rule_set, explain
-        )
-        return [Decision.of(d) for d in shaped]
+        return await _family_decisions(self, info, programs, rule_set, explain)
+
+
+async def _family_decisions(
+    family: Family,
+    info: Info,
+    programs: list[ProgramId] | None,
+    rule_set: str | None,
+    explain: bool,
+) -> list[Decision] | None:
+    if family.entry is None:
+        return None
+    shaped = await info.context.family_decisions(family.entry, _names(programs), rule_set, explain)
+    return [Decision.of(d) for d in shaped]

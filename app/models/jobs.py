@@ -92,7 +92,8 @@ bulk_job_results = Table(
     Column("job_id", Uuid, ForeignKey("bulk_jobs.id", ondelete="CASCADE"), primary_key=True),
     Column("chunk", Integer, primary_key=True, autoincrement=False),
     Column("start", BigInteger, nullable=False),  # byte offset in the NDJSON answer
-    Column("data", LargeBinary, nullable=False),  # exactly the bytes the receipt covers
+    # Exactly the bytes the receipt covers (lz4-compressed in TOAST: migration 0002).
+    Column("data", LargeBinary, nullable=False),
     # NULL for a chunk of only malformed lines: it discloses nothing, so has no record.
     Column("audit_id", Text),
     Column("receipt", Text),

@@ -205,16 +205,22 @@ class Chunk:
 
 
 async def seal(
-    audit: AuditWriter, caller: Caller, operation: str, pinned: Pinned, chunk: Chunk
+    audit: AuditWriter,
+    caller: Caller,
+    operation: str,
+    pinned: Pinned,
+    chunk: Chunk,
+    names: tuple[str, str] | None = None,
 ) -> str | None:
     """Audit one chunk of a stream (its subjects, its count, the digest of its exact bytes),
     durable before it returns, and sign its receipt (None when receipts are off). Bulk chunks
-    and change lists (app.services.changes) are sealed alike."""
+    and change lists (app.services.changes) are sealed alike (`names`: app.services.lookup's
+    record_access)."""
     if chunk.audit_id is None:
         raise ValueError("a chunk that discloses nothing has no audit record")
     recorded = await record_access(
         audit, caller, chunk.audit_id, operation, pinned, chunk.subjects, chunk.found, chunk.data,
-        sign=True,
+        names, sign=True,
     )  # fmt: skip
     return recorded.receipt
 

@@ -42,7 +42,7 @@ from app.repositories import changes as repo
 from app.repositories import decisions as decisions_repo
 from app.repositories.registry import Conn
 from app.services import bulk
-from app.services.audit.records import new_audit_id, nik_subject
+from app.services.audit.records import new_audit_id, nik_subject, two_sides
 from app.services.audit.writer import AuditWriter
 from app.services.catalog import Reads
 from app.services.disclosure import change_fields
@@ -118,6 +118,12 @@ class Plan:
 
     def meta(self) -> dict[str, Any]:
         return {"from": self.before.meta(), "to": self.after.meta()}
+
+    def audit_names(self) -> tuple[str, str]:
+        """What each chunk's audit record names: both releases and both rule sets, `from..to`
+        (its receipt names the `to` side, whose checksums it carries)."""
+        b, a = self.before, self.after
+        return two_sides(b.snapshot.id, a.snapshot.id), two_sides(b.rule_set.id, a.rule_set.id)
 
 
 async def _pin_side(
@@ -351,7 +357,7 @@ class ChangeList:
         if self.pace is not None:
             await self.pace(chunk.niks)
         self.tally.receipts[place] = await bulk.seal(
-            self.audit, self.caller, OPERATION, self.plan.after, chunk
+            self.audit, self.caller, OPERATION, self.plan.after, chunk, self.plan.audit_names()
         )
         return chunk.data
 

@@ -5,6 +5,8 @@ sends. A job does not: the upload is stored (`submit`), a worker answers it (`Ru
 through pgqueuer: app.services.worker), and the client downloads the answers when it likes,
 resuming a cut download by byte range or by chunk (`Download`).
 
+The worker reads the input and starts chunks' lookups on one connection while a committer task
+commits the answered chunks, in order, on another, so no lookup waits on a commit.
 Every chunk of 1,000 lines is answered by the stream's own code (`bulk.Job.lookup`), and its
 answer bytes, its audit record (appended to the chain in the same transaction: `append`), its
 receipt and the job's committed progress are written in ONE transaction. So a job survives any
@@ -22,7 +24,6 @@ import hashlib
 import io
 import logging
 import uuid
-from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -492,24 +493,63 @@ class Runner:
             lines=job.answered, found=job.found, not_found=job.not_found, errors=job.errors
         )
         guard = self.guard(caller) if self.guard is not None else None
-        window: deque[tuple[int, asyncio.Task[bulk.Chunk]]] = deque()
+        # Two halves: this coroutine reads the input (on a connection of its own) and starts
+        # each chunk's lookup; the committer commits them in order on `conn`. So reading and
+        # looking up chunk n+1 never waits on chunk n's commit; at most `ahead` chunks wait.
+        window: asyncio.Queue[tuple[int, asyncio.Task[bulk.Chunk]] | None] = asyncio.Queue(
+            self.ahead
+        )
+        pending: list[asyncio.Task[bulk.Chunk]] = []  # every lookup started, for clean-up
+
+        async def committer() -> None:
+            while True:
+                head = await window.get()
+                if head is None:
+                    return
+                # The head, and those after it already answered (and the first one not yet:
+                # it is next anyway, so it waits here rather than alone).
+                ready = [head]
+                while not window.empty():
+                    nxt = window.get_nowait()
+                    if nxt is None:
+                        await self._commit(conn, job, me, caller, pinned, counts, ready)
+                        await self._guarded(guard, counts)
+                        return
+                    ready.append(nxt)
+                    if not nxt[1].done():
+                        break
+                await self._commit(conn, job, me, caller, pinned, counts, ready)
+                await self._guarded(guard, counts)
+
+        async def put(item: tuple[int, asyncio.Task[bulk.Chunk]] | None) -> None:
+            """Queue a chunk (None: the end) unless the committer stopped: then raise why."""
+            putting = asyncio.ensure_future(window.put(item))
+            await asyncio.wait((putting, commits), return_when=asyncio.FIRST_COMPLETED)
+            if not putting.done():
+                putting.cancel()
+                await commits  # raises why (Lost, Wait, an enumeration, a database error)
+                raise Lost  # the committer returns only after the end was queued
+            await putting
+
+        reader = await self.connect()
+        commits = asyncio.create_task(committer())
         try:
-            async for chunk in self._inputs(conn, job.id, job.chunks_done):
+            async for chunk in self._inputs(reader, job.id, job.chunks_done):
                 if self.stopping is not None and self.stopping.is_set():
                     raise Wait(0)
                 task = asyncio.create_task(stream.lookup(bulk.chunk_items(chunk), new_audit_id()))
-                window.append((chunk.number, task))
-                if len(window) >= self.ahead:
-                    await self._commit(conn, job, me, caller, pinned, counts, _ready(window))
-                    await self._guarded(guard, counts)
-            while window:
-                await self._commit(conn, job, me, caller, pinned, counts, _ready(window))
-                await self._guarded(guard, counts)
+                pending.append(task)
+                await put((chunk.number, task))
+                pending = [t for t in pending if not t.done()]
+            await put(None)
+            await commits
         finally:
-            for _, task in window:
+            commits.cancel()
+            for task in pending:
                 task.cancel()
             # Their errors are not news: the job ended (or stops here).
-            await asyncio.gather(*(task for _, task in window), return_exceptions=True)
+            await asyncio.gather(commits, *pending, return_exceptions=True)
+            await reader.close()
 
     @staticmethod
     async def _guarded(guard: bulk.Guard | None, counts: bulk.Counts) -> None:
@@ -603,16 +643,6 @@ class Runner:
             await repo.store_chunks(conn, job.id, rows, sums)
         for _, c in chunks:
             counts.add(c)
-
-
-def _ready(
-    window: deque[tuple[int, asyncio.Task[bulk.Chunk]]],
-) -> list[tuple[int, asyncio.Task[bulk.Chunk]]]:
-    """The head of the window, and the chunks after it whose answers are already there."""
-    out = [window.popleft()]
-    while window and window[0][1].done():
-        out.append(window.popleft())
-    return out
 
 
 class _ClientGone(TepatError):

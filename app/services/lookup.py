@@ -140,6 +140,7 @@ async def record_access(
     subjects: Sequence[str],
     found: int,
     body: bytes,
+    names: tuple[str, str] | None = None,
     *,
     sign: bool = False,
     sent_digest: bytes | None = None,
@@ -147,11 +148,13 @@ async def record_access(
     """The audit record of one answer, durable before the answer leaves (every face uses it).
 
     `body` is exactly what is sent (REST, a bulk chunk) or the rendered `data` (GraphQL).
+    `names`: the (snapshot, rule set) the record names, when not `pinned`'s alone (a change
+    list names both sides: app.services.audit.records.two_sides).
     With `sign`, the receipt is signed along with the record (by the audit writer, off the
     event loop: app.services.signer), over `sent_digest` when the bytes sent are more than
     `body` (see `receipt`).
     """
-    entry = access_entry(caller, audit_id, operation, pinned, subjects, found, body)
+    entry = access_entry(caller, audit_id, operation, pinned, subjects, found, body, names)
     digest = entry.response_digest
     if not sign or audit.keyring is None:
         return Recorded(audit_id, await audit.record(entry), digest)
@@ -168,15 +171,17 @@ def access_entry(
     subjects: Sequence[str],
     found: int,
     body: bytes,
+    names: tuple[str, str] | None = None,
 ) -> AuditEntry:
     """What the audit record of one answer says (its digest over `body`)."""
+    snapshot_id, rule_set_id = names or (pinned.snapshot.id, pinned.rule_set.id)
     return AuditEntry(
         id=audit_id,
         client_id=caller.principal.client_id,
         purpose=caller.purpose,
         operation=operation,
-        snapshot_id=pinned.snapshot.id,
-        rule_set_id=pinned.rule_set.id,
+        snapshot_id=snapshot_id,
+        rule_set_id=rule_set_id,
         subjects=subjects,
         found=found,
         response_digest=hashlib.sha256(body).digest(),

@@ -259,6 +259,11 @@ async def test_each_chunk_is_audited_and_its_receipt_verifies(
     assert summary["listed"] == len(full_list)
     assert len(chunks) == len(summary["audit_ids"]) == math.ceil(len(full_list) / 100)
     jwks = keyring.document
+    # Each record names both sides, so an audit of the list can be reproduced from it alone.
+    sides = (
+        f"{CHANGES_FROM}..{CHANGES_TO}",
+        f"{summary['from']['rule_set']['id']}..{summary['to']['rule_set']['id']}",
+    )
     async with engine.connect() as conn:
         for chunk, audit_id, token in zip(
             chunks, summary["audit_ids"], summary["receipts"], strict=True
@@ -269,14 +274,15 @@ async def test_each_chunk_is_audited_and_its_receipt_verifies(
             row = (
                 await conn.execute(
                     text(
-                        "SELECT operation, subject_hashes, subject_count, found_count "
-                        "FROM audit_log WHERE id = :id"
+                        "SELECT operation, subject_hashes, subject_count, found_count, "
+                        "snapshot_id, rule_set_id FROM audit_log WHERE id = :id"
                     ),
                     {"id": audit_id},
                 )
             ).one()
             niks = [orjson.loads(line)["nik"] for line in chunk.splitlines()]
             assert row.operation == "changes"
+            assert (row.snapshot_id, row.rule_set_id) == sides
             assert row.subject_count == row.found_count == len(niks)
             assert set(row.subject_hashes) == {subject_hash(hmac_key, nik_subject(n)) for n in niks}
     with pytest.raises(receipts.ReceiptInvalid):

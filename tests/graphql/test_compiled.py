@@ -44,9 +44,10 @@ SMALL = """query Small($nik: String!) { person(nik: $nik) { nik decile identity 
 ALIASED = """query Aliased($who: String!, $at: String) {
   p: person(nik: $who, snapshot: $at) {
     __typename n: nik found relationship
-    family { __typename noKk found decile kodeWilayah }
+    family { __typename noKk found decile kodeWilayah relationship }
     e: eligibility { __typename program eligible b: benefit { yearlyRupiah monthlyRupiah }
       components { nik taken } }
+    d: decisions { program unit level priority components { component } }
     health { pregnant } } }"""
 
 
@@ -287,6 +288,9 @@ def test_compiled_shapes(app: FastAPI) -> None:
     small = compile_document(schema, SMALL, "Small", rules, MAX_TOKENS)
     assert small is not None and not small.eligibility
     assert compile_document(schema, SMALL, "Other", rules, MAX_TOKENS) is None
+    named = "query($n: String!) { person(nik: $n) { decisions { program unit } } }"
+    renamed = compile_document(schema, named, None, rules, MAX_TOKENS)
+    assert renamed is not None and renamed.eligibility
     deep = '{ person(nik: "1") { ' + " ".join(f"a{i}: nik" for i in range(11)) + " } }"
     assert compile_document(schema, deep, None, rules, MAX_TOKENS) is None  # aliases limit
 

@@ -91,6 +91,21 @@ async def test_largest_family_with_members_and_decisions(
     assert kinds(statements) == EXPECTED, statements
 
 
+FAMILIES = f"""query($kks: [String!]!) {{ families(noKks: $kks) {{ noKk decile kodeWilayah
+  members {{ nik identity {{ name }} decisions {{ {DECISIONS} }} family {{ noKk relationship }} }}
+  decisions(explain: true) {{ {DECISIONS} }} }} }}"""
+
+
+async def test_hundred_families_cost_the_same_as_one(
+    http: httpx.AsyncClient, full_key: str, count_sql: SqlCounter, households: dict[str, list[str]]
+) -> None:
+    kks = list(households)[:100]
+    data, statements = await _measured(http, count_sql, full_key, FAMILIES, {"kks": kks})
+    assert [f["noKk"] for f in data["families"]] == kks
+    assert sum(len(f["members"]) for f in data["families"]) == sum(len(households[k]) for k in kks)
+    assert kinds(statements) == EXPECTED, statements
+
+
 def _nested(depth: int) -> str:
     inner = "nik"
     for _ in range(depth - 2):

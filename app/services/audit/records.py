@@ -58,6 +58,17 @@ def new_audit_id() -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+SIDES = ".."  # between the two releases (or rule sets) a record of a change list names
+
+
+def two_sides(before: str, after: str) -> str:
+    """How the record of an answer read from two releases names them (a change list: `from`
+    then `to`), in its snapshot_id and rule_set_id: `2025-10-23..2026-01-23`. Neither a
+    snapshot id nor a rule-set id holds a dot, so the pair splits back unambiguously; both are
+    named even when equal, so an audit of the list can be reproduced from its records alone."""
+    return f"{before}{SIDES}{after}"
+
+
 def nik_subject(nik: str) -> str:
     return "nik:" + nik
 
