@@ -228,6 +228,14 @@ class CallbackNotAllowed(TepatError):
     status = 403
 
 
+class SignatureInvalid(TepatError):
+    """A DCI message whose `signature` is missing (its client must sign) or does not verify."""
+
+    code = "signature_invalid"
+    title = "The message signature is missing or does not verify"
+    status = 401
+
+
 ALL_ERRORS: tuple[type[TepatError], ...] = (
     ValidationFailed,
     SnapshotNotFound,
@@ -258,4 +266,5 @@ ALL_ERRORS: tuple[type[TepatError], ...] = (
     RangeNotSatisfiable,
     NoCheckpoint,
     CallbackNotAllowed,
+    SignatureInvalid,
 )

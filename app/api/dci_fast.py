@@ -20,7 +20,7 @@ from app.errors import TepatError
 from app.http.fast import FastPath, Head, caller_of
 from app.http.state import state_of
 from app.schemas.dci import DciSearchEnvelope
-from app.services import dci
+from app.services import dci, signatures
 from app.services.lookup import Answer
 
 PATH = "/dci/registry/sync/search"
@@ -37,6 +37,7 @@ class FastDci(FastPath):
         except (ValidationError, TepatError):
             return None  # the route answers it, naming the field
         caller = await caller_of(scope, head)
+        signatures.check_request(caller.principal, body)
         return await searched(state_of(scope), caller, envelope, scope)
 
     async def error_response(self, scope: Scope, error: Exception) -> Any:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Collection
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -37,6 +38,10 @@ class ClientInfo(BaseModel):
     callback_url_prefix: str | None = Field(
         None, description="Where DCI callbacks may be sent; null: none may be"
     )
+    jwks: dict[str, Any] | None = Field(
+        None, description="Its public keys (a JWKS); its signed DCI messages are checked with them"
+    )
+    signatures_required: bool = Field(False, description="Its DCI requests must be signed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +58,8 @@ class Principal:
     daily_quota: int | None = None  # None: the settings' default for its kind
     suspended: bool = False
     callback_url_prefix: str | None = None  # where DCI callbacks may go (None: nowhere)
+    jwks: Mapping[str, Any] | None = field(default=None, hash=False, compare=False)
+    signatures_required: bool = False  # its DCI requests must carry a valid signature
 
     def require_purpose(self, purpose: str | None) -> str:
         """The stated purpose, if registered for this client (UU 27/2022: purpose limitation)."""
@@ -97,4 +104,6 @@ class Principal:
             daily_quota=client.daily_quota,
             suspended=client.suspended_at is not None,
             callback_url_prefix=client.callback_url_prefix,
+            jwks=client.jwks,
+            signatures_required=client.signatures_required,
         )

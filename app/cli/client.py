@@ -25,6 +25,16 @@ def _split(values: str) -> list[str]:
     return [v.strip() for v in values.split(",") if v.strip()]
 
 
+def _jwks_file(path: Path) -> Any:
+    """The JSON document in `path` (app.services.clients checks it is a public JWKS)."""
+    try:
+        return orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError) as e:
+        raise typer.BadParameter(
+            f"cannot read a JWKS from {path}: {e}", param_hint="--jwks"
+        ) from None
+
+
 def _client_table(clients: list[Any]) -> Table:
     table = Table()
     for name in (
@@ -107,20 +117,25 @@ def client_create(
             "--jwks",
             exists=True,
             dir_okay=False,
-            help="A JWKS file (public keys only) its OAuth2 client assertions are signed with "
-            "(private_key_jwt, docs/oauth2.md).",
+            help="A JWKS file of its public keys (no private keys): its OAuth2 client "
+            "assertions (private_key_jwt, docs/oauth2.md) and its signed DCI messages are "
+            "verified with them. Default: none.",
         ),
     ] = None,
+    require_signatures: Annotated[
+        bool,
+        typer.Option(
+            "--require-signatures",
+            help="Refuse its DCI requests that are not signed (needs --jwks).",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Register a client and print its API key, which is shown this once and never again."""
     from app.services import clients as svc
 
     expires_at = expires.replace(tzinfo=dt.UTC) if expires else None
-    try:
-        keyset = orjson.loads(jwks.read_bytes()) if jwks is not None else None
-    except orjson.JSONDecodeError as e:
-        raise typer.BadParameter(f"{jwks} is not JSON: {e}", param_hint="--jwks") from None
+    jwks_document = _jwks_file(jwks) if jwks is not None else None
 
     async def go(settings: Settings) -> tuple[Any, str]:
         async with db.engine_scope(settings) as engine, engine.begin() as conn:
@@ -134,7 +149,8 @@ def client_create(
                 bulk=bulk,
                 daily_quota=daily_quota,
                 callback_url_prefix=callback_url_prefix,
-                jwks=keyset,
+                jwks=jwks_document,
+                signatures_required=require_signatures,
             )
 
     info, key = run(go)

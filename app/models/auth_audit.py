@@ -41,11 +41,14 @@ api_clients = Table(
     # suspended (every request refused) since when and why, until an operator reinstates it.
     Column("bulk", Boolean, nullable=False, server_default=text("false")),
     Column("daily_quota", BigInteger),
+    # Its DCI requests must be signed (an unsigned one is refused).
+    Column("signatures_required", Boolean, nullable=False, server_default=text("false")),
     Column("suspended_at", DateTime(timezone=True)),
     Column("suspended_reason", Text),
     # Where DCI callbacks may go (app.services.dci): a sender_uri outside it is refused.
     Column("callback_url_prefix", Text),
-    # Public keys (a JWKS) its OAuth2 client assertions are signed with (app.services.oauth2).
+    # The client's public keys (a JWKS): its OAuth2 client assertions (app.services.oauth2)
+    # and its signed DCI messages (app.services.signatures) are verified with them.
     Column("jwks", JSONB),
     CheckConstraint("octet_length(key_hash) = 32", name="key_hash_sha256"),
     CheckConstraint("daily_quota IS NULL OR daily_quota >= 0", name="daily_quota_positive"),

@@ -28,6 +28,8 @@ _COLUMNS = (
     api_clients.c.suspended_at,
     api_clients.c.suspended_reason,
     api_clients.c.callback_url_prefix,
+    api_clients.c.jwks,
+    api_clients.c.signatures_required,
 )
 
 
@@ -46,6 +48,7 @@ async def create(
     daily_quota: int | None = None,
     callback_url_prefix: str | None = None,
     jwks: dict[str, Any] | None = None,
+    signatures_required: bool = False,
 ) -> ClientInfo:
     row = (
         (
@@ -64,6 +67,7 @@ async def create(
                     daily_quota=daily_quota,
                     callback_url_prefix=callback_url_prefix,
                     jwks=jwks,
+                    signatures_required=signatures_required,
                 )
                 .returning(*_COLUMNS)
             )

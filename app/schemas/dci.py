@@ -118,7 +118,11 @@ class DciSearchMessage(_Loose):
 class DciSearchEnvelope(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
 
-    signature: str | None = Field(None, description="Accepted, not verified (docs/dci.md)")
+    signature: str | None = Field(
+        None,
+        description="A detached JWS over the canonical JSON of header and message, checked "
+        "against the client's registered keys (docs/dci.md)",
+    )
     header: DciHeader
     message: DciSearchMessage
 
@@ -142,7 +146,11 @@ class DciTxnStatusMessage(_Loose):
 class DciTxnStatusEnvelope(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
 
-    signature: str | None = None
+    signature: str | None = Field(
+        None,
+        description="A detached JWS over the canonical JSON of header and message, checked "
+        "against the client's registered keys (docs/dci.md)",
+    )
     header: DciHeader
     message: DciTxnStatusMessage
 
@@ -217,7 +225,11 @@ class DciSearchResponse(BaseModel):
 class DciSearchAnswer(BaseModel):
     """The sync search's answer (the async search's `on-search` callback body is the same)."""
 
-    signature: str | SkipJsonSchema[None] = None
+    signature: str | SkipJsonSchema[None] = Field(
+        None,
+        description="Tepat's detached JWS over the canonical JSON of header and message "
+        "(its key in /.well-known/jwks.json; docs/dci.md)",
+    )
     header: DciCallbackHeader
     message: DciSearchResponse
 
@@ -252,6 +264,10 @@ class DciTxnStatusResponse(BaseModel):
 
 
 class DciTxnStatusAnswer(BaseModel):
-    signature: str | SkipJsonSchema[None] = None
+    signature: str | SkipJsonSchema[None] = Field(
+        None,
+        description="Tepat's detached JWS over the canonical JSON of header and message "
+        "(its key in /.well-known/jwks.json; docs/dci.md)",
+    )
     header: DciCallbackHeader
     message: DciTxnStatusResponse

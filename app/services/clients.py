@@ -9,7 +9,8 @@ import secrets
 import string
 import time
 import urllib.parse
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import orjson
 from pydantic import BaseModel, Field
@@ -28,9 +29,10 @@ from app.errors import (
 )
 from app.repositories import allowance as allowance_repo
 from app.repositories import clients as repo
+from app.services import signatures
 from app.services.audit.records import AuditEntry, new_audit_id
 from app.services.audit.writer import AuditWriter
-from app.services.oauth2 import AccessTokens, checked_jwks, narrowed
+from app.services.oauth2 import AccessTokens, narrowed
 
 # One message for unknown, revoked and expired keys: the answer must not tell a key holder
 # (or a thief) which of the three it is.
@@ -77,7 +79,8 @@ async def create_client(
     bulk: bool = False,
     daily_quota: int | None = None,
     callback_url_prefix: str | None = None,
-    jwks: object = None,
+    jwks: Mapping[str, Any] | None = None,
+    signatures_required: bool = False,
 ) -> tuple[ClientInfo, str]:
     """Register a client; returns it and its key in plain text, which is never available again."""
     name = name.strip()
@@ -95,7 +98,11 @@ async def create_client(
         raise ValidationFailed("daily_quota must be 0 (none) or more NIKs", field="daily_quota")
     if callback_url_prefix is not None:
         callback_url_prefix = checked_callback_prefix(callback_url_prefix)
-    checked_keys = checked_jwks(jwks) if jwks is not None else None
+    checked_keys = signatures.checked_jwks(jwks) if jwks is not None else None
+    if signatures_required and checked_keys is None:
+        raise ValidationFailed(
+            "signatures_required needs the client's public keys (jwks)", field="jwks"
+        )
     client_id = _new_id(name)
     while await repo.exists(conn, client_id):
         client_id = _new_id(name)
@@ -114,6 +121,7 @@ async def create_client(
         daily_quota=daily_quota,
         callback_url_prefix=callback_url_prefix,
         jwks=checked_keys,
+        signatures_required=signatures_required,
     )
     return info, key
 

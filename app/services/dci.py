@@ -42,11 +42,12 @@ from app.schemas.dci import (
     DciSearchMessage,
 )
 from app.schemas.lookup import Nik, NoKk
-from app.services import eligibility
+from app.services import eligibility, signatures
 from app.services.audit.records import new_audit_id, nik_subject, no_kk_subject
 from app.services.audit.writer import AuditWriter, append
 from app.services.lookup import Caller, Recorded, access_entry, receipt, view_for
 from app.services.pinning import Pinned
+from app.services.receipts import Keyring
 
 log = logging.getLogger("tepat.dci")
 
@@ -539,15 +540,14 @@ async def search(
     succeeded = sum(1 for it in items if it.rejected is None)
     status = "succ" if succeeded == len(items) else ("rjct" if succeeded == 0 else "succ")
     meta = pinned.meta(caller.request_id, audit_id)
-    body = orjson.dumps(
+    body = signatures.sign(
+        keyring_audit.keyring,
+        _header(header, status, len(items), len(items), meta),
         {
-            "header": _header(header, status, len(items), len(items), meta),
-            "message": {
-                "transaction_id": message.transaction_id,
-                "correlation_id": str(correlation_id),
-                "search_response": results,
-            },
-        }
+            "transaction_id": message.transaction_id,
+            "correlation_id": str(correlation_id),
+            "search_response": results,
+        },
     )
     subjects = [nik_subject(n) for n in niks] + [no_kk_subject(k) for k in no_kks]
     subjects += [nik_subject(n) for n in sorted(disclosed.difference(niks))]
@@ -862,14 +862,18 @@ async def _answer_async(
     except Unavailable:
         raise RetryLater(5.0) from None  # the database or the trail cannot serve now
     except TepatError as e:  # e.g. its pinned snapshot was retired meanwhile: nothing disclosed
-        body, outcome = refusal(envelope.header, envelope.message, txn.id, e.detail)
+        body, outcome = refusal(envelope.header, envelope.message, txn.id, e.detail, audit.keyring)
         await repo.answered(conn, txn.id, "rjct", outcome, body)
         return body
     return answered.body
 
 
 def refusal(
-    header: DciHeader, message: DciSearchMessage, correlation_id: uuid.UUID, reason: str
+    header: DciHeader,
+    message: DciSearchMessage,
+    correlation_id: uuid.UUID,
+    reason: str,
+    keyring: Keyring | None,
 ) -> tuple[bytes, list[dict[str, Any]]]:
     """An async search's answer when none of it can be answered (no data, nothing audited)."""
     stamp = now().isoformat()
@@ -885,16 +889,17 @@ def refusal(
         for i in message.search_request
     ]
     n = len(items)
-    body = {
-        "header": _header(header, "rjct", n, n, None),
-        "message": {
+    body = signatures.sign(
+        keyring,
+        _header(header, "rjct", n, n, None),
+        {
             "transaction_id": message.transaction_id,
             "correlation_id": str(correlation_id),
             "search_response": items,
         },
-    }
+    )
     outcome = [{k: i[k] for k in ("reference_id", "status", "status_reason_code")} for i in items]
-    return orjson.dumps(body), outcome
+    return body, outcome
 
 
 async def post_json(url: str, body: bytes, seconds: float) -> int:

@@ -37,7 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.auth import keys
 from app.auth.principal import FIELD_GROUPS, PROGRAMS, Principal
-from app.errors import Unauthenticated, Unavailable, ValidationFailed
+from app.errors import Unauthenticated, Unavailable
 from app.repositories import clients as repo
 from app.services.receipts import ALG, Keyring
 
@@ -70,27 +70,6 @@ class OAuthError(Exception):
 
     def body(self) -> dict[str, str]:
         return {"error": self.error, "error_description": self.description}
-
-
-def checked_jwks(doc: object) -> dict[str, Any]:
-    """A client's JWKS as registered: public, asymmetric signing keys only (ValidationFailed)."""
-    if not isinstance(doc, dict):
-        raise ValidationFailed('jwks must be a JWKS document: {"keys": [...]}', field="jwks")
-    items = doc.get("keys")
-    if not isinstance(items, list) or not items:
-        raise ValidationFailed('jwks must be a JWKS document: {"keys": [...]}', field="jwks")
-    for item in items:
-        if not isinstance(item, dict) or item.get("kty") not in ("OKP", "EC", "RSA"):
-            raise ValidationFailed("jwks keys must be OKP, EC or RSA public keys", field="jwks")
-        if "d" in item:
-            raise ValidationFailed(
-                "jwks must hold public keys only: the client keeps its private key", field="jwks"
-            )
-    try:
-        KeySet.import_key_set(doc)  # type: ignore[arg-type]
-    except (JoseError, ValueError, TypeError) as e:
-        raise ValidationFailed(f"jwks does not hold valid keys: {e}", field="jwks") from None
-    return {str(k): v for k, v in doc.items()}
 
 
 @dataclass(frozen=True, slots=True)

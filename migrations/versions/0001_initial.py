@@ -574,11 +574,16 @@ def _clients() -> None:
         # (every request refused until `tepat client reinstate`) since when and why.
         sa.Column("bulk", sa.Boolean(), server_default=sa.text("false"), nullable=False),
         sa.Column("daily_quota", sa.BigInteger(), nullable=True),
+        # Its DCI requests must be signed (an unsigned one is refused).
+        sa.Column(
+            "signatures_required", sa.Boolean(), server_default=sa.text("false"), nullable=False
+        ),
         sa.Column("suspended_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("suspended_reason", sa.Text(), nullable=True),
         # Where DCI callbacks may go: a sender_uri outside it is refused (app.services.dci).
         sa.Column("callback_url_prefix", sa.Text(), nullable=True),
-        # Public keys (a JWKS) its OAuth2 client assertions are signed with (docs/oauth2.md).
+        # The client's public keys (a JWKS): OAuth2 client assertions (docs/oauth2.md) and
+        # signed DCI messages (docs/dci.md) are verified with them.
         sa.Column("jwks", postgresql.JSONB(astext_type=sa.Text()), nullable=True),
         sa.CheckConstraint(
             "octet_length(key_hash) = 32", name=op.f("ck_api_clients_key_hash_sha256")

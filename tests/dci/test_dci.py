@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import csv
 import hashlib
 import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,7 +19,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app import db
 from app.config import Settings
-from app.main import create_app
 from app.services import clients
 from tests.support import ALL_GROUPS, ALL_PROGRAMS, PURPOSE, MakeClient, auth
 
@@ -63,15 +60,6 @@ def by_nik(nik: str, ref: str = "r1") -> dict[str, Any]:
 
 def by_kk(no_kk: str, ref: str = "r1") -> dict[str, Any]:
     return _item(ref, "idtype-value", {"type": "KK", "value": no_kk})
-
-
-@pytest.fixture(scope="module")
-def release(published: Path) -> tuple[list[dict[str, str]], dict[str, dict[str, str]]]:
-    with (published / "anggota.csv").open() as f:
-        people = list(csv.DictReader(f))
-    with (published / "keluarga.csv").open() as f:
-        families = {r["no_kk"]: r for r in csv.DictReader(f)}
-    return people, families
 
 
 def _ack_error(r: httpx.Response) -> str:
@@ -431,21 +419,6 @@ def receiver() -> Iterator[Receiver]:
     r = Receiver(fail=1)
     yield r
     r.server.shutdown()
-
-
-@pytest.fixture(scope="module")
-async def worker_app(settings: Settings, published: Path) -> AsyncIterator[FastAPI]:
-    fast = settings.model_copy(update={"jobs_worker": True, "dci_callback_backoff": 0.2})
-    application = create_app(fast)
-    async with application.router.lifespan_context(application):
-        yield application
-
-
-@pytest.fixture
-async def worker_http(worker_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=worker_app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://tepat.test") as c:
-        yield c
 
 
 async def _callback_client(engine: AsyncEngine, prefix: str | None) -> str:

@@ -41,7 +41,7 @@ from app.schemas.dci import (
     DciTxnStatusAnswer,
     DciTxnStatusEnvelope,
 )
-from app.services import dci
+from app.services import dci, signatures
 from app.services.lookup import Answer, Caller
 from app.services.worker import enqueue_dci
 
@@ -164,6 +164,7 @@ def sync_log(scope: Scope) -> dci.SyncLog:
 async def lookup_registry_sync(
     body: DciSearchEnvelope, state: State, caller: CallerDep, request: Request
 ) -> Response:
+    signatures.check_request(caller.principal, await request.body())
     dci.check_header(body.header, "search")
     dci.check_total(body.header, len(body.message.search_request))
     return answered(await searched(state, caller, body, request.scope))
@@ -192,6 +193,7 @@ async def lookup_registry_sync(
 async def submit_registry_search(
     body: DciSearchEnvelope, state: State, caller: CallerDep, request: Request
 ) -> Response:
+    signatures.check_request(caller.principal, await request.body())
     dci.check_header(body.header, "search")
     dci.check_total(body.header, len(body.message.search_request))
     url = dci.callback_url(caller.principal, body.header.sender_uri, "/on-search")
@@ -236,7 +238,7 @@ async def _status(
         v = query.attribute_value
         refs = {v} if isinstance(v, str) else set(v)
     answer = dci.status_body(body.header, body.message.transaction_id, query.txn_type, found, refs)
-    return orjson.dumps(answer)
+    return signatures.sign(state.keyring, answer["header"], answer["message"])
 
 
 @router.post(
@@ -257,6 +259,7 @@ async def _status(
 async def get_txn_status_sync(
     body: DciTxnStatusEnvelope, state: State, caller: CallerDep, request: Request
 ) -> Response:
+    signatures.check_request(caller.principal, await request.body())
     dci.check_header(body.header, "txn-status")
     return Response(
         await _status(state, caller, body, request.scope), media_type="application/json"
@@ -282,6 +285,7 @@ async def get_txn_status_sync(
 async def get_txn_status(
     body: DciTxnStatusEnvelope, state: State, caller: CallerDep, request: Request
 ) -> Response:
+    signatures.check_request(caller.principal, await request.body())
     dci.check_header(body.header, "txn-status")
     url = dci.callback_url(caller.principal, body.header.sender_uri, "/txn/on-status")
     answer = await _status(state, caller, body, request.scope)
