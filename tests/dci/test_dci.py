@@ -456,16 +456,23 @@ async def test_async_search_is_delivered_with_retries(
     assert callback["message"]["correlation_id"] == ack["correlation_id"]
     (result,) = callback["message"]["search_response"]
     assert result["data"]["reg_records"][0]["identifier"]["identifier_value"] == nik
+    # The receiver has the callback before the worker records its delivery: wait (bounded).
+    until = asyncio.get_running_loop().time() + 10
+    while True:
+        async with engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    text(
+                        "SELECT attempts, delivered_at, response, request, status "
+                        "FROM dci_transactions WHERE id = :id"
+                    ),
+                    {"id": uuid.UUID(ack["correlation_id"])},
+                )
+            ).one()
+        if row.delivered_at is not None or asyncio.get_running_loop().time() > until:
+            break
+        await asyncio.sleep(0.05)
     async with engine.connect() as conn:
-        row = (
-            await conn.execute(
-                text(
-                    "SELECT attempts, delivered_at, response, request, status "
-                    "FROM dci_transactions WHERE id = :id"
-                ),
-                {"id": uuid.UUID(ack["correlation_id"])},
-            )
-        ).one()
         audited = (
             await conn.execute(
                 text("SELECT operation FROM audit_log WHERE id = :id"),
