@@ -28,6 +28,7 @@ from app.graphql.fast import FastGraphQL
 from app.graphql.gate import GraphQLGate
 from app.graphql.router import mount as mount_graphql
 from app.http import limits, metrics, problems, tracing
+from app.http.compression import Compression
 from app.http.fast import FastStats
 from app.http.middleware import RequestContext
 from app.http.state import AppState
@@ -126,6 +127,8 @@ def _outer_layers(app: FastAPI, settings: Settings) -> None:
             max_streams=settings.max_streams,
         )
         app.state.overload = stack
+        # Every answer's body, the fast paths' too (app.http.compression); streams chunk by chunk.
+        stack = Compression(stack)
         outer: ASGIApp = RequestContext(
             stack, max_body=settings.max_body_bytes, unlimited_paths=("/v1/bulk/",)
         )

@@ -164,3 +164,43 @@ def test_the_contracts_check_holds_operation_ids() -> None:
 
 def test_the_committed_document_is_the_one_checked() -> None:
     assert Path(ROOT / "openapi.json").exists()
+
+
+def _codes(op: dict[str, Any]) -> dict[str, str]:
+    """Every problem code an operation declares, with the status it is declared under."""
+    return {
+        example["value"]["code"]: status
+        for status, response in op["responses"].items()
+        if status in PROBLEM_STATUSES
+        for example in response["content"]["application/problem+json"]["examples"].values()
+    }
+
+
+# Operations that look people up and charge the client: the lookups and the bulk paths.
+LOOKUPS = ("POST /v1/people/lookup", "POST /v1/families/lookup")
+BULK = ("POST /v1/bulk/eligibility", "POST /v1/bulk/jobs")
+
+
+@pytest.mark.parametrize(("where", "op"), OPERATIONS, ids=[w for w, _ in OPERATIONS])
+def test_every_operation_declares_all_its_problems(where: str, op: dict[str, Any]) -> None:
+    """What a data operation can answer is declared whole, each code under its own status:
+    a route joining two `responses` dicts would lose one side's examples for a shared status."""
+    from app.api.openapi import DATA_ERRORS
+    from app.errors import TepatError
+
+    codes = _codes(op)
+    for code, status in codes.items():
+        assert all(
+            e["value"]["status"] == int(status)
+            for e in op["responses"][status]["content"]["application/problem+json"][
+                "examples"
+            ].values()
+        ), (where, code)
+    if where in (*LOOKUPS, *BULK):
+        data = {e.code for e in DATA_ERRORS if isinstance(e, type) and issubclass(e, TepatError)}
+        assert data - set(codes) == set(), where
+    if where in (*BULK, "POST /v1/changes"):
+        wanted = {"bulk_not_granted", "too_many_streams", "forbidden", "rate_limited"}
+        assert wanted - set(codes) == set(), where
+    if any(p["name"] == "X-Purpose" for p in op.get("parameters", [])):
+        assert {"purpose_required", "unauthenticated"} <= set(codes), where

@@ -46,6 +46,13 @@ def test_the_link_finder_sees_every_kind_of_link() -> None:
 def test_there_are_documents_to_check() -> None:
     names = {d.relative_to(ROOT).as_posix() for d in DOCUMENTS}
     assert {"README.md", "docs/architecture.md", "bench/README.md", "bench/RESULTS.md"} <= names
+    assert {"CHANGELOG.md", "docs/quickstart.md", "docs/versioning.md", "docs/purposes.md"} <= names
+
+
+def test_the_readme_links_the_integrator_documents() -> None:
+    targets = set(links((ROOT / "README.md").read_text(encoding="utf-8")))
+    wanted = {"docs/quickstart.md", "docs/purposes.md", "docs/versioning.md", "CHANGELOG.md"}
+    assert wanted <= targets
 
 
 @pytest.mark.parametrize("document", DOCUMENTS, ids=lambda d: d.relative_to(ROOT).as_posix())
@@ -63,3 +70,24 @@ def test_relative_links_resolve_inside_the_repository(document: Path) -> None:
         elif not resolved.exists():
             broken.append(f"{target} (no such file)")
     assert broken == [], f"{document.relative_to(ROOT)}: {broken}"
+
+
+def test_nothing_in_the_repository_reads_or_links_a_folder_outside_it() -> None:
+    """The domain notes the project was started from are not part of it: no document, code or
+    configuration may link or read `../shared/` (docs/ holds our own account)."""
+    outside = re.compile(r"\.\./shared\b|/work/shared\b")
+    found = []
+    for path in ROOT.rglob("*"):
+        parts = path.relative_to(ROOT).parts
+        if not path.is_file() or parts[0].startswith(".") or path.suffix not in TEXT:
+            continue
+        if path == Path(__file__).resolve():
+            continue
+        if any(p in ("node_modules", "__pycache__", "static") for p in parts):
+            continue
+        if outside.search(path.read_text(encoding="utf-8", errors="replace")):
+            found.append(path.relative_to(ROOT).as_posix())
+    assert found == []
+
+
+TEXT = {".md", ".py", ".toml", ".json", ".graphql", ".sh", ".yml", ".yaml", ".cfg", ".ini", ""}

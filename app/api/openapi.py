@@ -244,7 +244,9 @@ def _generic(status: int) -> dict[str, Any]:
 
 
 # What a lookup (and anything pinned to a snapshot and charged) can answer beyond its shape.
-DATA_PROBLEMS = problems(
+# A route that answers more passes these and its own to ONE `problems(...)` call: two dicts
+# merged with `**` would keep only the second's entry for a status both declare.
+DATA_ERRORS: tuple[ProblemSpec, ...] = (
     Forbidden,
     SnapshotNotFound,
     RuleSetNotFound,
@@ -255,6 +257,7 @@ DATA_PROBLEMS = problems(
     NoSnapshotPublished,
     AuditUnavailable,
 )
+DATA_PROBLEMS = problems(*DATA_ERRORS)
 
 
 # --- headers -------------------------------------------------------------------------------------

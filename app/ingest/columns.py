@@ -8,9 +8,21 @@ hashes, so it must be exactly what `COPY ... TO STDOUT` prints back (app.ingest.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from app.codes import (
+    DISABILITY,
+    DRINKING_WATER,
+    HOME_OWNERSHIP,
+    LIGHTING,
+    MARITAL_STATUS,
+    RELATIONSHIP,
+    SCHOOL_STATUS,
+    SEX,
+    TOILET,
+    CodeTable,
+)
 from app.eligibility.engine import SCHOOL_LEVELS
 from app.identifiers import IdentifierError, parse_nik
 
@@ -37,7 +49,18 @@ class ColumnSpec:
 
 
 def _codes(lo: int, hi: int) -> Parser:
-    allowed = {str(i): str(i) for i in range(lo, hi + 1)}
+    return _values(range(lo, hi + 1))
+
+
+def _coded(table: CodeTable) -> Parser:
+    """A coded column: the codes of its table (app.codes), nothing else."""
+    return _values(table.values)
+
+
+def _values(values: Sequence[int]) -> Parser:
+    allowed = {str(i): str(i) for i in values}
+    lo, hi = min(values), max(values)
+    listed = f"{lo}..{hi}" if list(values) == list(range(lo, hi + 1)) else ", ".join(allowed)
 
     def parse(raw: str) -> str:
         try:
@@ -46,7 +69,7 @@ def _codes(lo: int, hi: int) -> Parser:
             raw = raw.strip()
             if raw in allowed:
                 return allowed[raw]
-            raise FieldError("value_invalid", f"must be one of {lo}..{hi}") from None
+            raise FieldError("value_invalid", f"must be one of {listed}") from None
 
     parse.codes = allowed  # type: ignore[attr-defined]  # the fast path of app.ingest.validate
     return parse
@@ -183,10 +206,10 @@ FAMILY_COLUMNS: tuple[ColumnSpec, ...] = (
     col("daya_listrik_va", "power_va", _non_negative_int),
     # Required column, but an empty value is meaningful: unranked ("non-desil").
     col("desil", "decile", _codes(1, 10), required=True),
-    col("kepemilikan_rumah", "home_ownership", _codes(1, 5)),
-    col("sumber_air_minum", "drinking_water", _codes(1, 11)),
-    col("fasilitas_bab", "toilet", _codes(1, 4)),
-    col("sumber_penerangan", "lighting", _codes(1, 4)),
+    col("kepemilikan_rumah", "home_ownership", _coded(HOME_OWNERSHIP)),
+    col("sumber_air_minum", "drinking_water", _coded(DRINKING_WATER)),
+    col("fasilitas_bab", "toilet", _coded(TOILET)),
+    col("sumber_penerangan", "lighting", _coded(LIGHTING)),
     col("asn_tni_polri", "asn_tni_polri", _flag, required=True, nullable=False),
     col("penerima_pkh", "pkh_recipient", _flag),
     col("penerima_bpnt", "bpnt_recipient", _flag),
@@ -203,12 +226,12 @@ PERSON_COLUMNS: tuple[ColumnSpec, ...] = (
         identifier=True,
     ),
     col("tanggal_lahir", "birth_date", _date, required=True, nullable=False),
-    col("hubungan_kk", "relationship", _codes(1, 8), required=True, nullable=False),
-    col("jenis_kelamin", "sex", _codes(1, 2), required=True, nullable=False),
-    col("status_kawin", "marital_status", _codes(1, 4)),
-    col("status_sekolah", "school_status", _codes(0, 2)),
+    col("hubungan_kk", "relationship", _coded(RELATIONSHIP), required=True, nullable=False),
+    col("jenis_kelamin", "sex", _coded(SEX), required=True, nullable=False),
+    col("status_kawin", "marital_status", _coded(MARITAL_STATUS)),
+    col("status_sekolah", "school_status", _coded(SCHOOL_STATUS)),
     col("jenjang_sekolah", "school_level", _school_level),
-    col("disabilitas", "disability", _codes(0, 2)),
+    col("disabilitas", "disability", _coded(DISABILITY)),
     col("hamil", "pregnant", _flag),
     col("penyakit_kronis", "chronic_illness", _flag),
     col("bekerja", "working", _flag),

@@ -22,6 +22,17 @@ from app.identifiers import (
     is_nik,
     parse_nik,
 )
+from app.schemas.codes import (
+    Disability,
+    DrinkingWater,
+    HomeOwnership,
+    Lighting,
+    MaritalStatus,
+    Relationship,
+    SchoolStatus,
+    Sex,
+    Toilet,
+)
 
 # What `explain` adds and what it leaves out (app.services.disclosure; docs/disclosure.md).
 EXPLAIN = (
@@ -217,28 +228,26 @@ class Decision(BaseModel):
 
 class Identity(BaseModel):
     name: str
-    sex: int
+    sex: Sex
     birth_date: dt.date
 
 
 class PersonAttributes(BaseModel):
-    marital_status: int | None
-    school_status: int | None
+    marital_status: MaritalStatus | None
+    school_status: SchoolStatus | None
     school_level: str | None
     working: bool | None
 
 
 class Health(BaseModel):
-    disability: int | None
+    disability: Disability | None
     chronic_illness: bool | None
     pregnant: bool | None
 
 
 class Membership(BaseModel):
     no_kk: str
-    relationship: int = Field(
-        description="1 head, 2 spouse, 3 child, 4 child-in-law, 5 grandchild, 6 parent, 7 domestic worker, 8 other"
-    )
+    relationship: Relationship
     kode_wilayah: str
 
 
@@ -257,17 +266,17 @@ class PersonResult(BaseModel):
 
 class FamilyAttributes(BaseModel):
     asn_tni_polri: bool
-    home_ownership: int | None
+    home_ownership: HomeOwnership | None
     floor_area_m2: int | None
-    drinking_water: int | None
-    toilet: int | None
-    lighting: int | None
+    drinking_water: DrinkingWater | None
+    toilet: Toilet | None
+    lighting: Lighting | None
     power_va: int | None
 
 
 class Member(BaseModel):
     nik: str
-    relationship: int
+    relationship: Relationship
     identity: Identity | None = None
     attributes: PersonAttributes | None = None
     health: Health | None = None

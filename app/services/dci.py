@@ -592,8 +592,11 @@ def reads_source(reads: Any) -> Source:
     async def matching(
         p: Pinned, clauses: list[repo.Clause], limit: int, offset: int
     ) -> tuple[list[str], int]:
-        async with reads.connection() as conn:
-            return await repo.matching(conn, p.snapshot.key, clauses, limit, offset)
+        # Through the read nodes: a replica when one is fit, the next node if it fails.
+        result: tuple[list[str], int] = await reads.run(
+            lambda conn: repo.matching(conn, p.snapshot.key, clauses, limit, offset)
+        )
+        return result
 
     return Source(reads.pin, people, families, matching)
 

@@ -116,7 +116,9 @@ class Stream:
         self.writer.close()
 
 
-async def open_stream(server: Server, key: str, request_id: str | None = None) -> Stream:
+async def open_stream(
+    server: Server, key: str, request_id: str | None = None, extra: dict[str, str] | None = None
+) -> Stream:
     reader, writer = await asyncio.open_connection("127.0.0.1", port_of(server))
     head = [
         "POST /v1/bulk/eligibility HTTP/1.1",
@@ -128,6 +130,7 @@ async def open_stream(server: Server, key: str, request_id: str | None = None) -
     ]
     if request_id:
         head.append(f"X-Request-ID: {request_id}")
+    head += [f"{name}: {value}" for name, value in (extra or {}).items()]
     writer.write(("\r\n".join(head) + "\r\n\r\n").encode())
     await writer.drain()
     return Stream(reader, writer)

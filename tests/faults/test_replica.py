@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from app.synth.reference import ANGGOTA_COLUMNS
 from app.synth.release_io import iter_rows, read_manifest, table_file
 from tests.faults.cluster import Cluster
 from tests.faults.conftest import DATABASE, Server, World, auth, start_server
-from tests.faults.load import hammer
+from tests.faults.load import Sample, hammer
 from tests.helpers import drop_release
 
 pytestmark = pytest.mark.slow
@@ -202,12 +202,11 @@ async def _lookups_pinned(
         return out
 
 
-async def test_the_replica_stopped_under_load_costs_no_request_and_returns_to_rotation(
-    world: World, replica: Cluster, server: Server, capsys: pytest.CaptureFixture[str]
-) -> None:
-    key = await world.client_key("replica-stop")
-    niks = world.r1_niks
-    await _caught_up(world, replica)
+async def _under_load(
+    server: Server, key: str, niks: list[str], fault: Callable[[], Awaitable[dict[str, Any]]]
+) -> tuple[list[Sample], float, dict[str, Any]]:
+    """Six clients looking up NIKs; after a second, `fault` (which returns /readyz as it saw
+    it meanwhile); then the load ends. The samples, when the fault began, that /readyz."""
 
     def body(i: int) -> dict[str, Any]:
         return {"niks": [niks[i % len(niks)], niks[(i * 7 + 3) % len(niks)]]}
@@ -217,36 +216,55 @@ async def test_the_replica_stopped_under_load_costs_no_request_and_returns_to_ro
         hammer(server.base_url, auth(key), body, workers=6, stop=stop, max_seconds=60)
     )
     await asyncio.sleep(1.0)
-    stopping = time.monotonic()
-    await asyncio.to_thread(replica.stop, "fast")
-    stopped = time.monotonic()
-    await asyncio.sleep(2.0)
-    down = await _readyz(server)
+    began = time.monotonic()
+    seen = await fault()
     stop.set()
-    samples = await load
+    return await load, began, seen
 
+
+def _every_one_answered(
+    samples: list[Sample], began: float, label: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     statuses = Counter(s.status for s in samples)
-    during = [s for s in samples if s.ended > stopping]
+    during = [s for s in samples if s.ended > began]
     with capsys.disabled():
         print(
-            f"\n[replica] {len(samples)} lookups, {len(during)} while and after the replica "
-            f"stopped ({stopped - stopping:.2f} s to stop): {dict(statuses)}; longest "
-            f"{max(s.seconds for s in samples) * 1000:.0f} ms"
+            f"\n[{label}] {len(samples)} lookups, {len(during)} during and after it: "
+            f"{dict(statuses)}; longest {max(s.seconds for s in samples) * 1000:.0f} ms"
         )
-    assert during, "no request was sent while the replica stopped"
+    assert during, "no request was sent during the fault"
     failed = [(s.status, s.body) for s in samples if s.status != 200][:3]
     assert statuses == Counter({200: len(samples)}), failed  # none failed: the primary answered
-    assert [n["status"] for n in down["nodes"]] == ["up", "down"], down
 
-    # Back: in rotation again at the monitor's next check, and reading there.
-    await asyncio.to_thread(replica.start)
+
+async def _back_in_rotation(server: Server) -> None:
     until = time.monotonic() + 30
     while (await _readyz(server))["nodes"][1]["status"] != "up":
         assert time.monotonic() < until, "the replica did not return to rotation in 30 s"
         await asyncio.sleep(0.1)
+
+
+async def test_the_replica_stopped_under_load_costs_no_request_and_returns_to_rotation(
+    world: World, replica: Cluster, server: Server, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key = await world.client_key("replica-stop")
+    await _caught_up(world, replica)
+
+    async def stop_replica() -> dict[str, Any]:
+        await asyncio.to_thread(replica.stop, "fast")
+        await asyncio.sleep(2.0)
+        return await _readyz(server)
+
+    samples, began, down = await _under_load(server, key, world.r1_niks, stop_replica)
+    _every_one_answered(samples, began, "replica stopped", capsys)
+    assert [n["status"] for n in down["nodes"]] == ["up", "down"], down
+
+    # Back: in rotation again at the monitor's next check, and reading there.
+    await asyncio.to_thread(replica.start)
+    await _back_in_rotation(server)
     await _caught_up(world, replica)
     scans = await _registry_scans(replica)
-    await _lookups(server, key, niks, 40)
+    await _lookups(server, key, world.r1_niks, 40)
     assert await _scans_grow(replica, scans, 40) >= scans + 40
 
 
@@ -256,38 +274,17 @@ async def test_a_frozen_replica_costs_no_request(
     """Unreachable without being down (every process stopped, sockets open): reads running on it
     are abandoned after TEPAT_REPLICA_READ_TIMEOUT and answered by the primary."""
     key = await world.client_key("replica-freeze")
-    niks = world.r1_niks
     await _caught_up(world, replica)
 
-    def body(i: int) -> dict[str, Any]:
-        return {"niks": [niks[i % len(niks)]]}
+    async def freeze_replica() -> dict[str, Any]:
+        replica.freeze()
+        try:
+            await asyncio.sleep(3.0)
+            return await _readyz(server)
+        finally:
+            replica.thaw()
 
-    stop = asyncio.Event()
-    load = asyncio.create_task(
-        hammer(server.base_url, auth(key), body, workers=6, stop=stop, max_seconds=60)
-    )
-    await asyncio.sleep(1.0)
-    frozen = time.monotonic()
-    replica.freeze()
-    try:
-        await asyncio.sleep(3.0)
-        down = await _readyz(server)
-    finally:
-        replica.thaw()
-    stop.set()
-    samples = await load
-    statuses = Counter(s.status for s in samples)
-    during = [s for s in samples if s.ended > frozen]
-    with capsys.disabled():
-        print(
-            f"\n[frozen replica] {len(samples)} lookups, {len(during)} during and after the "
-            f"freeze: {dict(statuses)}; longest {max(s.seconds for s in samples) * 1000:.0f} ms"
-        )
-    failed = [(s.status, s.body) for s in samples if s.status != 200][:3]
-    assert during
-    assert statuses == Counter({200: len(samples)}), failed
+    samples, began, down = await _under_load(server, key, world.r1_niks, freeze_replica)
+    _every_one_answered(samples, began, "replica frozen", capsys)
     assert [n["status"] for n in down["nodes"]] == ["up", "down"], down
-    until = time.monotonic() + 30
-    while (await _readyz(server))["nodes"][1]["status"] != "up":
-        assert time.monotonic() < until, "the replica did not return to rotation in 30 s"
-        await asyncio.sleep(0.1)
+    await _back_in_rotation(server)

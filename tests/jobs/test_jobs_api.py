@@ -8,6 +8,7 @@ import hashlib
 import io
 import time
 import uuid
+import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -126,15 +127,24 @@ async def test_resume_with_range_and_with_the_cursor(
 ) -> None:
     body = ndjson(found_and_absent(release_niks, 3200, every=2))
     location = await _done_job(jobs_http, full_key, body)
-    whole = await jobs_http.get(location + "/results", headers=auth(full_key))
+    # Ranges are of the uncompressed bytes: the whole answer as such, then compressed.
+    plain = {**auth(full_key), "Accept-Encoding": "identity"}
+    whole = await jobs_http.get(location + "/results", headers=plain)
     assert whole.headers["accept-ranges"] == "bytes"
     assert int(whole.headers["content-length"]) == len(whole.content)
     size = len(whole.content)
+    packed = {**auth(full_key), "Accept-Encoding": "gzip"}
+    async with jobs_http.stream("GET", location + "/results", headers=packed) as gz:
+        raw = b"".join([part async for part in gz.aiter_raw()])
+    assert gz.headers["content-encoding"] == "gzip" and len(raw) < size
+    assert gz.headers["etag"] == "W/" + whole.headers["etag"]  # another representation
+    assert zlib.decompress(raw, 31) == whole.content
     for cut in (0, 1, 1000, size // 2, size - 5):
         rest = await jobs_http.get(
             location + "/results",
             headers={**auth(full_key), "Range": f"bytes={cut}-", "If-Range": whole.headers["etag"]},
         )
+        assert "content-encoding" not in rest.headers
         assert rest.status_code == 206, rest.text
         assert rest.headers["content-range"] == f"bytes {cut}-{size - 1}/{size}"
         assert rest.headers["etag"] == whole.headers["etag"]

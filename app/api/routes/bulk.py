@@ -13,7 +13,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from app.api import streams
 from app.api.deps import CallerDep, State
-from app.api.openapi import DATA_PROBLEMS, problems
+from app.api.openapi import DATA_ERRORS, problems
 from app.api.streams import Body
 from app.errors import BulkNotGranted, IdleTimeout, TooManyStreams
 from app.http import limits
@@ -200,8 +200,7 @@ class NdjsonStream(Response):
         }
     },
     responses={
-        **DATA_PROBLEMS,
-        **problems(IdleTimeout, BulkNotGranted, TooManyStreams),
+        **problems(*DATA_ERRORS, IdleTimeout, BulkNotGranted, TooManyStreams),
         200: {
             "description": "One line per input line, then the summary line",
             "content": {NDJSON: {"schema": {"type": "string"}, "example": _RESPONSE_EXAMPLE}},

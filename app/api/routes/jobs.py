@@ -16,7 +16,7 @@ from starlette.types import Receive, Scope, Send
 from app import db
 from app.api import streams
 from app.api.deps import CallerDep, ClientDep, State
-from app.api.openapi import DATA_PROBLEMS, problems
+from app.api.openapi import DATA_ERRORS, problems
 from app.api.routes.bulk import _REQUEST_EXAMPLE, _RESPONSE_EXAMPLE, NDJSON
 from app.errors import (
     BulkNotGranted,
@@ -207,8 +207,8 @@ class _Stream(Response):
         }
     },
     responses={
-        **DATA_PROBLEMS,
         **problems(
+            *DATA_ERRORS,
             IdleTimeout,
             BulkNotGranted,
             TooManyStreams,
