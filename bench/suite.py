@@ -24,15 +24,15 @@ import orjson
 from app import db
 from app.config import Settings
 from app.services import receipts, roles
-from bench import changes, import_bench, servers
+from bench import changes, import_bench, materialize_bench, servers
 from bench.common import emit, server_url
 from bench.prepare import PURPOSE, Prepared, log, prepare
 
-TARGETS = ("P1", "P2", "P3", "P4", "P5", "P6", "P8", "P9", "P11")
+TARGETS = ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9", "P11")
 # The lines a complete run prints (some targets have two goals, hence two lines).
 LINES = (
-    "P1", "P1-p99", "P2", "P3", "P4", "P4-rss", "P5", "P5-rss", "P6", "P8", "P8-rss", "P9",
-    "P9-rss", "P11",
+    "P1", "P1-p99", "P2", "P3", "P4", "P4-rss", "P5", "P5-rss", "P6", "P7", "P7-rss", "P8",
+    "P8-rss", "P9", "P9-rss", "P11",
 )  # fmt: skip
 
 GRAPHQL_PERSON = """
@@ -134,8 +134,10 @@ class Run:
         data: Prepared,
         *,
         receipts: bool = True,
+        jobs: int | None = None,
     ) -> None:
         self.mode = mode
+        self.jobs = jobs
         self.receipts = receipts
         self.workers = workers
         self.workdir = workdir
@@ -710,6 +712,12 @@ class Run:
         self.stop_all()  # the import has the machine to itself, as the baseline COPY does
         self.lines.extend(import_bench.run(self.url, self.mode.import_people, self.workdir))
 
+    def p7(self) -> None:
+        self.stop_all()  # materialize and its baseline have the machine to themselves
+        self.lines.extend(
+            materialize_bench.run(self.url, self.mode.import_people, self.workdir, self.jobs)
+        )
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
@@ -726,6 +734,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", default="", help="comma-separated targets, e.g. P1,P3")
     parser.add_argument("--workers", type=int, default=1, help="uvicorn workers, every server")
     parser.add_argument("--people", type=int, default=0, help="override the release size")
+    parser.add_argument(
+        "--jobs", type=int, default=0, help="P7's materialize processes (default: the cores)"
+    )
     parser.add_argument("--duration", type=float, default=0, help="override seconds per load")
     parser.add_argument("--workdir", type=Path, default=Path(".tepat/bench"))
     parser.add_argument(
@@ -766,7 +777,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     data = prepare(url, mode.people, args.workdir)
     log(f"prepared {data.release} in {time.perf_counter() - started:.1f} s")
-    run = Run(mode, args.workers, args.workdir, url, data, receipts=not args.no_receipts)
+    run = Run(
+        mode,
+        args.workers,
+        args.workdir,
+        url,
+        data,
+        receipts=not args.no_receipts,
+        jobs=args.jobs or None,
+    )
     steps = {
         "P1": run.p1, "P2": run.p2, "P3": run.p3, "P4": run.p4, "P8": run.p8, "P9": run.p9,
         "P11": run.p11,
@@ -782,6 +801,8 @@ def main(argv: list[str] | None = None) -> int:
                     run.lines.append(unavailable(target, "(see reason)", str(e)[-500:]))
         if "P5" in only or "P6" in only:
             run.p5_p6()
+        if "P7" in only:
+            run.p7()
     finally:
         run.stop_all()
 

@@ -22,6 +22,8 @@ TARGETS = {
     "P5",
     "P5-rss",
     "P6",
+    "P7",
+    "P7-rss",
     "P8",
     "P8-rss",
     "P9",

@@ -129,7 +129,12 @@ def _print_explain(answer: dict[str, Any]) -> None:
 
 
 async def materialize_default(
-    settings: Settings, snapshot_id: str | None, rule_set_id: str | None, *, quiet: bool = False
+    settings: Settings,
+    snapshot_id: str | None,
+    rule_set_id: str | None,
+    *,
+    quiet: bool = False,
+    jobs: int | None = None,
 ) -> dict[str, Any]:
     """Store the decisions of a snapshot (default: current) under a rule set (default: in force)."""
     from app.console import row_progress
@@ -137,23 +142,17 @@ async def materialize_default(
 
     async with db.engine_scope(settings) as engine, engine.connect() as conn:
         pinned = await pinning.pin(conn, snapshot_id, rule_set_id)
-    reader = await db.connect_raw(settings)
-    writer = await db.connect_raw(settings)
-    try:
-        with row_progress(not quiet) as progress:
-            done = 0
+    with row_progress(not quiet) as progress:
+        done = 0
 
-            def tick(n: int) -> None:
-                nonlocal done
-                done += n
-                progress.update("decisions", done, pinned.snapshot.people_count)
+        def tick(n: int) -> None:
+            nonlocal done
+            done += n
+            progress.update("decisions", done, pinned.snapshot.people_count)
 
-            result = await materialize.materialize(
-                reader, writer, pinned.snapshot, pinned.rule_set, progress=tick
-            )
-    finally:
-        await reader.close()
-        await writer.close()
+        result = await materialize.materialize_jobs(
+            settings, pinned.snapshot, pinned.rule_set, jobs=jobs, progress=tick
+        )
     return {
         "snapshot": result.snapshot,
         "rule_set": result.rule_set,
@@ -168,12 +167,15 @@ async def materialize_default(
 def materialize_cmd(
     snapshot: Annotated[str | None, typer.Option(help="Default: the current snapshot")] = None,
     rule_set: Annotated[str | None, typer.Option("--rule-set", help="Default: in force")] = None,
+    jobs: Annotated[
+        int | None, typer.Option(min=1, help="Processes (default: the number of cores)")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Compute and store every decision of a snapshot under a rule set (once; idempotent)."""
 
     async def go(settings: Settings) -> dict[str, Any]:
-        return await materialize_default(settings, snapshot, rule_set, quiet=as_json)
+        return await materialize_default(settings, snapshot, rule_set, quiet=as_json, jobs=jobs)
 
     result = run(go)
     if as_json:

@@ -9,12 +9,18 @@ transaction together with its `materializations` row, so it is visible whole or 
 
 from __future__ import annotations
 
+import asyncio
+import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from multiprocessing import get_context
 
 import asyncpg
 
+from app import db
+from app.config import Settings
 from app.eligibility import (
     PROGRAM_ORDER,
     SCHOOL_LEVELS,
@@ -38,7 +44,12 @@ SELECT f.no_kk, f.region_code, f.decile, f.asn_tni_polri, f.pkh_recipient, f.bpn
        m.nik, m.relationship, m.sex, m.birth_date, m.name, m.marital_status, m.school_status,
        m.school_level, m.disability, m.pregnant, m.chronic_illness, m.working, m.pbi_recipient
 FROM families_{k} f JOIN people_{k} m ON m.no_kk = f.no_kk
-ORDER BY f.no_kk
+{where}ORDER BY f.no_kk
+"""
+# The first No. KK of each of `$1` ranges of about equal family counts.
+_SPLITS = """
+SELECT min(no_kk) FROM (SELECT no_kk, ntile($1) OVER (ORDER BY no_kk) AS t FROM families_{k}) r
+GROUP BY t ORDER BY 1
 """
 
 COLUMNS = (
@@ -122,11 +133,15 @@ def rows_of(
 
 
 async def _families(
-    reader: asyncpg.Connection, key: int
+    reader: asyncpg.Connection, key: int, lo: int | None = None, hi: int | None = None
 ) -> AsyncIterator[tuple[FamilyRow, list[PersonRow]]]:
+    """Every family of the snapshot with its members, by No. KK; only `lo <= no_kk < hi` when
+    given (a missing bound is open)."""
+    where = "WHERE ($1::bigint IS NULL OR f.no_kk >= $1) AND ($2::bigint IS NULL OR f.no_kk < $2)\n"
     current: FamilyRow | None = None
     members: list[PersonRow] = []
-    async for r in reader.cursor(_STREAM.format(k=int(key)), prefetch=5000):
+    query = _STREAM.format(k=int(key), where=where)
+    async for r in reader.cursor(query, lo, hi, prefetch=5000):
         if current is None or r[0] != current.no_kk:
             if current is not None:
                 yield current, members
@@ -134,6 +149,39 @@ async def _families(
         members.append(PersonRow(*r[12:]))
     if current is not None:
         yield current, members
+
+
+async def _copy_source(
+    reader: asyncpg.Connection,
+    snapshot: Snapshot,
+    rule_set: RuleSet,
+    rule_set_key: int,
+    counts: dict[str, int],
+    progress: Progress | None,
+    lo: int | None = None,
+    hi: int | None = None,
+) -> AsyncIterator[bytes]:
+    """COPY text of the decisions of the families `lo <= no_kk < hi`, ~8,192 people a chunk."""
+    key = snapshot.key
+    buffer: list[str] = []
+    async with reader.transaction(isolation="repeatable_read", readonly=True):
+        async for f, members in _families(reader, key, lo, hi):
+            evaluation = evaluate_family(
+                to_family(f, members), rule_set, snapshot.cutoff_date, PROGRAM_ORDER
+            )
+            buffer.extend(rows_of(key, rule_set_key, f, members, evaluation))
+            counts["families"] += 1
+            if len(buffer) >= 8192:
+                counts["people"] += len(buffer)
+                if progress:
+                    progress(len(buffer))
+                yield "".join(buffer).encode()
+                buffer.clear()
+    if buffer:
+        counts["people"] += len(buffer)
+        if progress:
+            progress(len(buffer))
+        yield "".join(buffer).encode()
 
 
 async def materialize(
@@ -154,26 +202,8 @@ async def materialize(
     partition = f"decisions_{int(key)}"
     counts = {"people": 0, "families": 0}
 
-    async def source() -> AsyncIterator[bytes]:
-        buffer: list[str] = []
-        async with reader.transaction(isolation="repeatable_read", readonly=True):
-            async for f, members in _families(reader, key):
-                evaluation = evaluate_family(
-                    to_family(f, members), rule_set, snapshot.cutoff_date, PROGRAM_ORDER
-                )
-                buffer.extend(rows_of(key, rule_set_key, f, members, evaluation))
-                counts["families"] += 1
-                if len(buffer) >= 8192:
-                    counts["people"] += len(buffer)
-                    if progress:
-                        progress(len(buffer))
-                    yield "".join(buffer).encode()
-                    buffer.clear()
-        if buffer:
-            counts["people"] += len(buffer)
-            if progress:
-                progress(len(buffer))
-            yield "".join(buffer).encode()
+    def source() -> AsyncIterator[bytes]:
+        return _copy_source(reader, snapshot, rule_set, rule_set_key, counts, progress)
 
     # The empty partition is created in its own short transaction: creating it takes a lock on
     # `decisions` that must not be held for the whole COPY. Readers see no rows of a rule set
@@ -220,3 +250,161 @@ async def materialize(
     return Materialized(
         snapshot.id, rule_set.id, counts["people"], counts["families"], seconds, created=True
     )
+
+
+# --jobs N: ranges of No. KK evaluated in N processes. Each worker COPYs its range into one
+# staging table that no query reads and commits; the publishing transaction then moves the rows
+# into the partition with its `materializations` row, so readers see all of it or nothing. A
+# failed worker fails the run and the staging table is dropped (a crash leaves it for the next
+# run of the same pair to drop).
+
+
+def _staging(key: int, rule_set_key: int) -> str:
+    return f"decisions_staging_{int(key)}_{int(rule_set_key)}"
+
+
+def _worker(
+    settings: Settings,
+    snapshot: Snapshot,
+    rule_set: RuleSet,
+    rule_set_key: int,
+    lo: int | None,
+    hi: int | None,
+) -> tuple[int, int]:
+    """One process's range: its people and families, COPYed into the staging table."""
+
+    async def go() -> tuple[int, int]:
+        reader = await db.connect_raw(settings)
+        writer = await db.connect_raw(settings)
+        counts = {"people": 0, "families": 0}
+        try:
+            async with writer.transaction():
+                await writer.copy_to_table(
+                    _staging(snapshot.key, rule_set_key),
+                    source=_copy_source(
+                        reader, snapshot, rule_set, rule_set_key, counts, None, lo, hi
+                    ),
+                    columns=list(COLUMNS),
+                    format="text",
+                )
+        finally:
+            await reader.close()
+            await writer.close()
+        return counts["people"], counts["families"]
+
+    return asyncio.run(go())
+
+
+async def materialize_jobs(
+    settings: Settings,
+    snapshot: Snapshot,
+    rule_set: RuleSet,
+    *,
+    jobs: int | None = None,
+    progress: Progress | None = None,
+) -> Materialized:
+    """`materialize` over `jobs` processes (default: the number of cores). One job: as before,
+    one COPY in one transaction. Several: ranges of No. KK of about equal family counts, each in
+    a spawned process, then one publishing transaction. Identical rows either way."""
+    jobs = jobs or os.cpu_count() or 1
+    if jobs <= 1:
+        reader = await db.connect_raw(settings)
+        writer = await db.connect_raw(settings)
+        try:
+            return await materialize(reader, writer, snapshot, rule_set, progress=progress)
+        finally:
+            await reader.close()
+            await writer.close()
+    started = time.perf_counter()
+    key = snapshot.key
+    partition = f"decisions_{int(key)}"
+    conn = await db.connect_raw(settings)
+    try:
+        rule_set_key = await conn.fetchval("SELECT key FROM rule_sets WHERE id = $1", rule_set.id)
+        if rule_set_key is None:
+            raise LookupError(f"rule set {rule_set.id} is not stored")
+        staging = _staging(key, rule_set_key)
+        # The same lock as the single-process path, held for the whole run (session level).
+        await conn.execute("SELECT pg_advisory_lock(7413, $1)", key)
+        try:
+            done = await conn.fetchrow(
+                "SELECT people, families, seconds FROM materializations "
+                "WHERE snapshot_key = $1 AND rule_set_key = $2",
+                key,
+                rule_set_key,
+            )
+            if done is not None:
+                return Materialized(
+                    snapshot.id,
+                    rule_set.id,
+                    done["people"],
+                    done["families"],
+                    done["seconds"],
+                    created=False,
+                )
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(7412, $1)", key)
+                if not await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", partition):
+                    await conn.execute(
+                        f"CREATE TABLE {partition} PARTITION OF decisions "
+                        f"FOR VALUES IN ({int(key)})"
+                    )
+                await conn.execute(f"DROP TABLE IF EXISTS {staging}")
+                # Unlogged and index-free: it only carries rows to the publishing transaction.
+                await conn.execute(
+                    f"CREATE UNLOGGED TABLE {staging} (LIKE decisions INCLUDING DEFAULTS)"
+                )
+            splits = [r[0] for r in await conn.fetch(_SPLITS.format(k=int(key)), jobs)]
+            bounds: list[int | None] = [None, *splits[1:], None]
+            people = families = 0
+            try:
+                loop = asyncio.get_running_loop()
+                with ProcessPoolExecutor(len(splits) or 1, mp_context=get_context("spawn")) as pool:
+                    futures = [
+                        loop.run_in_executor(
+                            pool,
+                            _worker,
+                            settings,
+                            snapshot,
+                            rule_set,
+                            rule_set_key,
+                            bounds[i],
+                            bounds[i + 1],
+                        )
+                        for i in range(len(bounds) - 1)
+                    ]
+                    try:
+                        for finished in asyncio.as_completed(futures):
+                            n, f = await finished
+                            people, families = people + n, families + f
+                            if progress:
+                                progress(n)
+                    except BaseException:
+                        pool.shutdown(wait=True, cancel_futures=True)
+                        raise
+                async with conn.transaction():
+                    columns = ", ".join(COLUMNS)
+                    await conn.execute(
+                        f"INSERT INTO {partition} ({columns}) SELECT {columns} FROM {staging}"
+                    )
+                    await conn.execute(f"DROP TABLE {staging}")
+                    await conn.execute(f"ANALYZE {partition}")
+                    seconds = time.perf_counter() - started
+                    await conn.execute(
+                        "INSERT INTO materializations "
+                        "(snapshot_key, rule_set_key, people, families, seconds) "
+                        "VALUES ($1, $2, $3, $4, $5)",
+                        key,
+                        rule_set_key,
+                        people,
+                        families,
+                        seconds,
+                    )
+            except BaseException:
+                await conn.execute(f"DROP TABLE IF EXISTS {staging}")
+                raise
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock(7413, $1)", key)
+    finally:
+        await conn.close()
+    return Materialized(snapshot.id, rule_set.id, people, families, seconds, created=True)
