@@ -184,6 +184,23 @@ async def _copy_source(
         yield "".join(buffer).encode()
 
 
+async def _already_stored(
+    conn: asyncpg.Connection, snapshot: Snapshot, rule_set: RuleSet, key: int, rule_set_key: int
+) -> Materialized | None:
+    """What an earlier run stored for this (snapshot, rule set), if one did (under the lock)."""
+    done = await conn.fetchrow(
+        "SELECT people, families, seconds FROM materializations "
+        "WHERE snapshot_key = $1 AND rule_set_key = $2",
+        key,
+        rule_set_key,
+    )
+    if done is None:
+        return None
+    return Materialized(
+        snapshot.id, rule_set.id, done["people"], done["families"], done["seconds"], created=False
+    )
+
+
 async def materialize(
     reader: asyncpg.Connection,
     writer: asyncpg.Connection,
@@ -218,21 +235,9 @@ async def materialize(
     async with writer.transaction():
         # One materialisation of a (snapshot, rule set) at a time; a second caller finds it done.
         await writer.execute("SELECT pg_advisory_xact_lock(7413, $1)", key)
-        done = await writer.fetchrow(
-            "SELECT people, families, seconds FROM materializations "
-            "WHERE snapshot_key = $1 AND rule_set_key = $2",
-            key,
-            rule_set_key,
-        )
+        done = await _already_stored(writer, snapshot, rule_set, key, rule_set_key)
         if done is not None:
-            return Materialized(
-                snapshot.id,
-                rule_set.id,
-                done["people"],
-                done["families"],
-                done["seconds"],
-                created=False,
-            )
+            return done
         await writer.copy_to_table(partition, source=source(), columns=list(COLUMNS), format="text")
         # Without statistics the planner's generic plan for the lookup scans the partition
         # (bench/: 9.3 ms vs 0.09 ms a NIK), and autovacuum may be off or late.
@@ -327,21 +332,9 @@ async def materialize_jobs(
         # The same lock as the single-process path, held for the whole run (session level).
         await conn.execute("SELECT pg_advisory_lock(7413, $1)", key)
         try:
-            done = await conn.fetchrow(
-                "SELECT people, families, seconds FROM materializations "
-                "WHERE snapshot_key = $1 AND rule_set_key = $2",
-                key,
-                rule_set_key,
-            )
+            done = await _already_stored(conn, snapshot, rule_set, key, rule_set_key)
             if done is not None:
-                return Materialized(
-                    snapshot.id,
-                    rule_set.id,
-                    done["people"],
-                    done["families"],
-                    done["seconds"],
-                    created=False,
-                )
+                return done
             async with conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock(7412, $1)", key)
                 if not await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", partition):
