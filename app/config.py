@@ -101,6 +101,9 @@ class Settings(BaseSettings):
     jobs_heartbeat_timeout: float = Field(30.0, gt=0)
     # How often a worker deletes expired jobs.
     jobs_purge_interval: float = Field(300.0, gt=0)
+    # People per chunk (audit record, receipt, commit) of a change list job, fixed when it is
+    # submitted (its status names it); the stream's chunks are 1,000.
+    changes_job_chunk: int = Field(1000, ge=10, le=100_000)
     # DCI callbacks (app.services.dci): tries, the first wait between them (doubled each
     # time) and each try's timeout, in seconds.
     dci_callback_attempts: int = Field(5, ge=1, le=20)

@@ -8,8 +8,6 @@ counts only, no personal data.
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import secrets
 import sys
 from collections.abc import AsyncIterator
@@ -33,7 +31,7 @@ from app.services.lookup import Caller
 
 changes_app = typer.Typer(help="Change lists between two releases (who gained, who lost, why).")
 
-CSV_COLUMNS = ("nik", "program", "change", "reasons", "effective_date")
+CSV_COLUMNS = changes.CSV_COLUMNS
 
 FromOpt = Annotated[str, typer.Option("--from", help="The earlier release (snapshot id).")]
 ToOpt = Annotated[str, typer.Option("--to", help="The later release (snapshot id).")]
@@ -65,19 +63,6 @@ def _connect(settings: Settings) -> changes.Connect:
             await conn.close()
 
     return connect
-
-
-def _csv_rows(data: bytes, effective: str) -> str:
-    """The CSV rows of a chunk's answer lines: one per person and change."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    for line in data.splitlines():
-        person = orjson.loads(line)
-        for c in person.get("changes", ()):
-            writer.writerow(
-                (person["nik"], c["program"], c["change"], ";".join(c["reasons"]), effective)
-            )
-    return buffer.getvalue()
 
 
 @changes_app.command("list")
@@ -126,7 +111,9 @@ def list_cmd(
                             if fmt == "ndjson":
                                 sink.write(chunk)
                             break
-                        sink.write(_csv_rows(chunk, effective).encode() if fmt == "csv" else chunk)
+                        sink.write(
+                            changes.csv_rows(chunk, effective).encode() if fmt == "csv" else chunk
+                        )
                         bar.update("people", listed.tally.listed)
             finally:
                 if not to_stdout:

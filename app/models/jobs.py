@@ -28,7 +28,8 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from app.models.tables import metadata
 
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
-INPUT_FORMATS = ("ndjson", "csv")
+INPUT_FORMATS = ("ndjson", "csv", "json")  # json: a change list's request (0003)
+KINDS = ("bulk", "changes")  # a bulk lookup of an upload, or a change list (0003_change_jobs)
 
 bulk_jobs = Table(
     "bulk_jobs",
@@ -69,10 +70,18 @@ bulk_jobs = Table(
     Column("started_at", DateTime(timezone=True)),
     Column("finished_at", DateTime(timezone=True)),
     Column("expires_at", DateTime(timezone=True)),  # set when it ends: purged after it
+    # 0003_change_jobs: what the job is. A change list's request as pinned at submission (JSON:
+    # both snapshots and rule sets, kinds, region prefix), the NIK of the last person of its
+    # committed chunks (the keyset cursor it resumes after) and its summary's counts so far.
+    Column("kind", Text, nullable=False, server_default=text("'bulk'")),
+    Column("request", Text),
+    Column("after_nik", BigInteger),
+    Column("tally", Text),
     CheckConstraint(
         "status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')", name="status"
     ),
-    CheckConstraint("input_format IN ('ndjson', 'csv')", name="input_format"),
+    CheckConstraint("input_format IN ('ndjson', 'csv', 'json')", name="input_format"),
+    CheckConstraint("kind IN ('bulk', 'changes')", name="kind"),
     CheckConstraint("octet_length(input_sha256) = 32", name="input_sha256"),
     CheckConstraint("chunks_done >= 0 AND chunks_done <= chunks", name="progress"),
 )

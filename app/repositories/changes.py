@@ -85,9 +85,12 @@ def _terms(where: Filter) -> list[str]:
     return terms
 
 
-def changes_query(where: Filter) -> str | None:
+def changes_query(where: Filter, keyset: bool = False) -> str | None:
     """The statement for this filter ($1-$4: the two snapshot and rule set keys); None when no
-    change can match (e.g. only benefit_changed asked of programs whose benefit cannot change)."""
+    change can match (e.g. only benefit_changed asked of programs whose benefit cannot change).
+
+    `keyset`: the rows in NIK order, only those after the NIK $5 (a change list run as a job:
+    its worker resumes after the last person it committed, app.services.jobs)."""
     terms = _terms(where)
     if not terms:
         return None
@@ -95,12 +98,13 @@ def changes_query(where: Filter) -> str | None:
     if where.prefix is not None:
         d, p = int(where.divisor), int(where.prefix)
         region = f" AND (f.region_code / {d} = {p} OR t.region_code / {d} = {p})"
+    after = " AND nik > $5" if keyset else ""
     return _CHANGES.format(
-        before=_SIDE.format(s="$1", r="$2"),
-        after=_SIDE.format(s="$3", r="$4"),
+        before=_SIDE.format(s="$1", r="$2") + after,
+        after=_SIDE.format(s="$3", r="$4") + after,
         changed=" OR ".join(terms),
         region=region,
-    )
+    ) + ("ORDER BY nik\n" if keyset else "")
 
 
 def baseline_query(keys: tuple[int, int, int, int]) -> str:
@@ -163,11 +167,14 @@ async def stream(
     query: str,
     keys: tuple[int, int, int, int],
     prefetch: int = 5000,
+    after_nik: int | None = None,
 ) -> AsyncIterator[asyncpg.Record]:
-    """The rows of `query`, through a server-side cursor in one read-only transaction."""
+    """The rows of `query`, through a server-side cursor in one read-only transaction
+    (`after_nik`: the keyset statement's $5, `changes_query(..., keyset=True)`)."""
+    args: tuple[int, ...] = keys if after_nik is None else (*keys, after_nik)
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         await conn.execute(SESSION)
-        async for row in conn.cursor(query, *keys, prefetch=prefetch):
+        async for row in conn.cursor(query, *args, prefetch=prefetch):
             yield row
 
 

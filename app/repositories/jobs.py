@@ -48,6 +48,10 @@ class JobRow:
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
     expires_at: dt.datetime | None
+    kind: str  # "bulk" or "changes" (0003_change_jobs)
+    request: str | None  # a change list's request, pinned (JSON)
+    after_nik: int | None  # a change list's keyset cursor: the last person committed
+    tally: str | None  # a change list's summary counts through its committed chunks (JSON)
 
 
 def _job(row: asyncpg.Record | None) -> JobRow | None:
@@ -167,9 +171,12 @@ async def store_chunks(
     job_id: uuid.UUID,
     rows: Sequence[tuple[int, int, bytes, str | None, str | None]],
     counts: tuple[int, int, int, int],
+    cursor: tuple[int | None, str | None] = (None, None),
 ) -> None:
     """Chunks' answers (number, start byte, data, audit id, receipt), and the job's committed
-    progress past them (in the caller's transaction, after `lock_progress`)."""
+    progress past them (in the caller's transaction, after `lock_progress`). A change list
+    also commits its cursor (after_nik, tally), and grows its lines and chunks as it goes
+    (unknown until its end; a bulk job's are known at upload, so this leaves them)."""
     await raw.copy_records_to_table(
         bulk_job_results.name,
         records=[(job_id, *row) for row in rows],
@@ -178,11 +185,14 @@ async def store_chunks(
     await raw.execute(
         "UPDATE bulk_jobs SET chunks_done = chunks_done + $2, result_bytes = result_bytes + $3, "
         "answered = answered + $4, found = found + $5, not_found = not_found + $6, "
-        "errors = errors + $7 WHERE id = $1",
+        "errors = errors + $7, chunks = greatest(chunks, chunks_done + $2), "
+        "lines = greatest(lines, answered + $4), after_nik = coalesce($8, after_nik), "
+        "tally = coalesce($9, tally) WHERE id = $1",
         job_id,
         len(rows),
         sum(len(r[2]) for r in rows),
         *counts,
+        *cursor,
     )
 
 

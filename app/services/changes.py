@@ -18,6 +18,8 @@ with the decisions, app.models.tables.CRITERIA), or `entered_registry` / `left_r
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import logging
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
@@ -155,11 +157,18 @@ async def _stored_key(conn: Conn, side: str, pinned: Pinned) -> int:
 
 
 async def plan(
-    engine: AsyncEngine, caller: Caller, asked: Asked, reads: Reads | None = None
+    engine: AsyncEngine,
+    caller: Caller,
+    asked: Asked,
+    reads: Reads | None = None,
+    rule_sets: tuple[str, str] | None = None,
 ) -> Plan:
     """Everything that can refuse a change list, checked before a row is read: the programs
     (unknown 422, not granted 403), the kinds and the region prefix (422), both snapshots
-    (404 naming the side), from == to (422), the stored decisions of both sides (409)."""
+    (404 naming the side), from == to (422), the stored decisions of both sides (409).
+
+    `rule_sets`: each side's rule set as pinned earlier (a job, run after its submission, is
+    judged under the rule sets in force when it was submitted)."""
     view = view_for(caller, asked.programs, False)
     if "decision" not in view.groups:
         raise Forbidden(
@@ -170,8 +179,9 @@ async def plan(
     prefix, divisor = region_prefix(asked.kode_wilayah)
     if asked.from_snapshot == asked.to_snapshot:
         raise ValidationFailed("to: must name another snapshot than from", field="to")
-    before = await _pin_side(reads, engine, "from", asked.from_snapshot, asked.rule_set)
-    after = await _pin_side(reads, engine, "to", asked.to_snapshot, asked.rule_set)
+    from_rules, to_rules = rule_sets or (asked.rule_set, asked.rule_set)
+    before = await _pin_side(reads, engine, "from", asked.from_snapshot, from_rules)
+    after = await _pin_side(reads, engine, "to", asked.to_snapshot, to_rules)
     if before.snapshot.id == after.snapshot.id:
         raise ValidationFailed("to: must name another snapshot than from", field="to")
     if reads is not None:
@@ -278,6 +288,24 @@ class Tally:
     audit_ids: list[str] = field(default_factory=list)
     receipts: list[str | None] = field(default_factory=list)
 
+    def dumps(self) -> str:
+        """The counts (not the audit ids), as a job commits them with each chunk."""
+        counts = {
+            "listed": self.listed,
+            "status": self.status,
+            "programs": self.programs,
+            "provinces": self.provinces,
+        }
+        return orjson.dumps(counts).decode()
+
+    @classmethod
+    def loads(cls, text: str | None) -> Tally:
+        """The counts `dumps` wrote (a fresh tally for None: nothing committed yet)."""
+        if text is None:
+            return cls()
+        counts = orjson.loads(text)
+        return cls(counts["listed"], counts["status"], counts["programs"], counts["provinces"])
+
     def add(self, status: str, province: str, changes: list[dict[str, Any]]) -> None:
         self.listed += 1
         self.status[status] += 1
@@ -301,6 +329,10 @@ class ChangeList:
         connect: Connect,
         pace: Pace | None = None,
         chunk: int = CHUNK,
+        *,
+        ordered: bool = False,
+        after_nik: int | None = None,
+        tally: Tally | None = None,
     ) -> None:
         self.plan = plan
         self.audit = audit
@@ -308,7 +340,12 @@ class ChangeList:
         self.connect = connect
         self.pace = pace
         self.chunk = chunk
-        self.tally = Tally()
+        self.tally = tally or Tally()
+        # A job's list (app.services.jobs): in NIK order, after `after_nik` (where its last
+        # committed chunk ended); `last_nik` is the last person of the chunk just yielded.
+        self.ordered = ordered
+        self.after_nik = after_nik
+        self.last_nik: int | None = after_nik
         self._memo: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
 
     async def stream(self) -> AsyncGenerator[bytes, None]:
@@ -338,7 +375,7 @@ class ChangeList:
         # AHEAD at once); chunks are sent in order, each only once its record is durable.
         sealing: deque[asyncio.Task[bytes]] = deque()
         try:
-            async for chunk in self._rendered():
+            async for chunk in self.rendered():
                 # Named in the summary in chunk order, whatever order the records commit in.
                 self.tally.audit_ids.append(chunk.audit_id or "")
                 self.tally.receipts.append(None)
@@ -361,23 +398,31 @@ class ChangeList:
         )
         return chunk.data
 
-    async def _rendered(self) -> AsyncIterator[bulk.Chunk]:
-        query = repo.changes_query(self.plan.where)
+    async def rendered(self) -> AsyncIterator[bulk.Chunk]:
+        """The chunks of answer lines, not yet audited (the stream seals each, a job commits
+        each with its record). When a chunk is yielded, `tally` counts the lines up to its end
+        and `last_nik` is its last person (the generator waits there: nothing after is read)."""
+        query = repo.changes_query(self.plan.where, keyset=self.ordered)
         if query is None:
             return
+        after = (self.after_nik or 0) if self.ordered else None
         lines: list[bytes] = []
         subjects: list[str] = []
+        last = self.last_nik
         async with self.connect() as conn:
-            async for row in repo.stream(conn, query, self.plan.keys):
+            async for row in repo.stream(conn, query, self.plan.keys, after_nik=after):
                 line = self._line(row)
                 if line is None:
                     continue
                 lines.append(line)
-                subjects.append(nik_subject(f"{row[0]:016d}"))
+                last = row[0]
+                subjects.append(nik_subject(f"{last:016d}"))
                 if len(lines) >= self.chunk:
+                    self.last_nik = last
                     yield self._chunk(lines, subjects)
                     lines, subjects = [], []
         if lines:
+            self.last_nik = last
             yield self._chunk(lines, subjects)
 
     @staticmethod
@@ -412,18 +457,31 @@ class ChangeList:
 
     def summary(self) -> bytes:
         t = self.tally
-        body: dict[str, Any] = {
-            "listed": t.listed,
-            "status": t.status,
-            "programs": t.programs,
-            "provinces": dict(sorted(t.provinces.items())),
-            **self.plan.meta(),
-            "request_id": self.caller.request_id,
-            "audit_ids": t.audit_ids,
-        }
-        if self.audit.keyring is not None:
-            body["receipts"] = t.receipts
-        return orjson.dumps({"summary": body}) + b"\n"
+        signed = t.receipts if self.audit.keyring is not None else None
+        return summary_line(t, self.plan.meta(), self.caller.request_id, t.audit_ids, signed)
+
+
+def summary_line(
+    t: Tally,
+    meta: dict[str, Any],
+    request_id: str,
+    audit_ids: list[str],
+    receipts: list[str | None] | None,
+) -> bytes:
+    """The list's last line: the counts, both pins, the audit record of every chunk and, when
+    receipts are on, their receipts (the stream's and a job's download alike)."""
+    body: dict[str, Any] = {
+        "listed": t.listed,
+        "status": t.status,
+        "programs": t.programs,
+        "provinces": dict(sorted(t.provinces.items())),
+        **meta,
+        "request_id": request_id,
+        "audit_ids": audit_ids,
+    }
+    if receipts is not None:
+        body["receipts"] = receipts
+    return orjson.dumps({"summary": body}) + b"\n"
 
 
 async def open_changes(
@@ -439,6 +497,25 @@ async def open_changes(
 ) -> ChangeList:
     """A change list checked and pinned (`plan`), ready to stream."""
     return ChangeList(await plan(engine, caller, asked, reads), audit, caller, connect, pace, chunk)
+
+
+# --- the mutation list: CSV for a BPJS job -----------------------------------------------------
+
+CSV_COLUMNS: Final = ("nik", "program", "change", "reasons", "effective_date")
+
+
+def csv_rows(data: bytes, effective: str) -> str:
+    """The CSV rows of a chunk's answer lines: one per person and change (`tepat changes list
+    --format csv` and a change list job's CSV download)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    for line in data.splitlines():
+        person = orjson.loads(line)
+        for c in person.get("changes", ()):
+            writer.writerow(
+                (person["nik"], c["program"], c["change"], ";".join(c["reasons"]), effective)
+            )
+    return buffer.getvalue()
 
 
 # --- the report: counts only, no personal data -------------------------------------------------

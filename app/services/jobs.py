@@ -18,15 +18,17 @@ it). docs/bulk.md#bulk-jobs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
+import dataclasses
 import datetime as dt
 import hashlib
 import io
 import logging
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 import orjson
@@ -50,16 +52,17 @@ from app.repositories import clients as clients_repo
 from app.repositories import jobs as repo
 from app.repositories.jobs import JobRow
 from app.resilience import DATABASE_ERRORS
-from app.services import bulk, eligibility
+from app.services import bulk, changes, eligibility
 from app.services.audit.records import new_audit_id
 from app.services.audit.writer import AuditWriter, append
 from app.services.catalog import Reads
+from app.services.disclosure import CHANGE_GROUPS, change_fields
 from app.services.lookup import Caller, Recorded, access_entry, receipt, view_for
 from app.services.pinning import Pinned, pin
 
 log = logging.getLogger("tepat.jobs")
 
-ENTRYPOINT = "tepat.bulk_job"  # the queue's name for "run this job"
+ENTRYPOINT = "tepat.bulk_job"  # the queue's name for "run this job" (either kind)
 QUEUE_SCHEMA = "tepat_queue"  # the schema the migration installs the queue's tables in
 FORMATS = {"application/x-ndjson": "ndjson", "text/csv": "csv"}
 STORE_BATCH = 8  # input chunks written (COPY) at once during an upload
@@ -155,6 +158,66 @@ async def _store(raw: asyncpg.Connection, job_id: uuid.UUID, chunks: list[bulk.I
         await repo.insert_input(raw, job_id, [(c.number, c.first_line, c.data) for c in chunks])
 
 
+async def submit_changes(
+    raw: asyncpg.Connection,
+    engine: AsyncEngine,
+    reads: Reads | None,
+    caller: Caller,
+    asked: changes.Asked,
+    body: bytes,
+    *,
+    chunk: int,
+    enqueue: Callable[[asyncpg.Connection, uuid.UUID], Awaitable[None]],
+) -> JobRow:
+    """Queue a change list as a job (`kind` 'changes'), in ONE transaction. Everything that can
+    refuse it is checked first (`changes.plan`: a refusal is a problem, not a failed job), and
+    what it answers is fixed now: both snapshots and both rule sets (a rule set coming into
+    force before it runs changes nothing), the programs, kinds, region and the fields shown.
+    Its input is the request (`body`, its SHA-256 and size in the status)."""
+    plan = await changes.plan(engine, caller, asked, reads)
+    before, after = plan.before, plan.after
+    shown = [f for f, on in (("decile", plan.decile), ("family", plan.family)) if on]
+    request = {
+        "from": before.snapshot.id,
+        "to": after.snapshot.id,
+        "from_rule_set": before.rule_set.id,
+        "to_rule_set": after.rule_set.id,
+        "kinds": [k for k in changes.KINDS if k in plan.where.kinds],
+        "kode_wilayah": asked.kode_wilayah,
+        "effective_date": after.snapshot.cutoff_date.isoformat(),
+        "chunk": chunk,  # people per chunk
+    }
+    snapshot_id, rule_set_id = plan.audit_names()
+    job_id = uuid.uuid4()
+    async with raw.transaction():
+        await repo.insert_job(
+            raw,
+            id=job_id,
+            client_id=caller.principal.client_id,
+            purpose=caller.purpose,
+            request_id=caller.request_id,
+            snapshot_id=snapshot_id,
+            rule_set_id=rule_set_id,
+            programs=list(plan.where.programs),
+            field_groups=sorted({"decision"}.union(*(CHANGE_GROUPS[f] for f in shown))),
+            explain=False,
+            meta=orjson.dumps(plan.meta()).decode(),
+            input_format="json",
+            input_sha256=hashlib.sha256(body).digest(),
+            input_bytes=len(body),
+            lines=0,
+            blank=0,
+            chunks=0,
+            status="queued",
+            kind="changes",
+            request=orjson.dumps(request).decode(),
+        )
+        await enqueue(raw, job_id)
+        job = await repo.get(raw, job_id, caller.principal.client_id)
+    assert job is not None
+    return job
+
+
 # --- what a client sees -----------------------------------------------------------------------
 
 
@@ -177,10 +240,11 @@ def describe(job: JobRow, now: dt.datetime | None = None) -> dict[str, Any]:
         elapsed = (end - job.started_at).total_seconds()
         if elapsed > 0 and job.answered > 0:
             rate = round(job.answered / elapsed, 1)
-            if job.status == "running":
+            if job.status == "running" and job.kind == "bulk":  # a change list's end: unknown
                 left = round((job.lines - job.answered) / (job.answered / elapsed), 1)
     out: dict[str, Any] = {
         "id": str(job.id),
+        "kind": job.kind,
         "status": job.status,
         "created_at": job.created_at.isoformat(),
         "started_at": job.started_at.isoformat() if job.started_at else None,
@@ -208,6 +272,8 @@ def describe(job: JobRow, now: dt.datetime | None = None) -> dict[str, Any]:
         "purpose": job.purpose,
         "programs": job.programs,
         "explain": job.explain,
+        **({"request": orjson.loads(job.request)} if job.request is not None else {}),
+        "request_id": job.request_id,
         **meta,
         "error": (
             {"code": job.error_code, "message": job.error_message} if job.error_code else None
@@ -262,6 +328,15 @@ async def download(raw: asyncpg.Connection, job: JobRow, receipts: bool) -> Down
         raise JobCancelled("the job was cancelled and its answers deleted")
     if job.status == "failed":
         tail = bulk.error_line(job.error_code or "internal", job.error_message or "failed")
+    elif job.kind == "changes":
+        recorded = await repo.receipts(raw, job.id)
+        tail = changes.summary_line(
+            changes.Tally.loads(job.tally),
+            orjson.loads(job.meta),
+            job.request_id,
+            [a for a, _ in recorded],
+            [r for _, r in recorded] if receipts else None,
+        )
     else:
         recorded = await repo.receipts(raw, job.id)
         counts = bulk.Counts(
@@ -354,6 +429,10 @@ async def csv_rows(raw: asyncpg.Connection, d: Download, after: int = 0) -> Asyn
     """The answers as CSV (a header, then a row per answer line): the decisions of the job's
     programs, each row naming its chunk and that chunk's audit record. Receipts cover the
     NDJSON bytes, so verification uses the NDJSON download."""
+    if d.job.kind == "changes":
+        async for data in _mutation_rows(raw, d, after):
+            yield data
+        return
     programs = d.job.programs
     columns = CSV_HEAD + [f"{p}_{f}" for p in programs for f in ("eligible", "recipient")]
     columns += CSV_TAIL
@@ -374,6 +453,22 @@ async def csv_rows(raw: asyncpg.Connection, d: Download, after: int = 0) -> Asyn
             ["", "", "", ""] + [""] * (2 * len(programs))
             + [d.job.error_code, d.job.error_message, "", ""]
         )  # fmt: skip
+        yield out.getvalue().encode()
+
+
+async def _mutation_rows(raw: asyncpg.Connection, d: Download, after: int) -> AsyncIterator[bytes]:
+    """A change list's CSV: the mutation list `tepat changes list --format csv` writes (a row
+    per person and change: nik, program, change, reasons, effective date = the `to` release's
+    cut-off). A failed job's ends with a row naming its error (no NIK, `change` "error")."""
+    effective = orjson.loads(d.job.request or "{}").get("effective_date", "")
+    yield (",".join(changes.CSV_COLUMNS) + "\n").encode()
+    async for _, _, data, _ in repo.results(raw, d.job.id, after, d.job.chunks_done):
+        yield changes.csv_rows(data, effective).encode()
+    if d.job.status == "failed":
+        out = io.StringIO()
+        csv.writer(out, lineterminator="\n").writerow(
+            ["", "", "error", f"{d.job.error_code}: {d.job.error_message}", ""]
+        )
         yield out.getvalue().encode()
 
 
@@ -440,7 +535,10 @@ class Runner:
             if job is None:
                 return  # cancelled, finished or gone: nothing to do
             try:
-                await self._answer(conn, job, me)
+                if job.kind == "changes":
+                    await self._answer_changes(conn, job, me)
+                else:
+                    await self._answer(conn, job, me)
             except Lost:
                 log.info("bulk job %s: no longer this worker's (cancelled or taken over)", job_id)
                 return
@@ -493,13 +591,96 @@ class Runner:
             lines=job.answered, found=job.found, not_found=job.not_found, errors=job.errors
         )
         guard = self.guard(caller) if self.guard is not None else None
-        # Two halves: this coroutine reads the input (on a connection of its own) and starts
-        # each chunk's lookup; the committer commits them in order on `conn`. So reading and
-        # looking up chunk n+1 never waits on chunk n's commit; at most `ahead` chunks wait.
-        window: asyncio.Queue[tuple[int, asyncio.Task[bulk.Chunk]] | None] = asyncio.Queue(
-            self.ahead
+        reader = await self.connect()
+
+        async def lookups() -> AsyncGenerator[_Ready, None]:
+            # Each chunk's lookup starts as soon as it is read: up to `ahead` run at once.
+            async for chunk in self._inputs(reader, job.id, job.chunks_done):
+                lookup = stream.lookup(bulk.chunk_items(chunk), new_audit_id())
+                yield chunk.number, asyncio.create_task(lookup), None
+
+        try:
+            sealing = _Sealing(bulk.OPERATION, pinned, None)
+            await self._pipeline(conn, job, me, caller, sealing, lookups(), counts, guard)
+        finally:
+            await reader.close()
+
+    async def _answer_changes(self, conn: asyncpg.Connection, job: JobRow, me: uuid.UUID) -> None:
+        """A change list as a job: the list in NIK order from the person after the last one
+        committed (`after_nik`), chunk by chunk, each chunk committed with its cursor and the
+        summary's counts through it, so a worker killed mid-way resumes exactly there."""
+        caller = await self._caller(conn, job)
+        asked = orjson.loads(job.request or "{}")
+        wanted = changes.Asked(
+            asked["from"], asked["to"], None, job.programs, asked["kinds"], asked["kode_wilayah"]
         )
-        pending: list[asyncio.Task[bulk.Chunk]] = []  # every lookup started, for clean-up
+        plan = await changes.plan(
+            self.engine,
+            caller,
+            wanted,
+            self.reads,
+            rule_sets=(asked["from_rule_set"], asked["to_rule_set"]),
+        )
+        # What the job was submitted to show (its client's grants may have widened since).
+        shown = change_fields(job.field_groups)
+        plan = dataclasses.replace(plan, decile="decile" in shown, family="family" in shown)
+        listed = changes.ChangeList(
+            plan,
+            self.audit,
+            caller,
+            self._cursor_connection,
+            ordered=True,
+            after_nik=job.after_nik,
+            tally=changes.Tally.loads(job.tally),
+            chunk=int(asked["chunk"]),
+        )
+        pace = self.pace
+        loop = asyncio.get_running_loop()
+
+        async def chunks() -> AsyncGenerator[_Ready, None]:
+            number = job.chunks_done
+            async for chunk in listed.rendered():
+                if pace is not None:  # the people listed, charged as a stream's are
+                    await pace(caller.principal, chunk.niks)
+                ready: asyncio.Future[bulk.Chunk] = loop.create_future()
+                ready.set_result(chunk)
+                yield number, ready, (listed.last_nik, listed.tally.dumps())
+                number += 1
+
+        counts = bulk.Counts(lines=job.answered, found=job.found)
+        sealing = _Sealing(changes.OPERATION, plan.after, plan.audit_names())
+        await self._pipeline(conn, job, me, caller, sealing, chunks(), counts, None)
+
+    @contextlib.asynccontextmanager
+    async def _cursor_connection(self) -> AsyncIterator[asyncpg.Connection]:
+        conn = await self.connect()
+        try:
+            yield conn
+        finally:
+            if conn.is_in_transaction():  # stopped mid-list: no round trip to end it
+                conn.terminate()
+            else:
+                await conn.close()
+
+    async def _pipeline(
+        self,
+        conn: asyncpg.Connection,
+        job: JobRow,
+        me: uuid.UUID,
+        caller: Caller,
+        sealing: _Sealing,
+        produce: AsyncGenerator[_Ready, None],
+        counts: bulk.Counts,
+        guard: bulk.Guard | None,
+    ) -> None:
+        """Commit the chunks `produce` makes, in order, on `conn`, while it makes the next.
+
+        Two halves: this coroutine takes each chunk being answered from `produce` (which reads
+        on a connection of its own); the committer commits them in order on `conn`. So making
+        chunk n+1 never waits on chunk n's commit; at most `ahead` chunks wait.
+        """
+        window: asyncio.Queue[_Ready | None] = asyncio.Queue(self.ahead)
+        pending: list[asyncio.Future[bulk.Chunk]] = []  # every chunk started, for clean-up
 
         async def committer() -> None:
             while True:
@@ -512,16 +693,16 @@ class Runner:
                 while not window.empty():
                     nxt = window.get_nowait()
                     if nxt is None:
-                        await self._commit(conn, job, me, caller, pinned, counts, ready)
+                        await self._commit(conn, job, me, caller, sealing, counts, ready)
                         await self._guarded(guard, counts)
                         return
                     ready.append(nxt)
                     if not nxt[1].done():
                         break
-                await self._commit(conn, job, me, caller, pinned, counts, ready)
+                await self._commit(conn, job, me, caller, sealing, counts, ready)
                 await self._guarded(guard, counts)
 
-        async def put(item: tuple[int, asyncio.Task[bulk.Chunk]] | None) -> None:
+        async def put(item: _Ready | None) -> None:
             """Queue a chunk (None: the end) unless the committer stopped: then raise why."""
             putting = asyncio.ensure_future(window.put(item))
             await asyncio.wait((putting, commits), return_when=asyncio.FIRST_COMPLETED)
@@ -531,15 +712,13 @@ class Runner:
                 raise Lost  # the committer returns only after the end was queued
             await putting
 
-        reader = await self.connect()
         commits = asyncio.create_task(committer())
         try:
-            async for chunk in self._inputs(reader, job.id, job.chunks_done):
+            async for item in produce:
+                pending.append(item[1])
                 if self.stopping is not None and self.stopping.is_set():
                     raise Wait(0)
-                task = asyncio.create_task(stream.lookup(bulk.chunk_items(chunk), new_audit_id()))
-                pending.append(task)
-                await put((chunk.number, task))
+                await put(item)
                 pending = [t for t in pending if not t.done()]
             await put(None)
             await commits
@@ -549,7 +728,7 @@ class Runner:
                 task.cancel()
             # Their errors are not news: the job ended (or stops here).
             await asyncio.gather(commits, *pending, return_exceptions=True)
-            await reader.close()
+            await produce.aclose()
 
     @staticmethod
     async def _guarded(guard: bulk.Guard | None, counts: bulk.Counts) -> None:
@@ -600,14 +779,17 @@ class Runner:
         job: JobRow,
         me: uuid.UUID,
         caller: Caller,
-        pinned: Pinned,
+        sealing: _Sealing,
         counts: bulk.Counts,
-        ready: list[tuple[int, asyncio.Task[bulk.Chunk]]],
+        ready: list[_Ready],
     ) -> None:
-        """The next chunks' answers, audit records, receipts and the job's progress: ONE
-        transaction (for each chunk all of them, or none), under the job's row lock and only
-        while this worker holds the job. Several chunks whose answers are ready go together."""
-        chunks = [(number, await task) for number, task in ready]
+        """The next chunks' answers, audit records, receipts and the job's progress (and a
+        change list's cursor): ONE transaction (for each chunk all of them, or none), under
+        the job's row lock and only while this worker holds the job. Several chunks whose
+        answers are ready go together."""
+        chunks = [(number, await task) for number, task, _ in ready]
+        cursor = ready[-1][2] or (None, None)
+        operation, pinned, names = sealing
         async with conn.transaction():
             held = await repo.lock_progress(conn, job.id, me)
             if held is None:
@@ -617,7 +799,7 @@ class Runner:
                 raise Lost
             entries = {
                 number: access_entry(
-                    caller, c.audit_id, bulk.OPERATION, pinned, c.subjects, c.found, c.data
+                    caller, c.audit_id, operation, pinned, c.subjects, c.found, c.data, names
                 )
                 for number, c in chunks
                 if c.audit_id is not None
@@ -640,9 +822,23 @@ class Runner:
                 sum(c.niks - c.found for _, c in chunks),
                 sum(c.lines - c.niks for _, c in chunks),
             )
-            await repo.store_chunks(conn, job.id, rows, sums)
+            await repo.store_chunks(conn, job.id, rows, sums, cursor)
         for _, c in chunks:
             counts.add(c)
+
+
+# A chunk being answered: its number, its answer (a lookup running, or a change list's chunk
+# made), and for a change list the cursor committed with it (after_nik, tally as JSON).
+_Ready = tuple[int, "asyncio.Future[bulk.Chunk]", tuple[int | None, str] | None]
+
+
+class _Sealing(NamedTuple):
+    """What a chunk's audit record names: the operation, the pin its receipt names, and the
+    (snapshot, rule set) names of the record when they are not the pin's (a change list's)."""
+
+    operation: str
+    pinned: Pinned
+    names: tuple[str, str] | None
 
 
 class _ClientGone(TepatError):
@@ -687,4 +883,5 @@ __all__ = [
     "ndjson_follow",
     "retention",
     "submit",
+    "submit_changes",
 ]

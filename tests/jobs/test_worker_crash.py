@@ -30,15 +30,16 @@ CHUNKS = 30
 
 
 @contextmanager
-def worker_process(log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """`tepat worker` against the test database, its rate limited to ~3 chunks a second so a
-    test can stop it mid-job; a heartbeat timeout of 2 s so the next worker takes over soon."""
+def worker_process(log: Path, rate: int = 3000) -> Iterator[subprocess.Popen[bytes]]:
+    """`tepat worker` against the test database, its rate limited (default ~3 chunks of 1,000
+    a second) so a test can stop it mid-job; a heartbeat timeout of 2 s so the next worker
+    takes over soon."""
     env = {
         **os.environ,
         "TEPAT_JOBS_WORKER": "true",
         "TEPAT_JOBS_HEARTBEAT_TIMEOUT": "2",
-        "TEPAT_RATE_LIMIT_NIKS_PER_SECOND": "3000",
-        "TEPAT_RATE_LIMIT_BURST": "3000",
+        "TEPAT_RATE_LIMIT_NIKS_PER_SECOND": str(rate),
+        "TEPAT_RATE_LIMIT_BURST": str(rate),
         "TEPAT_LOG_JSON": "true",
     }
     with log.open("ab") as sink:

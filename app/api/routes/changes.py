@@ -14,6 +14,7 @@ from app import db
 from app.api import streams
 from app.api.deps import CallerDep, State
 from app.api.openapi import problems
+from app.api.routes import jobs as job_routes
 from app.api.routes.bulk import NDJSON, NdjsonStream
 from app.errors import (
     AuditUnavailable,
@@ -32,7 +33,7 @@ from app.http import limits
 from app.http.bodies import JsonRoute
 from app.http.state import AppState
 from app.schemas.changes import ChangesRequest
-from app.services import changes
+from app.services import changes, jobs, worker
 from app.services.streams import ClientGone
 
 log = logging.getLogger("tepat.changes")
@@ -195,3 +196,81 @@ async def list_changes(
         await lines.aclose()
         raise
     return NdjsonStream(first, lines, watch, slot)
+
+
+JOB_DESCRIPTION = f"""
+The change list as a **job**, for clients that would rather not hold a stream open (a list of
+millions of people, a network that may cut): the same body as `POST /v1/changes`, answered
+`202` with the job's id and its `Location`, a bulk job of kind `changes` (docs/changes.md#jobs).
+Poll `GET /v1/bulk/jobs/{{id}}` (progress: people listed so far, chunks committed), download
+`GET /v1/bulk/jobs/{{id}}/results` (NDJSON: the same lines and summary as the stream, in NIK
+order; or CSV, `Accept: text/csv` or `?format=csv`: the mutation list of `tepat changes list
+--format csv`, a row per person and change with the `to` release's cut-off as effective date),
+resume a cut download with `Range` or `?after_chunk=N`, cancel with `DELETE`, as any bulk job.
+Only the client that created it sees it.
+
+Everything that can refuse the list is checked now (the same problems as the stream), and what
+it answers is fixed now: both snapshots and both rule sets, the programs, the kinds, the region
+and the fields shown. A worker computes the list in chunks of `request.chunk` people (the deployment's
+`TEPAT_CHANGES_JOB_CHUNK`, default {changes.CHUNK:,}), each
+committed with its audit record, its receipt and the job's progress in one transaction: a job
+whose worker is stopped or killed resumes after the last person committed (in NIK order), no
+one listed twice, no one skipped. It needs the bulk grant and the field group `decision`; the
+people listed are charged to the client's rate and daily quota chunk by chunk.
+"""
+
+
+@router.post(
+    "/changes/jobs",
+    summary="Submit a change list as a job: poll it, download it later (resumable)",
+    description=JOB_DESCRIPTION,
+    status_code=202,
+    openapi_extra={"requestBody": {"content": {"application/json": {"example": _REQUEST_EXAMPLE}}}},
+    responses={
+        **problems(
+            Forbidden,
+            BulkNotGranted,
+            SnapshotNotFound(
+                "from: no snapshot '2019-01-01' is loaded", field="from", snapshot="2019-01-01"
+            ),
+            RuleSetNotFound,
+            SnapshotRetired,
+            NoRuleSetInForce,
+            DecisionsNotMaterialized,
+        ),
+        202: {
+            "description": "Queued; poll the `Location` (a bulk job of kind `changes`)",
+            "content": {"application/json": {"example": job_routes.CHANGES_JOB_EXAMPLE}},
+        },
+    },
+)
+async def submit_change_job(
+    body: ChangesRequest, request: Request, state: State, caller: CallerDep
+) -> Response:
+    if not caller.principal.bulk:
+        raise BulkNotGranted(
+            "a change list names many people: it needs the bulk grant (tepat client create --bulk)"
+        )
+    asked = changes.Asked(
+        body.from_snapshot,
+        body.to_snapshot,
+        body.rule_set,
+        list(body.programs) if body.programs else None,
+        list(body.kinds) if body.kinds else None,
+        body.kode_wilayah,
+    )
+    conn = await job_routes.connect(state)
+    try:
+        job = await jobs.submit_changes(
+            conn,
+            state.engine,
+            state.reads,
+            caller,
+            asked,
+            await request.body(),
+            chunk=state.settings.changes_job_chunk,
+            enqueue=worker.enqueue,
+        )
+    finally:
+        await conn.close()
+    return job_routes.as_json(jobs.describe(job), 202, {"location": f"/v1/bulk/jobs/{job.id}"})

@@ -45,6 +45,7 @@ JOB_ID = Path(description="The job's id, as `POST /v1/bulk/jobs` answered it (a 
 
 _JOB_EXAMPLE: dict[str, Any] = {
     "id": "6f1c2d3e-4b5a-4c7d-8e9f-0a1b2c3d4e5f",
+    "kind": "bulk",
     "status": "running",
     "created_at": "2026-02-02T01:00:00+00:00",
     "started_at": "2026-02-02T01:00:01+00:00",
@@ -79,6 +80,54 @@ _JOB_EXAMPLE: dict[str, Any] = {
     "error": None,
 }
 
+# A change list's job (POST /v1/changes/jobs): the same resource, kind `changes`.
+CHANGES_JOB_EXAMPLE: dict[str, Any] = {
+    **{k: v for k, v in _JOB_EXAMPLE.items() if k not in ("snapshot", "rule_set")},
+    "kind": "changes",
+    "status": "queued",
+    "started_at": None,
+    "input": {
+        "format": "json",
+        "bytes": 58,
+        "sha256": "3b1f...",
+        "lines": 0,
+        "blank": 0,
+        "chunks": 0,
+    },
+    "progress": {
+        "lines_read": 0,
+        "answered": 0,
+        "found": 0,
+        "not_found": 0,
+        "errors": 0,
+        "chunks_done": 0,
+        "chunks": 0,
+        "lines_per_second": None,
+        "seconds_left": None,
+    },
+    "programs": ["PBI_JK"],
+    "request": {
+        "from": "2025-10-23",
+        "to": "2026-01-23",
+        "from_rule_set": "kepmensos-79-2025",
+        "to_rule_set": "kepmensos-79-2025",
+        "kinds": ["gained", "lost", "benefit_changed", "level_changed"],
+        "kode_wilayah": None,
+        "effective_date": "2026-01-23",
+        "chunk": 1000,
+    },
+    "from": {
+        "snapshot": {"id": "2025-10-23", "checksum": "sha256:91c2..."},
+        "rule_set": {"id": "kepmensos-79-2025", "checksum": "sha256:d951..."},
+        "evaluation_date": "2025-10-23",
+    },
+    "to": {
+        "snapshot": {"id": "2026-01-23", "checksum": "sha256:6478..."},
+        "rule_set": {"id": "kepmensos-79-2025", "checksum": "sha256:d951..."},
+        "evaluation_date": "2026-01-23",
+    },
+}
+
 _CSV_EXAMPLE = (
     "line,nik,found,decile,PBI_JK_eligible,PBI_JK_recipient,error_code,error_message,chunk,"
     "audit_id\r\n"
@@ -108,6 +157,10 @@ Status (`queued`, `running`, `succeeded`, `failed`, `cancelled`) and progress: l
 answered, found, not found, errors, chunks, lines per second and an estimate of the seconds
 left, the timestamps, the input's size and SHA-256, the pin. Only the client that created the
 job sees it: for any other, and for an id that does not exist, 404 (never 403).
+
+`kind` is `bulk` (`POST /v1/bulk/jobs`) or `changes` (a change list, `POST /v1/changes/jobs`:
+its `request` as pinned, `from` and `to`; `answered` counts the people listed so far, and
+`lines` and `chunks` grow with it, since a list's length is known only at its end).
 """
 
 RESULTS = f"""
@@ -116,6 +169,10 @@ it (one line per non-blank input line, in input order, then the `summary` with `
 `receipts`: one per chunk of {bulk.CHUNK:,} lines, each receipt over that chunk's exact bytes),
 or **CSV** (`Accept: text/csv` or `?format=csv`: the decisions per program, each row naming its
 chunk and the chunk's audit id; verify receipts on the NDJSON).
+
+A change list's job (`kind` `changes`) gives its lines in NIK order then its summary, as
+`POST /v1/changes` would (NDJSON), or the mutation list (CSV: `nik,program,change,reasons,
+effective_date`, a row per person and change; a failed job's last row has `change` `error`).
 
 A failed job gives the chunks it committed and then, instead of the summary, its error line. A
 queued or running job: 409 `job_not_finished`, unless `?wait=true`: then its chunks are sent
@@ -129,7 +186,7 @@ K // {bulk.CHUNK:,} chunks), then the summary. Answers are kept `TEPAT_BULK_JOB_
 """
 
 
-def _json(
+def as_json(
     doc: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None
 ) -> Response:
     return Response(
@@ -152,7 +209,7 @@ def _format(content_type: str | None) -> str:
     return found
 
 
-async def _connect(state: AppState) -> asyncpg.Connection:
+async def connect(state: AppState) -> asyncpg.Connection:
     settings = state.settings
     return await db.connect_raw(settings, db.resolve_url(settings), role=settings.db_role)
 
@@ -261,7 +318,7 @@ async def submit_bulk_job(
     slot = await streams.slots_of(request.app).acquire(caller.principal.client_id)
     body = streams.Body(request.receive, settings.bulk_idle_timeout, settings.bulk_min_body_rate)
     try:
-        conn = await _connect(state)
+        conn = await connect(state)
         try:
             job = await jobs.submit(
                 conn,
@@ -282,7 +339,7 @@ async def submit_bulk_job(
         body.close()
         await slot.release()
     location = f"/v1/bulk/jobs/{job.id}"
-    return _json(jobs.describe(job), 202, {"location": location})
+    return as_json(jobs.describe(job), 202, {"location": location})
 
 
 @router.get(
@@ -297,13 +354,13 @@ async def submit_bulk_job(
 async def get_bulk_job(
     state: State, client: ClientDep, job_id: Annotated[uuid.UUID, JOB_ID]
 ) -> Response:
-    conn = await _connect(state)
+    conn = await connect(state)
     try:
         job = await jobs.get(conn, job_id, client.client_id)
     finally:
         await conn.close()
     headers = {"retry-after": "2"} if job.status in ("queued", "running") else {}
-    return _json(jobs.describe(job), headers=headers)
+    return as_json(jobs.describe(job), headers=headers)
 
 
 @router.get(
@@ -349,7 +406,7 @@ async def get_bulk_job_results(
     ] = None,
 ) -> Response:
     wanted = format or ("csv" if CSV in request.headers.get("accept", "").lower() else "ndjson")
-    conn = await _connect(state)
+    conn = await connect(state)
     try:
         job = await jobs.get(conn, job_id, caller.principal.client_id)
         signed = state.audit.keyring is not None
@@ -391,7 +448,7 @@ async def get_bulk_job_results(
 async def cancel_bulk_job(
     state: State, client: ClientDep, job_id: Annotated[uuid.UUID, JOB_ID]
 ) -> Response:
-    conn = await _connect(state)
+    conn = await connect(state)
     try:
         await jobs.cancel(
             conn, job_id, client.client_id, jobs.retention(state.settings.bulk_job_retention_days)
