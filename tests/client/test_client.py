@@ -6,8 +6,9 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -142,9 +143,11 @@ def test_bulk_chunks_verify_against_the_summarys_receipts(
 def worker_server(
     database_url: str, published: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
-    """A server process that runs the bulk-job worker, as `tepat serve` does."""
+    """A server process that runs the bulk-job worker, as `tepat serve` does (change list
+    jobs of 50 people a chunk, so the small generated lists span several)."""
     log = tmp_path_factory.mktemp("client-jobs") / "server.log"
-    with running_server(database_url, log, env={"TEPAT_JOBS_WORKER": "true"}) as s:
+    env = {"TEPAT_JOBS_WORKER": "true", "TEPAT_CHANGES_JOB_CHUNK": "50"}
+    with running_server(database_url, log, env=env) as s:
         yield s
 
 
@@ -235,3 +238,47 @@ def test_changes_streams_the_list_between_two_releases(
     with pytest.raises(TepatError) as unknown:
         list(tepat.changes("2019-01-01", CHANGES_TO))
     assert unknown.value.status == 404 and unknown.value.problem["field"] == "from"
+
+
+def test_a_change_list_job_through_the_client(
+    worker_server: Server, key: str, quarters: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The list as a job: submitted, waited on with progress, downloaded (resumed after a
+    cut), equal to the streamed list; its CSV is the mutation list."""
+    with Tepat(worker_server.base_url, api_key=key, purpose=PURPOSE) as t:
+        *streamed, streamed_last = t.changes(CHANGES_FROM, CHANGES_TO)
+        seen: list[Mapping[str, Any]] = []
+        out = tmp_path / "changes.ndjson"
+        done = t.jobs.run_changes(CHANGES_FROM, CHANGES_TO, out, progress=seen.append, poll=0.2)
+        assert done["kind"] == "changes" and done["status"] == "succeeded"
+        assert seen[-1]["status"] == "succeeded"
+        whole = out.read_bytes()
+        *lines, last = [json.loads(x) for x in whole.splitlines()]
+        assert {x["nik"]: x for x in lines} == {x["nik"]: x for x in streamed}
+        assert [x["nik"] for x in lines] == sorted(x["nik"] for x in streamed)
+        ignored = ("audit_ids", "receipts", "request_id")
+        assert {k: v for k, v in last["summary"].items() if k not in ignored} == {
+            k: v for k, v in streamed_last["summary"].items() if k not in ignored
+        }
+        assert done["request"]["chunk"] == 50
+        claims = verify_file(out, t.jwks(), chunk=50)  # every chunk against its receipt
+        assert len(claims) == len(last["summary"]["audit_ids"]) == -(-len(lines) // 50) > 1
+        out.write_bytes(whole[: len(whole) // 2])  # a cut download: resumed
+        t.jobs.download(done["id"], out)
+        assert out.read_bytes() == whole
+
+        job = t.jobs.submit_changes(CHANGES_FROM, CHANGES_TO, programs=["PBI_JK"], kinds=["lost"])
+        t.jobs.wait(job["id"], poll=0.2)
+        rows = t.jobs.download(job["id"], tmp_path / "lost.csv", media_type="text/csv")
+        header, *body = rows.read_text().splitlines()
+        assert header == "nik,program,change,reasons,effective_date"
+        want = {
+            (x["nik"], c["change"])
+            for x in lines
+            for c in x["changes"]
+            if c["program"] == "PBI_JK" and c["change"] == "lost"
+        }
+        assert {(r.split(",")[0], r.split(",")[2]) for r in body} == want and want
+        with pytest.raises(TepatError) as unknown:
+            t.jobs.submit_changes("2019-01-01", CHANGES_TO)
+        assert unknown.value.status == 404 and unknown.value.problem["field"] == "from"

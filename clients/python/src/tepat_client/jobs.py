@@ -1,4 +1,5 @@
 """Bulk jobs: upload a file of NIKs of any size, wait for it, download the answers (resumable).
+Change lists run as jobs the same way (`submit_changes`, `run_changes`).
 
 For clients that cannot read while they send (the streaming endpoint's requirement), or jobs that
 must survive a deploy or a network cut: the job lives on the server, its answers are kept for
@@ -45,11 +46,12 @@ def _progress_printer() -> tuple[Progress, Callable[[], None]]:
                 return
             last[0] = now
             p = job.get("progress") or {}
-            print(
-                f"job {job.get('status')}: {p.get('answered', 0):,} of "
-                f"{p.get('lines_read', 0):,} lines answered",
-                file=sys.stderr,
+            done = (
+                f"{p.get('answered', 0):,} people listed"
+                if job.get("kind") == "changes"
+                else f"{p.get('answered', 0):,} of {p.get('lines_read', 0):,} lines answered"
             )
+            print(f"job {job.get('status')}: {done}", file=sys.stderr)
 
         return line, lambda: None
 
@@ -65,11 +67,15 @@ def _progress_printer() -> tuple[Progress, Callable[[], None]]:
     def update(job: Mapping[str, Any]) -> None:
         p = job.get("progress") or {}
         total = (job.get("input") or {}).get("lines") or p.get("lines_read") or None
+        what = "bulk job"
+        if job.get("kind") == "changes":  # a list's length is known only at its end
+            total = p.get("answered") if job.get("status") in ENDED else None
+            what = "change list job (people listed)"
         bar.update(
             task,
             completed=p.get("answered", 0),
             total=total,
-            description=f"bulk job {job.get('status')}",
+            description=f"{what} {job.get('status')}",
         )
 
     return update, bar.stop
@@ -123,6 +129,51 @@ class Jobs:
         raise_for_problem(r)
         job: dict[str, Any] = r.json()
         return job
+
+    def submit_changes(
+        self,
+        from_snapshot: str,
+        to_snapshot: str,
+        *,
+        rule_set: str | None = None,
+        programs: Iterable[str] | None = None,
+        kinds: Iterable[str] | None = None,
+        kode_wilayah: str | None = None,
+    ) -> dict[str, Any]:
+        """`POST /v1/changes/jobs`: the change list between two releases as a job (kind
+        `changes`); its status document. Then `wait` and `download` as any job: the NDJSON
+        is the list `Tepat.changes` streams (in NIK order), `media_type="text/csv"` the
+        mutation list (nik, program, change, reasons, effective_date)."""
+        body: dict[str, Any] = {"from": from_snapshot, "to": to_snapshot}
+        optional = {
+            "rule_set": rule_set,
+            "programs": list(programs) if programs else None,
+            "kinds": list(kinds) if kinds else None,
+            "kode_wilayah": kode_wilayah,
+        }
+        body.update({k: v for k, v in optional.items() if v is not None})
+        r = self.http.post("/v1/changes/jobs", json=body)
+        raise_for_problem(r)
+        job: dict[str, Any] = r.json()
+        return job
+
+    def run_changes(
+        self,
+        from_snapshot: str,
+        to_snapshot: str,
+        out: str | os.PathLike[str],
+        *,
+        media_type: str = "application/x-ndjson",
+        progress: bool | Progress = False,
+        poll: float = 2.0,
+        **filters: Any,
+    ) -> dict[str, Any]:
+        """submit_changes, wait and download in one call; the final status document.
+        `filters` are submit_changes's (rule_set, programs, kinds, kode_wilayah)."""
+        job = self.submit_changes(from_snapshot, to_snapshot, **filters)
+        done = self.wait(job["id"], progress=progress, poll=poll)
+        self.download(job["id"], out, media_type=media_type)
+        return done
 
     def status(self, job_id: str) -> dict[str, Any]:
         r = self.http.get(f"/v1/bulk/jobs/{job_id}")
@@ -225,9 +276,12 @@ def _last_line(path: Path) -> bytes:
     return tail.rsplit(b"\n", 1)[-1]
 
 
-def verify_file(path: str | os.PathLike[str], jwks: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Every chunk of a downloaded NDJSON answer against the receipts in its summary line."""
+def verify_file(
+    path: str | os.PathLike[str], jwks: Mapping[str, Any], *, chunk: int = receipts.CHUNK_LINES
+) -> list[dict[str, Any]]:
+    """Every chunk of a downloaded NDJSON answer against the receipts in its summary line
+    (`chunk`: lines a chunk; a change list job's is its status's `request.chunk`)."""
     with Path(path).open("rb") as f:
         lines = f.readlines()
     summary = json.loads(lines[-1])["summary"]
-    return receipts.verify_chunks(lines[:-1], summary["receipts"], jwks)
+    return receipts.verify_chunks(lines[:-1], summary["receipts"], jwks, chunk)

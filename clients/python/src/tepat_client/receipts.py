@@ -45,10 +45,11 @@ def verify_receipt(receipt: str, body: bytes, jwks: Mapping[str, Any]) -> dict[s
     return claims
 
 
-def answer_chunks(lines: Iterable[bytes]) -> list[bytes]:
+def answer_chunks(lines: Iterable[bytes], chunk: int = CHUNK_LINES) -> list[bytes]:
     """A bulk answer's lines (summary excluded, each with its newline) cut into the chunks the
-    receipts sign: 1,000 lines each, in order; chunks made only of error lines are signed by no
-    receipt and left out, as the summary leaves them out."""
+    receipts sign: 1,000 lines each (a change list job: its status's `request.chunk`), in
+    order; chunks made only of error lines are signed by no receipt and left out, as the
+    summary leaves them out."""
     chunks: list[bytes] = []
     current: list[bytes] = []
 
@@ -59,7 +60,7 @@ def answer_chunks(lines: Iterable[bytes]) -> list[bytes]:
 
     for line in lines:
         current.append(line)
-        if len(current) == CHUNK_LINES:
+        if len(current) == chunk:
             close()
     close()
     return chunks
@@ -71,10 +72,13 @@ def _is_error(line: bytes) -> bool:
 
 
 def verify_chunks(
-    lines: Sequence[bytes], receipts: Sequence[str], jwks: Mapping[str, Any]
+    lines: Sequence[bytes],
+    receipts: Sequence[str],
+    jwks: Mapping[str, Any],
+    chunk: int = CHUNK_LINES,
 ) -> list[dict[str, Any]]:
     """Every chunk of a bulk answer against its receipt, in order; the claims of each."""
-    chunks = answer_chunks(lines)
+    chunks = answer_chunks(lines, chunk)
     if len(chunks) != len(receipts):
         raise ReceiptInvalid(f"{len(chunks)} answer chunks but {len(receipts)} receipts")
     return [verify_receipt(r, c, jwks) for r, c in zip(receipts, chunks, strict=True)]
