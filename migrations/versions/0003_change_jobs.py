@@ -30,7 +30,9 @@ def upgrade() -> None:
     op.add_column("bulk_jobs", sa.Column("request", sa.Text(), nullable=True))
     op.add_column("bulk_jobs", sa.Column("after_nik", sa.BigInteger(), nullable=True))
     op.add_column("bulk_jobs", sa.Column("tally", sa.Text(), nullable=True))
-    op.create_check_constraint(op.f("ck_bulk_jobs_kind"), "bulk_jobs", "kind IN ('bulk', 'changes')")
+    op.create_check_constraint(
+        op.f("ck_bulk_jobs_kind"), "bulk_jobs", "kind IN ('bulk', 'changes')"
+    )
     op.drop_constraint(op.f("ck_bulk_jobs_input_format"), "bulk_jobs", type_="check")
     op.create_check_constraint(
         op.f("ck_bulk_jobs_input_format"), "bulk_jobs", "input_format IN ('ndjson', 'csv', 'json')"
