@@ -99,43 +99,31 @@ async def set_head(raw: asyncpg.Connection, seq: int, hash_: bytes) -> None:
     await raw.execute("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1", seq, hash_)
 
 
-# A whole batch in ONE statement (one round trip, its own implicit transaction): the head moves
-# from the record the batch was chained to (seq and hash) to the batch's last record, and the
-# records go in, only if the head is still that record (compare-and-set: another process that
-# appended meanwhile makes it insert nothing, and the writer chains again under the lock). A
-# record's subject hashes travel concatenated (all 32 bytes) and are split back into the array.
-_APPEND_IF_HEAD = f"""
-WITH moved AS (
-    UPDATE audit_head SET seq = $3, hash = $4 WHERE id = 1 AND seq = $1 AND hash = $2
-    RETURNING 1
-)
-INSERT INTO audit_log ({", ".join(_FIELDS)})
+def insert_records_sql(first: int, only_if: str) -> str:
+    """INSERT of chained records passed as 16 arrays, parameters $first.. (`record_arrays`), only
+    if the CTE `only_if` returned a row. A record's subject hashes travel concatenated (all 32
+    bytes) and are split back into the array."""
+    p = [f"${first + i}" for i in range(16)]
+    return f"""INSERT INTO audit_log ({", ".join(_FIELDS)})
 SELECT u.seq, u.id, u.at, u.client_id, u.purpose, u.operation, u.snapshot_id, u.rule_set_id,
        ARRAY(SELECT substr(u.subjects, 32 * i + 1, 32)
              FROM generate_series(0, length(u.subjects) / 32 - 1) AS i ORDER BY i),
        u.subject_count, u.found_count, u.response_digest, u.request_id, u.hmac_key_id,
        u.prev_hash, u.hash
-FROM unnest($5::int8[], $6::text[], $7::timestamptz[], $8::text[], $9::text[], $10::text[],
-            $11::text[], $12::text[], $13::bytea[], $14::int4[], $15::int4[], $16::bytea[],
-            $17::text[], $18::text[], $19::bytea[], $20::bytea[])
+FROM unnest({p[0]}::int8[], {p[1]}::text[], {p[2]}::timestamptz[], {p[3]}::text[],
+            {p[4]}::text[], {p[5]}::text[], {p[6]}::text[], {p[7]}::text[], {p[8]}::bytea[],
+            {p[9]}::int4[], {p[10]}::int4[], {p[11]}::bytea[], {p[12]}::text[], {p[13]}::text[],
+            {p[14]}::bytea[], {p[15]}::bytea[])
      AS u(seq, id, at, client_id, purpose, operation, snapshot_id, rule_set_id, subjects,
           subject_count, found_count, response_digest, request_id, hmac_key_id, prev_hash, hash)
-WHERE EXISTS (SELECT FROM moved)
-"""
+WHERE EXISTS (SELECT FROM {only_if})"""
 
 
-async def append_if_head(raw: asyncpg.Connection, records: Sequence[AuditRecord]) -> bool:
-    """Insert chained `records` and move the head, in one statement, if the head is still the
-    record the first one links to (its seq and hash); False (nothing written) if it is not."""
+def record_arrays(records: Sequence[AuditRecord]) -> list[list[Any]]:
+    """The 16 arrays `insert_records_sql` reads, from chained records."""
     if any(len(h) != 32 for r in records for h in r.subject_hashes):
         raise ValueError("subject hashes must be 32 bytes")
-    first, last = records[0], records[-1]
-    status: str = await raw.execute(
-        _APPEND_IF_HEAD,
-        first.seq - 1,
-        first.prev_hash,
-        last.seq,
-        last.hash,
+    return [
         [r.seq for r in records],
         [r.id for r in records],
         [r.at for r in records],
@@ -152,6 +140,33 @@ async def append_if_head(raw: asyncpg.Connection, records: Sequence[AuditRecord]
         [r.hmac_key_id for r in records],
         [r.prev_hash for r in records],
         [r.hash for r in records],
+    ]
+
+
+# A whole batch in ONE statement (one round trip, its own implicit transaction): the head moves
+# from the record the batch was chained to (seq and hash) to the batch's last record, and the
+# records go in, only if the head is still that record (compare-and-set: another process that
+# appended meanwhile makes it insert nothing, and the writer chains again under the lock).
+_APPEND_IF_HEAD = f"""
+WITH moved AS (
+    UPDATE audit_head SET seq = $3, hash = $4 WHERE id = 1 AND seq = $1 AND hash = $2
+    RETURNING 1
+)
+{insert_records_sql(5, "moved")}
+"""
+
+
+async def append_if_head(raw: asyncpg.Connection, records: Sequence[AuditRecord]) -> bool:
+    """Insert chained `records` and move the head, in one statement, if the head is still the
+    record the first one links to (its seq and hash); False (nothing written) if it is not."""
+    first, last = records[0], records[-1]
+    status: str = await raw.execute(
+        _APPEND_IF_HEAD,
+        first.seq - 1,
+        first.prev_hash,
+        last.seq,
+        last.hash,
+        *record_arrays(records),
     )
     inserted = int(status.rsplit(" ", 1)[-1])
     if inserted not in (0, len(records)):  # one statement: all or nothing

@@ -11,6 +11,8 @@ from typing import Any
 import asyncpg
 
 from app.models.jobs import bulk_job_input, bulk_job_results, bulk_jobs
+from app.repositories import audit as audit_repo
+from app.repositories.audit import AuditRecord
 
 _JOB_COLUMNS = ", ".join(c.name for c in bulk_jobs.c if c.name != "worker")
 
@@ -194,6 +196,82 @@ async def store_chunks(
         *counts,
         *cursor,
     )
+
+
+# A chunk commit in ONE statement (one round trip, its own implicit transaction) when the
+# worker knows the audit chain's tip (it wrote it last): the job's row is locked and must still
+# be this worker's, running, at the progress the worker expects (`held`); the head moves from
+# that tip to the chunks' last record (compare-and-set, `moved`); then, only if both hold, the
+# records, the answers and the progress (and a change list's cursor) go in. Anything else
+# writes nothing and says which did not hold: the worker takes the job as lost, or chains again
+# under the head's row lock (`lock_progress`, `append`, `store_chunks` in one transaction).
+_COMMIT_IF_HEAD = f"""
+WITH held AS (
+    SELECT 1 FROM bulk_jobs
+    WHERE id = $1 AND status = 'running' AND worker = $2 AND chunks_done = $3
+      AND result_bytes = $4
+    FOR UPDATE
+), moved AS (
+    UPDATE audit_head SET seq = $7, hash = $8
+    WHERE id = 1 AND seq = $5 AND hash = $6 AND EXISTS (SELECT FROM held)
+    RETURNING 1
+), records AS (
+    {audit_repo.insert_records_sql(9, "moved")}
+), answers AS (
+    INSERT INTO bulk_job_results (job_id, chunk, start, data, audit_id, receipt)
+    SELECT $1, u.chunk, u.start, u.data, u.audit_id, u.receipt
+    FROM unnest($25::int4[], $26::int8[], $27::bytea[], $28::text[], $29::text[])
+         AS u(chunk, start, data, audit_id, receipt)
+    WHERE EXISTS (SELECT FROM moved)
+), progress AS (
+    UPDATE bulk_jobs SET chunks_done = chunks_done + $30, result_bytes = result_bytes + $31,
+        answered = answered + $32, found = found + $33, not_found = not_found + $34,
+        errors = errors + $35, chunks = greatest(chunks, chunks_done + $30),
+        lines = greatest(lines, answered + $32), after_nik = coalesce($36, after_nik),
+        tally = coalesce($37, tally)
+    WHERE id = $1 AND EXISTS (SELECT FROM moved)
+)
+SELECT EXISTS (SELECT FROM held) AS held, EXISTS (SELECT FROM moved) AS moved
+"""
+
+
+async def commit_if_head(
+    raw: asyncpg.Connection,
+    job_id: uuid.UUID,
+    worker: uuid.UUID,
+    expected: tuple[int, int],
+    records: Sequence[AuditRecord],
+    rows: Sequence[tuple[int, int, bytes, str | None, str | None]],
+    counts: tuple[int, int, int, int],
+    cursor: tuple[int | None, str | None] = (None, None),
+) -> tuple[bool, bool]:
+    """Chunks' answers, their chained audit `records` (at least one) and the job's progress in
+    one statement, if the job is still this worker's at `expected` (chunks_done, result_bytes)
+    and the chain's head is still the record the first one links to. (held, moved): nothing
+    was written unless both are true."""
+    first, last = records[0], records[-1]
+    row = await raw.fetchrow(
+        _COMMIT_IF_HEAD,
+        job_id,
+        worker,
+        *expected,
+        first.seq - 1,
+        first.prev_hash,
+        last.seq,
+        last.hash,
+        *audit_repo.record_arrays(records),
+        [r[0] for r in rows],
+        [r[1] for r in rows],
+        [r[2] for r in rows],
+        [r[3] for r in rows],
+        [r[4] for r in rows],
+        len(rows),
+        sum(len(r[2]) for r in rows),
+        *counts,
+        *cursor,
+    )
+    assert row is not None
+    return bool(row["held"]), bool(row["moved"])
 
 
 async def finish(

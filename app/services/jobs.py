@@ -50,10 +50,11 @@ from app.errors import (
 )
 from app.repositories import clients as clients_repo
 from app.repositories import jobs as repo
+from app.repositories.audit import AuditRecord
 from app.repositories.jobs import JobRow
 from app.resilience import DATABASE_ERRORS
 from app.services import bulk, changes, eligibility
-from app.services.audit.records import new_audit_id
+from app.services.audit.records import chain, new_audit_id
 from app.services.audit.writer import AuditWriter, append
 from app.services.catalog import Reads
 from app.services.disclosure import CHANGE_GROUPS, change_fields
@@ -681,6 +682,7 @@ class Runner:
         """
         window: asyncio.Queue[_Ready | None] = asyncio.Queue(self.ahead)
         pending: list[asyncio.Future[bulk.Chunk]] = []  # every chunk started, for clean-up
+        place = _Place(job.chunks_done, job.result_bytes)
 
         async def committer() -> None:
             while True:
@@ -693,13 +695,13 @@ class Runner:
                 while not window.empty():
                     nxt = window.get_nowait()
                     if nxt is None:
-                        await self._commit(conn, job, me, caller, sealing, counts, ready)
+                        await self._commit(conn, job, me, caller, sealing, counts, ready, place)
                         await self._guarded(guard, counts)
                         return
                     ready.append(nxt)
                     if not nxt[1].done():
                         break
-                await self._commit(conn, job, me, caller, sealing, counts, ready)
+                await self._commit(conn, job, me, caller, sealing, counts, ready, place)
                 await self._guarded(guard, counts)
 
         async def put(item: _Ready | None) -> None:
@@ -782,33 +784,37 @@ class Runner:
         sealing: _Sealing,
         counts: bulk.Counts,
         ready: list[_Ready],
+        place: _Place,
     ) -> None:
         """The next chunks' answers, audit records, receipts and the job's progress (and a
         change list's cursor): ONE transaction (for each chunk all of them, or none), under
         the job's row lock and only while this worker holds the job. Several chunks whose
-        answers are ready go together."""
+        answers are ready go together.
+
+        Usually ONE statement (`repo.commit_if_head`: a round trip, where the transaction
+        below takes eight), chained to the audit tip this worker wrote last; when another
+        process appended since (or at the job's first commit) the head's row lock decides."""
         chunks = [(number, await task) for number, task, _ in ready]
         cursor = ready[-1][2] or (None, None)
         operation, pinned, names = sealing
-        async with conn.transaction():
-            held = await repo.lock_progress(conn, job.id, me)
-            if held is None:
-                raise Lost
-            done, start = held
-            if done != chunks[0][0]:  # cannot happen under the lease; never store one twice
-                raise Lost
-            entries = {
-                number: access_entry(
-                    caller, c.audit_id, operation, pinned, c.subjects, c.found, c.data, names
-                )
-                for number, c in chunks
-                if c.audit_id is not None
-            }
-            # Chained under audit_head's row lock, in this transaction: the records are durable
-            # exactly when their chunks are, and a rolled-back chunk leaves none.
-            placed = await append(conn, [self.audit.unchained(e) for e in entries.values()])
+        entries = {
+            number: access_entry(
+                caller, c.audit_id, operation, pinned, c.subjects, c.found, c.data, names
+            )
+            for number, c in chunks
+            if c.audit_id is not None
+        }
+        unchained = [self.audit.unchained(e) for e in entries.values()]
+        sums = (
+            sum(c.lines for _, c in chunks),
+            sum(c.found for _, c in chunks),
+            sum(c.niks - c.found for _, c in chunks),
+            sum(c.lines - c.niks for _, c in chunks),
+        )
+
+        def stored(placed: list[AuditRecord], start: int) -> list[_Row]:
             seqs = dict(zip(entries, (p.seq for p in placed), strict=True))
-            rows = []
+            rows: list[_Row] = []
             for number, c in chunks:
                 signed: str | None = None
                 if c.audit_id is not None:
@@ -816,15 +822,52 @@ class Runner:
                     signed = receipt(self.audit, pinned, recorded)
                 rows.append((number, start, c.data, c.audit_id, signed))
                 start += len(c.data)
-            sums = (
-                sum(c.lines for _, c in chunks),
-                sum(c.found for _, c in chunks),
-                sum(c.niks - c.found for _, c in chunks),
-                sum(c.lines - c.niks for _, c in chunks),
-            )
-            await repo.store_chunks(conn, job.id, rows, sums, cursor)
+            return rows
+
+        placed: list[AuditRecord] | None = None
+        if place.head is not None and unchained and place.done == chunks[0][0]:
+            chained = chain(*place.head, unchained)
+            held, moved = await repo.commit_if_head(
+                conn, job.id, me, (place.done, place.offset), chained,
+                stored(chained, place.offset), sums, cursor,
+            )  # fmt: skip
+            if not held:  # cancelled, taken over, or not where this worker left it
+                raise Lost
+            if moved:
+                placed = chained
+        if placed is None:
+            async with conn.transaction():
+                locked = await repo.lock_progress(conn, job.id, me)
+                if locked is None:
+                    raise Lost
+                done, start = locked
+                if done != chunks[0][0]:  # cannot happen under the lease; never store one twice
+                    raise Lost
+                # Chained under audit_head's row lock, in this transaction: the records are
+                # durable exactly when their chunks are, and a rolled-back chunk leaves none.
+                placed = await append(conn, unchained)
+                await repo.store_chunks(conn, job.id, stored(placed, start), sums, cursor)
+            place.offset = start
+        place.done = chunks[-1][0] + 1
+        place.offset += sum(len(c.data) for _, c in chunks)
+        if placed:
+            place.head = (placed[-1].seq, placed[-1].hash)
         for _, c in chunks:
             counts.add(c)
+
+
+@dataclass(slots=True)
+class _Place:
+    """Where a job's committed answers end, as its worker last committed them (chunks, bytes),
+    and the audit chain's tip it wrote last (None: unknown, read under the head's lock)."""
+
+    done: int
+    offset: int
+    head: tuple[int, bytes] | None = None
+
+
+# A chunk's row in bulk_job_results: number, start byte, answer bytes, audit id, receipt.
+_Row = tuple[int, int, bytes, str | None, str | None]
 
 
 # A chunk being answered: its number, its answer (a lookup running, or a change list's chunk

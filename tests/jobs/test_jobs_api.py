@@ -15,12 +15,14 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
+from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
 from app.main import create_app
 from app.services import bulk, receipts
+from app.services.audit.verify import verify_chain
 from tests.bulk.conftest import URL as STREAM
 from tests.bulk.conftest import found_and_absent, ndjson
 from tests.jobs.conftest import NDJSON, answers, submit, wait_done
@@ -321,3 +323,53 @@ async def test_each_chunks_receipt_verifies(
         assert claims["audit_id"] == audit_id
     with pytest.raises(receipts.ReceiptInvalid):
         receipts.verify(summary["receipts"][0], chunks[1], jwks)
+
+
+async def test_chunks_chain_into_the_trail_while_lookups_are_audited(
+    jobs_app: FastAPI,
+    jobs_http: httpx.AsyncClient,
+    full_key: str,
+    engine: AsyncEngine,
+    release_niks: list[str],
+) -> None:
+    """A worker commits a chunk in one statement chained to the audit tip it wrote last, and
+    under the head's row lock when another appender moved the tip. With the API's audit writer
+    appending lookups' records between the job's chunks, the chain stays whole and every chunk
+    has its record, in chunk order."""
+    writer = jobs_app.state.tepat.audit
+    locked_before = writer.stats.locked_batches
+    body = ndjson(found_and_absent(release_niks, 12_000, every=3))
+    r = await submit(jobs_http, full_key, body)
+    assert r.status_code == 202, r.text
+    location = r.headers["location"]
+    lookups = 0
+    while (await jobs_http.get(location, headers=auth(full_key))).json()["status"] in (
+        "queued",
+        "running",
+    ):
+        got = await jobs_http.post(
+            "/v1/people/lookup", json={"niks": release_niks[:2]}, headers=auth(full_key)
+        )
+        assert got.status_code == 200
+        lookups += 1
+    done = await wait_done(jobs_http, full_key, location)
+    assert done["status"] == "succeeded", done
+    assert lookups > 0
+    # The API's writer found the tip moved by the job (and so chained under the lock).
+    assert writer.stats.locked_batches > locked_before
+    summary = answers((await jobs_http.get(location + "/results", headers=auth(full_key))).content)[
+        1
+    ]
+    assert len(summary["audit_ids"]) == 12
+    async with engine.connect() as c:
+        seqs = (
+            await c.execute(
+                text("SELECT id, seq FROM audit_log WHERE request_id = :rid ORDER BY seq"),
+                {"rid": done["request_id"]},
+            )
+        ).all()
+    assert [row[0] for row in seqs] == summary["audit_ids"]
+    async with engine.connect() as c, c.begin():
+        await c.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
+        result = await verify_chain(c)
+    assert result.ok, result
