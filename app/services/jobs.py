@@ -12,7 +12,13 @@ answer bytes, its audit record (appended to the chain in the same transaction: `
 receipt and the job's committed progress are written in ONE transaction. So a job survives any
 crash of its worker: the next one resumes at the first chunk not committed, no line is answered
 twice or skipped, and no chunk has two audit records (a rolled-back chunk takes its record with
-it). docs/bulk.md#bulk-jobs.
+it). That transaction is usually ONE statement (`repo.commit_if_head`), chained to the audit
+tip the worker wrote last; the head's row lock decides when another appender moved it.
+
+A change list runs as a job of kind `changes` (`submit_changes`): the same resource, download
+and worker pipeline; its chunks are made by `app.services.changes.ChangeList` in NIK order and
+committed with the keyset cursor (the last person's NIK) and the summary's counts through them,
+so it resumes after the last person committed. docs/bulk.md#bulk-jobs, docs/changes.md#as-a-job.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import datetime as dt
 import hashlib
 import io
 import logging
+import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -724,6 +731,11 @@ class Runner:
                 pending = [t for t in pending if not t.done()]
             await put(None)
             await commits
+            log.info(
+                "job %s: chunks up to %d committed in %d commits (%d under the audit head's "
+                "lock), %.2f s committing",
+                job.id, place.done, place.commits, place.locked, place.seconds,
+            )  # fmt: skip
         finally:
             commits.cancel()
             for task in pending:
@@ -795,6 +807,7 @@ class Runner:
         below takes eight), chained to the audit tip this worker wrote last; when another
         process appended since (or at the job's first commit) the head's row lock decides."""
         chunks = [(number, await task) for number, task, _ in ready]
+        began = time.perf_counter()
         cursor = ready[-1][2] or (None, None)
         operation, pinned, names = sealing
         entries = {
@@ -848,10 +861,13 @@ class Runner:
                 placed = await append(conn, unchained)
                 await repo.store_chunks(conn, job.id, stored(placed, start), sums, cursor)
             place.offset = start
+            place.locked += 1
         place.done = chunks[-1][0] + 1
         place.offset += sum(len(c.data) for _, c in chunks)
         if placed:
             place.head = (placed[-1].seq, placed[-1].hash)
+        place.commits += 1
+        place.seconds += time.perf_counter() - began
         for _, c in chunks:
             counts.add(c)
 
@@ -864,6 +880,11 @@ class _Place:
     done: int
     offset: int
     head: tuple[int, bytes] | None = None
+    # What this run's commits cost (logged when it ends): commits, those made under the head's
+    # row lock, and the seconds spent in them.
+    commits: int = 0
+    locked: int = 0
+    seconds: float = 0.0
 
 
 # A chunk's row in bulk_job_results: number, start byte, answer bytes, audit id, receipt.
