@@ -77,11 +77,15 @@ bulk_jobs = Table(
     Column("request", Text),
     Column("after_nik", BigInteger),
     Column("tally", Text),
+    # How its answers (bulk_job_results.data) are stored: "zstd" (compressed by the worker), or
+    # "identity" (as answered: jobs submitted before 0003).
+    Column("results_coding", Text, nullable=False, server_default=text("'identity'")),
     CheckConstraint(
         "status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')", name="status"
     ),
     CheckConstraint("input_format IN ('ndjson', 'csv', 'json')", name="input_format"),
     CheckConstraint("kind IN ('bulk', 'changes')", name="kind"),
+    CheckConstraint("results_coding IN ('identity', 'zstd')", name="results_coding"),
     CheckConstraint("octet_length(input_sha256) = 32", name="input_sha256"),
     CheckConstraint("chunks_done >= 0 AND chunks_done <= chunks", name="progress"),
 )
@@ -102,6 +106,7 @@ bulk_job_results = Table(
     Column("chunk", Integer, primary_key=True, autoincrement=False),
     Column("start", BigInteger, nullable=False),  # byte offset in the NDJSON answer
     # Exactly the bytes the receipt covers (lz4-compressed in TOAST: migration 0002).
+    # (zstd-compressed by the worker when the job's results_coding says so: 0003).
     Column("data", LargeBinary, nullable=False),
     # NULL for a chunk of only malformed lines: it discloses nothing, so has no record.
     Column("audit_id", Text),

@@ -54,6 +54,7 @@ class JobRow:
     request: str | None  # a change list's request, pinned (JSON)
     after_nik: int | None  # a change list's keyset cursor: the last person committed
     tally: str | None  # a change list's summary counts through its committed chunks (JSON)
+    results_coding: str  # how its answers are stored: "zstd", or "identity" (as answered)
 
 
 def _job(row: asyncpg.Record | None) -> JobRow | None:
@@ -172,10 +173,12 @@ async def store_chunks(
     raw: asyncpg.Connection,
     job_id: uuid.UUID,
     rows: Sequence[tuple[int, int, bytes, str | None, str | None]],
+    size: int,
     counts: tuple[int, int, int, int],
     cursor: tuple[int | None, str | None] = (None, None),
 ) -> None:
-    """Chunks' answers (number, start byte, data, audit id, receipt), and the job's committed
+    """Chunks' answers (number, start byte, data as stored, audit id, receipt), their size as
+    answered (`size` bytes: result_bytes counts the answer as sent), and the job's committed
     progress past them (in the caller's transaction, after `lock_progress`). A change list
     also commits its cursor (after_nik, tally), and grows its lines and chunks as it goes
     (unknown until its end; a bulk job's are known at upload, so this leaves them)."""
@@ -192,7 +195,7 @@ async def store_chunks(
         "tally = coalesce($9, tally) WHERE id = $1",
         job_id,
         len(rows),
-        sum(len(r[2]) for r in rows),
+        size,
         *counts,
         *cursor,
     )
@@ -242,6 +245,7 @@ async def commit_if_head(
     expected: tuple[int, int],
     records: Sequence[AuditRecord],
     rows: Sequence[tuple[int, int, bytes, str | None, str | None]],
+    size: int,
     counts: tuple[int, int, int, int],
     cursor: tuple[int | None, str | None] = (None, None),
 ) -> tuple[bool, bool]:
@@ -266,7 +270,7 @@ async def commit_if_head(
         [r[3] for r in rows],
         [r[4] for r in rows],
         len(rows),
-        sum(len(r[2]) for r in rows),
+        size,
         *counts,
         *cursor,
     )

@@ -373,3 +373,23 @@ async def test_chunks_chain_into_the_trail_while_lookups_are_audited(
         await c.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
         result = await verify_chain(c)
     assert result.ok, result
+    # Stored as the worker compressed them (zstd), served as answered (the receipts verify).
+    async with engine.connect() as c:
+        coding, answered, stored = (
+            await c.execute(
+                text(
+                    "SELECT j.results_coding, j.result_bytes, sum(octet_length(r.data)) "
+                    "FROM bulk_jobs j JOIN bulk_job_results r ON r.job_id = j.id "
+                    "WHERE j.id = CAST(:id AS uuid) GROUP BY 1, 2"
+                ),
+                {"id": done["id"]},
+            )
+        ).one()
+    assert coding == "zstd" and stored < answered / 4
+    whole = await jobs_http.get(location + "/results", headers=auth(full_key))
+    assert len(whole.content) > answered
+    jwks = (await jobs_http.get("/.well-known/jwks.json")).json()
+    lines = whole.content.splitlines(keepends=True)[:-1]
+    chunks = [b"".join(lines[i : i + 1000]) for i in range(0, len(lines), 1000)]
+    for chunk, token in zip(chunks, summary["receipts"], strict=True):
+        receipts.verify(token, chunk, jwks)
