@@ -19,11 +19,12 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 
 from app.ingest.checks import set_checks
+from app.ingest.columnar import ColumnarLoad
 from app.ingest.columns import FAMILIES, PEOPLE, TableSpec
 from app.ingest.manifest import (
     check_file,
@@ -33,11 +34,18 @@ from app.ingest.manifest import (
     release_files,
     snapshot_checksum,
 )
-from app.ingest.readers import RowStream, open_rows
+from app.ingest.readers import open_rows
 from app.ingest.validate import Report, TableLoad
 from app.repositories import imports as repo
 
 ProgressHook = Callable[[str, int, int | None], None]  # (table, rows done so far, rows expected)
+Reader = Literal["columnar", "rows"]  # app.ingest.columnar (default) or the row reader
+
+
+@dataclass(frozen=True)
+class Loaded:
+    rows: int
+    content_sum: int
 
 
 @dataclass
@@ -111,13 +119,14 @@ async def _aiter(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
 async def _copy_table(
     conn: asyncpg.Connection,
     spec: TableSpec,
-    stream: RowStream,
+    path: Path,
     key: int,
     cutoff: dt.date,
     report: Report,
     declared: dict[str, Any],
     progress: ProgressHook | None,
-) -> TableLoad:
+    reader: Reader,
+) -> Loaded:
     expected = declared_rows(declared)
     done = 0
 
@@ -127,16 +136,17 @@ async def _copy_table(
         if progress:
             progress(spec.name, done, expected)
 
-    load = TableLoad(spec, stream, report, key, cutoff, progress=tick)
-    await repo.copy_into_partition(
-        conn,
-        spec.table,
-        key,
-        ["snapshot_key", "source_line", *spec.content_columns],
-        _aiter(load.chunks()),
-    )
-    check_file(report, stream.path.name, declared, load.rows, stream.sha256)
-    return load
+    columns = ["snapshot_key", "source_line", *spec.content_columns]
+    if reader == "rows":
+        stream = open_rows(path)
+        rows = TableLoad(spec, stream, report, key, cutoff, progress=tick)
+        await repo.copy_into_partition(conn, spec.table, key, columns, _aiter(rows.chunks()))
+        check_file(report, path.name, declared, rows.rows, stream.sha256)
+        return Loaded(rows.rows, rows.content_sum)
+    load = ColumnarLoad(spec, path, report, key, cutoff, progress=tick)
+    await repo.copy_into_partition(conn, spec.table, key, columns, _aiter(load.chunks()))
+    check_file(report, path.name, declared, load.rows, load.sha256)
+    return Loaded(load.rows, load.content_sum)
 
 
 async def import_release(
@@ -145,6 +155,7 @@ async def import_release(
     *,
     dry_run: bool = False,
     progress: ProgressHook | None = None,
+    reader: Reader = "columnar",
 ) -> ImportResult:
     """Validate and (unless dry_run or refused) publish the release in `folder`."""
     started = time.perf_counter()
@@ -182,18 +193,19 @@ async def import_release(
             )
         result.snapshot_key = key
         await repo.create_partitions(conn, key)
-        loads: dict[str, TableLoad] = {}
+        loads: dict[str, Loaded] = {}
         for spec in (FAMILIES, PEOPLE):
             path = paths[spec.name]
             loads[spec.table] = await _copy_table(
                 conn,
                 spec,
-                open_rows(path),
+                path,
                 key,
                 manifest["_cutoff"],
                 report,
                 declared.get(path.name) or {},
                 progress,
+                reader,
             )
         result.counts = {t: load.rows for t, load in loads.items()}
         await set_checks(conn, key, report, {s: p.name for s, p in paths.items()})
