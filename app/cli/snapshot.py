@@ -29,9 +29,18 @@ def snapshot_import(
         bool,
         typer.Option(help="After publishing, store the decisions under the rule set in force."),
     ] = True,
+    jobs: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Processes that read, validate and COPY the files (default: the number of cores).",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Validate a release and publish it as a new, immutable snapshot."""
+    import os
+
     from app.ingest.importer import import_release
 
     async def go(settings: Settings) -> dict[str, Any]:
@@ -39,7 +48,12 @@ def snapshot_import(
         try:
             with row_progress(not as_json) as progress:
                 result = await import_release(
-                    conn, folder, dry_run=dry_run, progress=progress.update
+                    conn,
+                    folder,
+                    dry_run=dry_run,
+                    progress=progress.update,
+                    jobs=jobs or os.cpu_count() or 1,
+                    settings=settings,
                 )
         finally:
             await conn.close()

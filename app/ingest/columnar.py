@@ -143,6 +143,7 @@ def _python_rows(src: _Source, at_least: int, line: int) -> tuple[list[tuple[int
         while True:
             buf, pos = src.buf, src.pos
             m = _LINE.match(buf, pos)
+            assert m is not None  # the pattern matches the empty string
             end, term = m.end(), m.group(1)
             if (not term or (term == b"\r" and end == len(buf))) and not src.eof:
                 src.more()  # an incomplete line (or a \r whose \n may follow): read on

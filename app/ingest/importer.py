@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 import asyncpg
 
+from app.config import Settings
 from app.ingest.checks import set_checks
 from app.ingest.columnar import ColumnarLoad
 from app.ingest.columns import FAMILIES, PEOPLE, TableSpec
@@ -149,6 +150,30 @@ async def _copy_table(
     return Loaded(load.rows, load.content_sum)
 
 
+async def _copy_by_processes(
+    settings: Settings,
+    paths: dict[str, Path],
+    key: int,
+    cutoff: dt.date,
+    report: Report,
+    declared: dict[str, Any],
+    progress: ProgressHook | None,
+    jobs: int,
+) -> dict[str, Loaded]:
+    from app.ingest import parallel
+
+    specs = [(spec, paths[spec.name]) for spec in (FAMILIES, PEOPLE)]
+    done = await parallel.load_tables(settings, specs, key, cutoff, report, jobs)
+    loads: dict[str, Loaded] = {}
+    for (spec, path), d in zip(specs, done, strict=True):
+        file_declared = declared.get(path.name) or {}
+        if progress:
+            progress(spec.name, d.rows, declared_rows(file_declared))
+        check_file(report, path.name, file_declared, d.rows, d.sha256)
+        loads[spec.table] = Loaded(d.rows, d.content_sum)
+    return loads
+
+
 async def import_release(
     conn: asyncpg.Connection,
     folder: Path,
@@ -156,8 +181,14 @@ async def import_release(
     dry_run: bool = False,
     progress: ProgressHook | None = None,
     reader: Reader = "columnar",
+    jobs: int = 1,
+    settings: Settings | None = None,
 ) -> ImportResult:
-    """Validate and (unless dry_run or refused) publish the release in `folder`."""
+    """Validate and (unless dry_run or refused) publish the release in `folder`.
+
+    `jobs` > 1 (with `settings`, for the processes' connections): the files are read, validated
+    and COPYed by that many processes (app.ingest.parallel); the set checks and the publish stay
+    one transaction on `conn`. Same rows, checksum and report as one process."""
     started = time.perf_counter()
     report = Report()
     manifest = read_manifest(folder, report)
@@ -183,30 +214,49 @@ async def import_release(
         claimed = await _claim(conn, manifest, report)
         if claimed is None:
             return result
+    several = jobs > 1 and reader == "columnar" and settings is not None
+    staged: int | None = None
     tx = conn.transaction()
-    await tx.start()
+    in_tx = False
     try:
-        key = claimed
-        if key is None:  # dry run: a throw-away key inside the transaction
-            key = await repo.insert_dry_run(
-                conn, f"dry-run-{manifest['release']}-{time.time_ns()}", manifest["_cutoff"]
-            )
-        result.snapshot_key = key
-        await repo.create_partitions(conn, key)
         loads: dict[str, Loaded] = {}
-        for spec in (FAMILIES, PEOPLE):
-            path = paths[spec.name]
-            loads[spec.table] = await _copy_table(
-                conn,
-                spec,
-                path,
-                key,
-                manifest["_cutoff"],
-                report,
-                declared.get(path.name) or {},
-                progress,
-                reader,
+        if claimed is not None:  # what a killed `--jobs` run of this release left, if any
+            await repo.drop_loading_partitions(conn, claimed)
+        if several:
+            assert settings is not None
+            staged = key = claimed if claimed is not None else await repo.next_key(conn)
+            result.snapshot_key = key
+            await repo.create_loading_partitions(conn, key)
+            loads = await _copy_by_processes(
+                settings, paths, key, manifest["_cutoff"], report, declared, progress, jobs
             )
+            await tx.start()
+            in_tx = True
+            await repo.move_loading_partitions(conn, key)
+        else:
+            await tx.start()
+            in_tx = True
+            if claimed is not None:
+                key = claimed
+            else:  # dry run: a throw-away key inside the transaction
+                key = await repo.insert_dry_run(
+                    conn, f"dry-run-{manifest['release']}-{time.time_ns()}", manifest["_cutoff"]
+                )
+            result.snapshot_key = key
+            await repo.create_partitions(conn, key)
+            for spec in (FAMILIES, PEOPLE):
+                path = paths[spec.name]
+                loads[spec.table] = await _copy_table(
+                    conn,
+                    spec,
+                    path,
+                    key,
+                    manifest["_cutoff"],
+                    report,
+                    declared.get(path.name) or {},
+                    progress,
+                    reader,
+                )
         result.counts = {t: load.rows for t, load in loads.items()}
         await set_checks(conn, key, report, {s: p.name for s, p in paths.items()})
         result.checksum = snapshot_checksum(
@@ -228,9 +278,13 @@ async def import_release(
         else:
             await tx.rollback()
     except BaseException:
-        await tx.rollback()
+        if in_tx:
+            await tx.rollback()
         raise
     finally:
+        if staged is not None and not conn.is_closed():
+            with contextlib.suppress(asyncpg.PostgresError, OSError):
+                await repo.drop_loading_partitions(conn, staged)
         if claimed is not None and not conn.is_closed():
             # Refused or failed: the loading row goes too. (Killed: it stays, stale, and the
             # next run takes it over; it is never served.)

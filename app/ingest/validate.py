@@ -93,6 +93,18 @@ class Report:
             }
             finding.examples.append({k: v for k, v in example.items() if v is not None})
 
+    def merge(self, other: Report) -> None:
+        """Add the findings of `other`, which come after this report's in the file: counts
+        add up and examples fill up to MAX_EXAMPLES in order."""
+        for rule, theirs in other.findings.items():
+            finding = self.findings.get(rule)
+            if finding is None:
+                finding = self.findings[rule] = Finding(rule, theirs.severity, theirs.description)
+            finding.count += theirs.count
+            room = MAX_EXAMPLES - len(finding.examples)
+            if room > 0:
+                finding.examples.extend(theirs.examples[:room])
+
     @property
     def errors(self) -> list[Finding]:
         return [f for f in self.findings.values() if f.severity == "error"]

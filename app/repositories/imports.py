@@ -6,6 +6,7 @@ Every function runs on the caller's connection and inside the caller's transacti
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections.abc import AsyncIterable, Sequence
 from dataclasses import dataclass
@@ -105,11 +106,61 @@ async def copy_into_partition(
     key: int,
     columns: Sequence[str],
     source: AsyncIterable[bytes],
+    *,
+    schema: str | None = None,
 ) -> None:
     """COPY text-format rows (`source`) into the release's partition of `table`."""
     await conn.copy_to_table(
-        partition_name(table, key), source=source, columns=list(columns), format="text"
+        partition_name(table, key),
+        source=source,
+        columns=list(columns),
+        format="text",
+        schema_name=schema,
     )
+
+
+# --- `--jobs N`: partitions loaded by several connections --------------------------------------
+# Several processes COPY into the partitions over their own connections and commit, so the
+# partitions must exist, committed, before they start. They are created in LOADING_SCHEMA, which
+# no query of the service reads; the publishing transaction moves them into `public` and attaches
+# them, so they appear with the `published` row or not at all. A killed import leaves them in
+# LOADING_SCHEMA, where the next import of the release (which takes over its key) drops them.
+
+LOADING_SCHEMA = "tepat_loading"
+
+
+async def create_loading_partitions(conn: asyncpg.Connection, key: int) -> None:
+    """The release's partitions, empty, committed, in LOADING_SCHEMA (any left-over dropped)."""
+    # A concurrent import of another release may create it at the same moment.
+    with contextlib.suppress(asyncpg.UniqueViolationError, asyncpg.DuplicateSchemaError):
+        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {LOADING_SCHEMA}")
+    await drop_loading_partitions(conn, key)
+    for table in TABLES:
+        name = partition_name(table, key)
+        await conn.execute(
+            f"CREATE TABLE {LOADING_SCHEMA}.{name} (LIKE public.{table} INCLUDING DEFAULTS, "
+            f"CONSTRAINT {name}_snapshot CHECK (snapshot_key IS NOT NULL AND snapshot_key = {key}))"
+        )
+
+
+async def drop_loading_partitions(conn: asyncpg.Connection, key: int) -> None:
+    """Drop what a refused, failed or killed `--jobs` import of `key` left in LOADING_SCHEMA."""
+    for table in TABLES:
+        await conn.execute(f"DROP TABLE IF EXISTS {LOADING_SCHEMA}.{partition_name(table, key)}")
+
+
+async def move_loading_partitions(conn: asyncpg.Connection, key: int) -> None:
+    """Into `public`, inside the caller's transaction: the set checks and the attach follow."""
+    for table in TABLES:
+        await conn.execute(
+            f"ALTER TABLE {LOADING_SCHEMA}.{partition_name(table, key)} SET SCHEMA public"
+        )
+
+
+async def next_key(conn: asyncpg.Connection) -> int:
+    """A snapshot key no other import will take (a dry run's, with `--jobs`)."""
+    key: int = await conn.fetchval("SELECT nextval(pg_get_serial_sequence('snapshots', 'key'))")
+    return key
 
 
 async def attach_and_publish(
