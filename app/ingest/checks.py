@@ -17,6 +17,7 @@ async def set_checks(
     """Index the partitions and report what breaks the set rules. `files` maps the export's
     names (keluarga, anggota) to the file names the examples cite."""
     kfile, afile = files["keluarga"], files["anggota"]
+    await repo.set_check_memory(conn)
     if not await repo.unique_index(conn, "families", key, "no_kk"):
         found = await repo.duplicates(conn, "families", key, "no_kk")
         _report(report, "duplicate_no_kk", kfile, "no_kk", found)

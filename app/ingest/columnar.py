@@ -18,13 +18,16 @@ those of the row reader: the physical line where the record starts, header = lin
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import datetime as dt
 import gzip
 import hashlib
 import itertools
+import queue
 import re
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -46,7 +49,7 @@ from app.ingest.validate import (
     person_checks,
 )
 
-BLOCK = 8 << 20  # bytes of CSV per columnar piece
+BLOCK = 2 << 20  # bytes of CSV per columnar piece
 PARQUET_BATCH = 65536
 MEMO_LIMIT = 200_000  # distinct values remembered per column (dates, codes, sizes...)
 _LINE = re.compile(rb"[^\r\n]*(\r\n|\r|\n)?")  # a line as TextIOWrapper(newline="") splits them
@@ -54,6 +57,43 @@ _ESCAPED = r"[\\\x00\x08\t\n\x0b\x0c\r]"  # what COPY text escapes, and NUL
 _NIK_DATE_SET = pa.array(sorted(_NIK_DATES), pa.string())
 
 Event = tuple[int, int, str, dict[str, Any]]  # (line, position in the row, rule, example)
+
+
+async def ahead(chunks: Iterator[bytes], depth: int = 2) -> AsyncIterator[bytes]:
+    """`chunks` produced by a thread, up to `depth` in advance, so that the next piece is parsed,
+    validated and rendered (pyarrow's kernels release the GIL) while the event loop sends the
+    last one to PostgreSQL: the reader and the server's COPY work at the same time."""
+    q: queue.Queue[bytes | BaseException | None] = queue.Queue(depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for chunk in chunks:
+                while not stop.is_set():
+                    try:
+                        q.put(chunk, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(None)
+        except BaseException as e:  # handed to the consumer, raised there
+            q.put(e)
+
+    thread = threading.Thread(target=produce, name="tepat-import-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = await asyncio.to_thread(q.get)
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        await asyncio.to_thread(thread.join)
 
 
 # --- reading: pieces of rows, columnar where exact, else rows ------------------------------------

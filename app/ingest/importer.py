@@ -25,7 +25,7 @@ import asyncpg
 
 from app.config import Settings
 from app.ingest.checks import set_checks
-from app.ingest.columnar import ColumnarLoad
+from app.ingest.columnar import ColumnarLoad, ahead
 from app.ingest.columns import FAMILIES, PEOPLE, TableSpec
 from app.ingest.manifest import (
     check_file,
@@ -145,7 +145,7 @@ async def _copy_table(
         check_file(report, path.name, declared, rows.rows, stream.sha256)
         return Loaded(rows.rows, rows.content_sum)
     load = ColumnarLoad(spec, path, report, key, cutoff, progress=tick)
-    await repo.copy_into_partition(conn, spec.table, key, columns, _aiter(load.chunks()))
+    await repo.copy_into_partition(conn, spec.table, key, columns, ahead(load.chunks()))
     check_file(report, path.name, declared, load.rows, load.sha256)
     return Loaded(load.rows, load.content_sum)
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -140,7 +140,7 @@ def _load_part(
                     spec.table,
                     key,
                     ["snapshot_key", "source_line", *spec.content_columns],
-                    _aiter(chunks),
+                    columnar.ahead(chunks),
                     schema=repo.LOADING_SCHEMA,
                 )
         finally:
@@ -155,11 +155,6 @@ def _chunks_from(load: ColumnarLoad, part: Range, indexes: list[int | None]) -> 
         f.seek(part.start)
         src = columnar._Source(f, part.end - part.start)
         yield from load.render(columnar.csv_pieces(src, len(load.header), part.first_line), indexes)
-
-
-async def _aiter(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
-    for chunk in chunks:
-        yield chunk
 
 
 @dataclass

@@ -200,6 +200,13 @@ class Found:
     examples: list[tuple[int, Any]]
 
 
+async def set_check_memory(conn: asyncpg.Connection) -> None:
+    """Memory for the set checks' sorts and hashes and the index builds, for the rest of the
+    caller's transaction (the defaults spill a national release's aggregates to disk)."""
+    await conn.execute("SET LOCAL work_mem = '128MB'")
+    await conn.execute("SET LOCAL maintenance_work_mem = '512MB'")
+
+
 async def unique_index(conn: asyncpg.Connection, table: str, key: int, column: str) -> bool:
     """Index the partition's `column` as unique; False (and no index) if values repeat."""
     name = partition_name(table, key)
@@ -246,13 +253,14 @@ async def families_without_members(conn: asyncpg.Connection, key: int) -> Found:
 
 
 async def families_without_head(conn: asyncpg.Connection, key: int) -> Found:
-    """Families with members, none of them the head (relationship 1)."""
+    """Families with members, none of them the head (relationship 1). One aggregate of the
+    members by family, hash-joined: not two index probes per family."""
     fam, ppl = partition_name("families", key), partition_name("people", key)
     return await _found(
         conn,
         f"""SELECT f.source_line, f.no_kk FROM {fam} f
-            WHERE EXISTS (SELECT 1 FROM {ppl} p WHERE p.no_kk = f.no_kk)
-              AND NOT EXISTS (SELECT 1 FROM {ppl} p WHERE p.no_kk = f.no_kk AND p.relationship = 1)""",
+            JOIN (SELECT no_kk FROM {ppl} GROUP BY no_kk HAVING NOT bool_or(relationship = 1)) m
+              USING (no_kk)""",
     )
 
 
