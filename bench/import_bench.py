@@ -5,7 +5,7 @@
 Baseline: `COPY ... FROM STDIN (FORMAT csv, HEADER)` of keluarga.csv and anggota.csv into
 plain typed tables with a primary key and one more index (the targets' "COPY with indexes"),
 timed from the first byte to the last index. Service: `tepat snapshot import` as a subprocess
-(validation, checksum, set checks, publish; `--jobs` processes, default the number of cores),
+(validation, checksum, set checks, publish; `--jobs` processes, default half the cores),
 with its peak RSS sampled every 50 ms: the importer and its worker processes together.
 Prints a table and one JSON line per target.
 """
@@ -27,6 +27,7 @@ import psutil
 
 from app import db
 from app.config import Settings
+from app.ingest.importer import default_jobs
 from app.synth.generate import generate_release
 from bench.common import emit, server_url
 
@@ -141,9 +142,7 @@ async def drop(dsn: str) -> None:
         await conn.close()
 
 
-def run(
-    url: str, people: int, workdir: Path, jobs: int | None = None
-) -> list[dict[str, Any]]:
+def run(url: str, people: int, workdir: Path, jobs: int | None = None) -> list[dict[str, Any]]:
     """P5 and P6 on the server at `url` (a release of `people` generated once under `workdir`)."""
     dsn = db.asyncpg_dsn(url)
     folder = workdir / f"release-{people}"
@@ -173,8 +172,8 @@ def run(
             0.6,
             unit="rows/s",
             extra={
-                "jobs": jobs or os.cpu_count(),
-                "rows_per_second_per_job": round(service_rate / (jobs or os.cpu_count() or 1)),
+                "jobs": jobs or default_jobs(),
+                "rows_per_second_per_job": round(service_rate / (jobs or default_jobs())),
                 "importer_peak_rss_mb": round(peak_mb, 1),
                 "rss_goal_mb": 500,
                 "rows": rows,

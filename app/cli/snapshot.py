@@ -33,15 +33,14 @@ def snapshot_import(
         int | None,
         typer.Option(
             min=1,
-            help="Processes that read, validate and COPY the files (default: the number of cores).",
+            help="Processes that read, validate and COPY the files, each with its own connection "
+            "(default: half the cores, at least 1: each keeps a core busy and its COPY another).",
         ),
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Validate a release and publish it as a new, immutable snapshot."""
-    import os
-
-    from app.ingest.importer import import_release
+    from app.ingest.importer import default_jobs, import_release
 
     async def go(settings: Settings) -> dict[str, Any]:
         conn = await db.connect_raw(settings)
@@ -52,7 +51,7 @@ def snapshot_import(
                     folder,
                     dry_run=dry_run,
                     progress=progress.update,
-                    jobs=jobs or os.cpu_count() or 1,
+                    jobs=jobs or default_jobs(),
                     settings=settings,
                 )
         finally:

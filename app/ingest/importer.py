@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -72,6 +73,13 @@ class ImportResult:
             "rows_per_second": round(rows / self.seconds) if self.seconds else None,
             **self.report.to_dict(),
         }
+
+
+def default_jobs() -> int:
+    """`--jobs` by default: half the cores, at least one. Each job is a process reading,
+    validating and rendering (with a thread ahead of its COPY) and a server backend taking the
+    COPY: on the 2-core machines measured, two jobs contend with their own backends."""
+    return max(1, (os.cpu_count() or 1) // 2)
 
 
 async def _claim(conn: asyncpg.Connection, manifest: dict[str, Any], report: Report) -> int | None:
