@@ -26,6 +26,7 @@ async def set_checks(
         found = await repo.duplicates(conn, "people", key, "nik")
         _report(report, "duplicate_nik", afile, "nik", found)
     await repo.plain_index(conn, "people", key, "no_kk")
+    await repo.count_members(conn, key)
     found = await repo.members_of_unknown_families(conn, key)
     _report(report, "unknown_family", afile, "no_kk", found)
     found = await repo.families_without_members(conn, key)

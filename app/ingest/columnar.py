@@ -29,6 +29,7 @@ import re
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -56,7 +57,14 @@ _LINE = re.compile(rb"[^\r\n]*(\r\n|\r|\n)?")  # a line as TextIOWrapper(newline
 _ESCAPED = r"[\\\x00\x08\t\n\x0b\x0c\r]"  # what COPY text escapes, and NUL
 _NIK_DATE_SET = pa.array(sorted(_NIK_DATES), pa.string())
 
-Event = tuple[int, int, str, dict[str, Any]]  # (line, position in the row, rule, example)
+Event = tuple[int, int, str, dict[str, Any]]
+
+
+@lru_cache(maxsize=1)
+def _districts() -> pa.Array:
+    return pa.array(
+        sorted(_known_districts()), pa.string()
+    )  # (line, position in the row, rule, example)
 
 
 async def ahead(chunks: Iterator[bytes], depth: int = 2) -> AsyncIterator[bytes]:
@@ -569,12 +577,7 @@ class ColumnarLoad:
         after = pc.and_(real, pc.greater(birth, self.cutoff.isoformat()))
         district = pc.and_(
             ok,
-            pc.invert(
-                pc.is_in(
-                    pc.utf8_slice_codeunits(nik, 0, 6),
-                    value_set=pa.array(sorted(_known_districts()), pa.string()),
-                )
-            ),
+            pc.invert(pc.is_in(pc.utf8_slice_codeunits(nik, 0, 6), value_set=_districts())),
         )
         day_text = pc.utf8_slice_codeunits(nik, 6, 8)
         day = pc.cast(pc.if_else(fast, day_text, "00"), pa.int16())

@@ -234,33 +234,50 @@ async def duplicates(conn: asyncpg.Connection, table: str, key: int, column: str
     )
 
 
+# The family rules read one aggregate of the members by family (count, heads), built once:
+# each rule is then a join of two tables of one row a family, not a scan of the people.
+MEMBERS = "tepat_import_members"
+
+
+async def count_members(conn: asyncpg.Connection, key: int) -> None:
+    """The temporary aggregate the family rules read (dropped when the transaction ends)."""
+    ppl = partition_name("people", key)
+    await conn.execute(
+        f"""CREATE TEMPORARY TABLE {MEMBERS} ON COMMIT DROP AS
+            SELECT no_kk, count(*) AS members, count(*) FILTER (WHERE relationship = 1) AS heads
+            FROM {ppl} GROUP BY no_kk"""
+    )
+    await conn.execute(f"ANALYZE {MEMBERS}")
+
+
 async def members_of_unknown_families(conn: asyncpg.Connection, key: int) -> Found:
+    """People whose no_kk is no family's (needs count_members and people's no_kk index)."""
     fam, ppl = partition_name("families", key), partition_name("people", key)
     return await _found(
         conn,
         f"""SELECT p.source_line, p.no_kk FROM {ppl} p
-            WHERE NOT EXISTS (SELECT 1 FROM {fam} f WHERE f.no_kk = p.no_kk)""",
+            JOIN (SELECT m.no_kk FROM {MEMBERS} m
+                  WHERE NOT EXISTS (SELECT 1 FROM {fam} f WHERE f.no_kk = m.no_kk)) u
+              USING (no_kk)""",
     )
 
 
 async def families_without_members(conn: asyncpg.Connection, key: int) -> Found:
-    fam, ppl = partition_name("families", key), partition_name("people", key)
+    fam = partition_name("families", key)
     return await _found(
         conn,
         f"""SELECT f.source_line, f.no_kk FROM {fam} f
-            WHERE NOT EXISTS (SELECT 1 FROM {ppl} p WHERE p.no_kk = f.no_kk)""",
+            WHERE NOT EXISTS (SELECT 1 FROM {MEMBERS} m WHERE m.no_kk = f.no_kk)""",
     )
 
 
 async def families_without_head(conn: asyncpg.Connection, key: int) -> Found:
-    """Families with members, none of them the head (relationship 1). One aggregate of the
-    members by family, hash-joined: not two index probes per family."""
-    fam, ppl = partition_name("families", key), partition_name("people", key)
+    """Families with members, none of them the head (relationship 1)."""
+    fam = partition_name("families", key)
     return await _found(
         conn,
         f"""SELECT f.source_line, f.no_kk FROM {fam} f
-            JOIN (SELECT no_kk FROM {ppl} GROUP BY no_kk HAVING NOT bool_or(relationship = 1)) m
-              USING (no_kk)""",
+            JOIN {MEMBERS} m USING (no_kk) WHERE m.heads = 0""",
     )
 
 
@@ -270,8 +287,7 @@ async def heads_of_families_with_several(conn: asyncpg.Connection, key: int) -> 
     return await _found(
         conn,
         f"""SELECT p.source_line, p.no_kk, dense_rank() OVER (ORDER BY p.no_kk) AS family FROM {ppl} p
-            JOIN (SELECT no_kk FROM {ppl} WHERE relationship = 1 GROUP BY no_kk HAVING count(*) > 1) h
-              USING (no_kk)
+            JOIN (SELECT no_kk FROM {MEMBERS} WHERE heads > 1) h USING (no_kk)
             WHERE p.relationship = 1""",
         count_distinct="no_kk",
     )

@@ -51,11 +51,24 @@ async def _wait_for_phase(
 
 
 @pytest.mark.parametrize(
-    "phase",
-    ["%COPY%families_%", "%COPY%people_%", "%CREATE UNIQUE INDEX people_%", "%NOT EXISTS%"],
+    ("phase", "jobs"),
+    [
+        ("%COPY%families_%", 1),
+        ("%COPY%people_%", 1),
+        ("%CREATE UNIQUE INDEX people_%", 1),
+        ("%NOT EXISTS%", 1),
+        # --jobs 2: killed while its processes COPY (committing into tepat_loading), and in
+        # the publishing transaction.
+        ("%COPY%people_%", 2),
+        ("%CREATE UNIQUE INDEX people_%", 2),
+    ],
 )
 async def test_kill_9_leaves_served_snapshot_intact_and_rerun_succeeds(
-    raw: asyncpg.Connection, releases: tuple[Path, Path], phase: str, database_url: str
+    raw: asyncpg.Connection,
+    releases: tuple[Path, Path],
+    phase: str,
+    jobs: int,
+    database_url: str,
 ) -> None:
     served, big = releases
     try:
@@ -68,7 +81,17 @@ async def test_kill_9_leaves_served_snapshot_intact_and_rerun_succeeds(
 
         env = {**os.environ, "TEPAT_DATABASE_URL": database_url}
         proc = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "snapshot", "import", str(big), "--json"],
+            [
+                sys.executable,
+                "-m",
+                "app.cli",
+                "snapshot",
+                "import",
+                str(big),
+                "--json",
+                "--jobs",
+                str(jobs),
+            ],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -104,6 +127,10 @@ async def test_kill_9_leaves_served_snapshot_intact_and_rerun_succeeds(
 
         rerun = await import_release(raw, big)
         assert rerun.published, rerun.report.to_dict()
+        # What the killed run's processes committed into the loading schema is gone too.
+        assert not await raw.fetchval(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'tepat_loading'"
+        )
         assert await raw.fetchval("SELECT status FROM snapshots WHERE id = $1", BIG) == "published"
     finally:
         await drop_release(raw, BIG)
