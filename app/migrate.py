@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 from alembic import command
-from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Connection
@@ -74,6 +73,8 @@ def _describe(change: Any) -> str:
 
 def drift(conn: Connection) -> list[str]:
     """How the connected database's schema differs from app.models (empty when it matches)."""
+    from alembic.autogenerate import compare_metadata  # imported when used: it logs its setup
+
     ctx = MigrationContext.configure(conn, opts={"compare_type": True, "include_object": _ours})
     return [_describe(change) for change in compare_metadata(ctx, metadata)]
 
