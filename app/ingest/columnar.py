@@ -19,6 +19,7 @@ those of the row reader: the physical line where the record starts, header = lin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import datetime as dt
 import gzip
@@ -27,7 +28,7 @@ import itertools
 import queue
 import re
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -67,7 +68,7 @@ def _districts() -> pa.Array:
     )  # (line, position in the row, rule, example)
 
 
-async def ahead(chunks: Iterator[bytes], depth: int = 2) -> AsyncIterator[bytes]:
+async def ahead(chunks: Iterator[bytes], depth: int = 2) -> AsyncGenerator[bytes, None]:
     """`chunks` produced by a thread, up to `depth` in advance, so that the next piece is parsed,
     validated and rendered (pyarrow's kernels release the GIL) while the event loop sends the
     last one to PostgreSQL: the reader and the server's COPY work at the same time."""
@@ -102,6 +103,10 @@ async def ahead(chunks: Iterator[bytes], depth: int = 2) -> AsyncIterator[bytes]
     finally:
         stop.set()
         await asyncio.to_thread(thread.join)
+        # A getter left waiting (the consumer cancelled during `q.get`) must not block the
+        # executor's shutdown: wake it. A full queue has no getter waiting.
+        with contextlib.suppress(queue.Full):
+            q.put_nowait(None)
 
 
 # --- reading: pieces of rows, columnar where exact, else rows ------------------------------------

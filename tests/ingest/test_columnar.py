@@ -10,6 +10,8 @@ import datetime as dt
 import gzip
 import io
 import random
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -200,3 +202,36 @@ def test_a_valid_release_is_mostly_read_by_pyarrow(generated: Path) -> None:
     pieces = list(columnar.csv_pieces(src, len(header), 2))
     assert [p.rows is None for p in pieces] == [True]
     assert len(pieces[0]) == 3000
+
+
+async def test_ahead_passes_chunks_in_order_and_raises_the_readers_error() -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b"a"
+        yield b"b"
+        raise ValueError("bad block")
+
+    got: list[bytes] = []
+
+    async def consume() -> None:
+        async for chunk in columnar.ahead(chunks()):
+            got.append(chunk)
+
+    with pytest.raises(ValueError, match="bad block"):
+        await consume()
+    assert got == [b"a", b"b"]
+
+
+async def test_ahead_stops_its_thread_when_the_copy_stops_early() -> None:
+    produced: list[int] = []
+
+    def chunks() -> Iterator[bytes]:
+        for i in range(1000):
+            produced.append(i)
+            yield b"x"
+
+    source = columnar.ahead(chunks(), depth=2)
+    async for _ in source:
+        break
+    await source.aclose()
+    assert not [t for t in threading.enumerate() if t.name == "tepat-import-reader"]
+    assert len(produced) < 10  # it stopped, a few chunks ahead at most
