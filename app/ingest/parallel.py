@@ -18,6 +18,9 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
+import os
+import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -95,6 +98,18 @@ def plan(path: Path, parts: int) -> Plan:
     ends = [s for s, _ in starts[1:]] + [size]
     ranges = tuple(Range(s, e, line) for (s, line), e in zip(starts, ends, strict=True) if e > s)
     return Plan(path, header, ranges, h.hexdigest())
+
+
+def _watch_parent(parent: int) -> None:
+    """In each worker: exit when the importer is gone (killed, say), rather than linger idle or
+    finish a COPY nobody will publish; its connection closes and its transaction rolls back."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.2)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="tepat-import-parent-watch", daemon=True).start()
 
 
 @dataclass
@@ -176,7 +191,9 @@ async def load_tables(
     order (header findings first, then ranges in order), one Loaded per table."""
     plans = [plan(path, jobs) for _, path in specs]
     loop = asyncio.get_running_loop()
-    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
+    with ProcessPoolExecutor(
+        jobs, mp_context=get_context("spawn"), initializer=_watch_parent, initargs=(os.getpid(),)
+    ) as pool:
         futures: list[list[asyncio.Future[Done]]] = []
         for (spec, path), p in zip(specs, plans, strict=True):
             parts: list[Range | None] = list(p.ranges) or [None]

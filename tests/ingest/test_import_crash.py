@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import asyncpg
+import psutil
 import pytest
 
 from app.ingest.importer import import_release
@@ -97,9 +98,16 @@ async def test_kill_9_leaves_served_snapshot_intact_and_rerun_succeeds(
             stderr=subprocess.DEVNULL,
         )
         reached = await _wait_for_phase(raw, phase, proc)
+        try:
+            workers = psutil.Process(proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            workers = []
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
         assert reached, f"the importer finished before reaching {phase}"
+        # Its worker processes (--jobs) notice and exit: none lingers.
+        _, alive = psutil.wait_procs(workers, timeout=30)
+        assert not alive, alive
 
         # The server notices the dead client and rolls its transaction back.
         for _ in range(200):
