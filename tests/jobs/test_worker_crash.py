@@ -149,3 +149,48 @@ async def test_a_killed_worker_s_job_is_finished_by_the_next(
             .all()
         )
     assert rows == summary["audit_ids"]
+
+
+async def test_a_job_queued_before_0003_is_stored_and_served_as_answered(
+    http: httpx.AsyncClient,
+    make_client: MakeClient,
+    engine: AsyncEngine,
+    release_niks: list[str],
+    tmp_path: Path,
+) -> None:
+    """A job submitted before migration 0003 (results_coding 'identity') is answered by a new
+    worker as it was: its answers stored as answered, and served the same as a new job's."""
+    key = await make_client(bulk=True)
+    body = ndjson(list(itertools.islice(itertools.cycle(release_niks), 2500)))
+    old = (await submit(http, key, body)).json()["id"]
+    async with engine.begin() as c:
+        await c.execute(
+            text("UPDATE bulk_jobs SET results_coding = 'identity' WHERE id = CAST(:id AS uuid)"),
+            {"id": old},
+        )
+    new = (await submit(http, key, body)).json()["id"]
+    with worker_process(tmp_path / "worker.log"):
+        for job_id in (old, new):
+            await _until(engine, job_id, lambda j: j["status"] not in ("queued", "running"))
+    got = {
+        job_id: answers(
+            (await http.get(f"/v1/bulk/jobs/{job_id}/results", headers=auth(key))).content
+        )[0]
+        for job_id in (old, new)
+    }
+    assert got[old] == got[new] and len(got[old]) == 2500
+    async with engine.connect() as c:
+        stored: dict[str, bool] = dict(
+            (
+                await c.execute(
+                    text(
+                        "SELECT j.results_coding, sum(octet_length(r.data)) = j.result_bytes "
+                        "FROM bulk_jobs j JOIN bulk_job_results r ON r.job_id = j.id "
+                        "WHERE j.id IN (CAST(:a AS uuid), CAST(:b AS uuid)) "
+                        "GROUP BY j.results_coding, j.result_bytes"
+                    ),
+                    {"a": old, "b": new},
+                )
+            ).all()
+        )
+    assert stored == {"identity": True, "zstd": False}
