@@ -43,7 +43,8 @@ async def fetch(
     [
         ("gzip", "gzip"),
         ("zstd", "zstd"),
-        ("gzip, zstd", "gzip"),
+        ("gzip, zstd", "zstd"),  # a tie: zstd, the cheaper for the server
+        ("gzip, deflate, br, zstd", "zstd"),  # httpx with zstandard installed
         ("zstd, gzip", "zstd"),
         ("gzip;q=0.5, zstd", "zstd"),
         ("zstd;q=0.2, gzip;q=0.8", "gzip"),
