@@ -53,12 +53,14 @@ SELECT min(no_kk) FROM (SELECT no_kk, ntile($1) OVER (ORDER BY no_kk) AS t FROM 
 GROUP BY t ORDER BY 1
 """
 
+# The COPY's columns: those the same for every member of a family first, so that part of a line
+# is rendered once a family; then the person's.
 COLUMNS = (
-    "snapshot_key", "rule_set_key", "nik", "no_kk", "region_code", "pkh_yearly", "decile",
-    "relationship", "sr_level", "sr_priority", "criteria", "head", "pkh_eligible", "bpnt_eligible",
-    "pbi_eligible", "sr_eligible", "pkh_recipient", "bpnt_recipient", "pbi_recipient",
-    "sex", "marital_status", "school_status", "school_level", "disability", "pregnant",
-    "chronic_illness", "working", "birth_date", "name",
+    "snapshot_key", "rule_set_key", "no_kk", "region_code", "pkh_yearly", "decile",
+    "pkh_eligible", "bpnt_eligible", "pkh_recipient", "bpnt_recipient",
+    "nik", "relationship", "head", "sr_level", "sr_priority", "criteria", "pbi_eligible",
+    "sr_eligible", "pbi_recipient", "sex", "marital_status", "school_status", "school_level",
+    "disability", "pregnant", "chronic_illness", "working", "birth_date", "name",
 )  # fmt: skip
 _LEVEL = {name: str(code) for name, code in SCHOOL_LEVELS.items()}  # Sekolah Rakyat's: SR_LEVELS
 NULL = "\\N"
@@ -94,12 +96,38 @@ def _i(value: int | None) -> str:
     return NULL if value is None else str(value)
 
 
+_B = {None: NULL, True: "t", False: "f"}
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
 def copy_text(value: str) -> str:
     """`value` as one field of COPY's text format (backslash, tab and line breaks escaped)."""
     return value.translate(_COPY_ESCAPES)
+
+
+# The person's own coded fields (sex to working) rendered once per distinct combination: a few
+# hundred in a release, and a dictionary probe is cheaper than formatting eight fields a person.
+_OwnKey = tuple[
+    int, int | None, int | None, int | None, int | None, bool | None, bool | None, bool | None
+]
+_OWN: dict[_OwnKey, str] = {}
+_OWN_MAX = 1 << 16
+
+
+def _own(m: PersonRow) -> str:
+    key = (
+        m.sex, m.marital_status, m.school_status, m.school_level, m.disability, m.pregnant,
+        m.chronic_illness, m.working,
+    )  # fmt: skip
+    text = _OWN.get(key)
+    if text is None:
+        text = (
+            f"{m.sex}\t{_i(m.marital_status)}\t{_i(m.school_status)}\t{_i(m.school_level)}\t"
+            f"{_i(m.disability)}\t{_b(m.pregnant)}\t{_b(m.chronic_illness)}\t{_b(m.working)}"
+        )
+        if len(_OWN) < _OWN_MAX:
+            _OWN[key] = text
+    return text
 
 
 def rows_of(
@@ -109,26 +137,28 @@ def rows_of(
     members: list[PersonRow],
     evaluation: FamilyEvaluation,
 ) -> list[str]:
-    """The COPY lines of one family: a person a line (family programs repeated, `head` once)."""
+    """The COPY lines of one family in COLUMNS' order: a person a line (family programs
+    repeated, `head` once)."""
     by_program = {d.program: d for d in evaluation.family}
     pkh, bpnt = by_program[Program.PKH], by_program[Program.BPNT]
     yearly = (pkh.benefit or {}).get("yearly_rupiah", 0) if pkh.eligible else 0
     head_nik = min((m.nik for m in members if m.relationship == 1), default=None)
+    family = (
+        f"{snapshot_key}\t{rule_set_key}\t{f.no_kk}\t{f.region_code}\t{yearly}\t"
+        f"{NULL if f.decile is None else f.decile}\t{_B[pkh.eligible]}\t{_B[bpnt.eligible]}\t"
+        f"{_B[f.pkh_recipient]}\t{_B[f.bpnt_recipient]}\t"
+    )
     lines = []
     family_bits = criteria_bits(evaluation.family)
+    people = evaluation.people
     for m in members:
-        pbi, sr = evaluation.people[as_str(m.nik)]
+        pbi, sr = people[as_str(m.nik)]
         bits = family_bits | criteria_bits((pbi, sr))
         lines.append(
-            f"{snapshot_key}\t{rule_set_key}\t{m.nik}\t{f.no_kk}\t{f.region_code}\t{yearly}\t"
-            f"{NULL if f.decile is None else f.decile}\t{m.relationship}\t"
-            f"{_LEVEL.get(sr.level or '', NULL)}\t"
-            f"{NULL if sr.priority is None else sr.priority}\t{bits}\t{_b(m.nik == head_nik)}\t"
-            f"{_b(pkh.eligible)}\t{_b(bpnt.eligible)}\t{_b(pbi.eligible)}\t{_b(sr.eligible)}\t"
-            f"{_b(f.pkh_recipient)}\t{_b(f.bpnt_recipient)}\t{_b(m.pbi_recipient)}\t"
-            f"{m.sex}\t{_i(m.marital_status)}\t{_i(m.school_status)}\t{_i(m.school_level)}\t"
-            f"{_i(m.disability)}\t{_b(m.pregnant)}\t{_b(m.chronic_illness)}\t{_b(m.working)}\t"
-            f"{m.birth_date.isoformat()}\t{copy_text(m.name)}\n"
+            f"{family}{m.nik}\t{m.relationship}\t{_B[m.nik == head_nik]}\t"
+            f"{_LEVEL.get(sr.level or '', NULL)}\t{NULL if sr.priority is None else sr.priority}\t"
+            f"{bits}\t{_B[pbi.eligible]}\t{_B[sr.eligible]}\t{_B[m.pbi_recipient]}\t{_own(m)}\t"
+            f"{m.birth_date.isoformat()}\t{m.name.translate(_COPY_ESCAPES)}\n"
         )
     return lines
 
