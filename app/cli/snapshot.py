@@ -29,17 +29,30 @@ def snapshot_import(
         bool,
         typer.Option(help="After publishing, store the decisions under the rule set in force."),
     ] = True,
+    jobs: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Processes that read, validate and COPY the files, each with its own connection "
+            "(default: half the cores, at least 1: each keeps a core busy and its COPY another).",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Validate a release and publish it as a new, immutable snapshot."""
-    from app.ingest.importer import import_release
+    from app.ingest.importer import default_jobs, import_release
 
     async def go(settings: Settings) -> dict[str, Any]:
         conn = await db.connect_raw(settings)
         try:
             with row_progress(not as_json) as progress:
                 result = await import_release(
-                    conn, folder, dry_run=dry_run, progress=progress.update
+                    conn,
+                    folder,
+                    dry_run=dry_run,
+                    progress=progress.update,
+                    jobs=jobs or default_jobs(),
+                    settings=settings,
                 )
         finally:
             await conn.close()

@@ -17,6 +17,7 @@ async def set_checks(
     """Index the partitions and report what breaks the set rules. `files` maps the export's
     names (keluarga, anggota) to the file names the examples cite."""
     kfile, afile = files["keluarga"], files["anggota"]
+    await repo.set_check_memory(conn)
     if not await repo.unique_index(conn, "families", key, "no_kk"):
         found = await repo.duplicates(conn, "families", key, "no_kk")
         _report(report, "duplicate_no_kk", kfile, "no_kk", found)
@@ -25,6 +26,7 @@ async def set_checks(
         found = await repo.duplicates(conn, "people", key, "nik")
         _report(report, "duplicate_nik", afile, "nik", found)
     await repo.plain_index(conn, "people", key, "no_kk")
+    await repo.count_members(conn, key)
     found = await repo.members_of_unknown_families(conn, key)
     _report(report, "unknown_family", afile, "no_kk", found)
     found = await repo.families_without_members(conn, key)

@@ -99,6 +99,9 @@ def _digits(n: int, rule: str, what: str) -> Parser:
             return raw if raw[0] != "0" else str(int(raw))
         raise FieldError(rule, f"{what} must be {n} digits")
 
+    # The columnar reader's fast path (app.ingest.columnar): a value matching this renders as
+    # itself; any other goes through `parse`.
+    parse.pattern = f"^[1-9][0-9]{{{n - 1}}}$"  # type: ignore[attr-defined]
     return parse
 
 
@@ -139,6 +142,10 @@ def _nik(raw: str) -> str:
     except IdentifierError as e:
         raise FieldError(e.rule, str(e)) from None
     return str(int(raw))
+
+
+# The columnar fast path also checks the date part (in _NIK_DATES) and the serial (not 0000).
+_nik.pattern = "^[1-9][0-9]{15}$"  # type: ignore[attr-defined]
 
 
 def _date(raw: str) -> str:

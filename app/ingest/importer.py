@@ -15,15 +15,18 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 
+from app.config import Settings
 from app.ingest.checks import set_checks
+from app.ingest.columnar import ColumnarLoad, ahead
 from app.ingest.columns import FAMILIES, PEOPLE, TableSpec
 from app.ingest.manifest import (
     check_file,
@@ -33,11 +36,18 @@ from app.ingest.manifest import (
     release_files,
     snapshot_checksum,
 )
-from app.ingest.readers import RowStream, open_rows
+from app.ingest.readers import open_rows
 from app.ingest.validate import Report, TableLoad
 from app.repositories import imports as repo
 
 ProgressHook = Callable[[str, int, int | None], None]  # (table, rows done so far, rows expected)
+Reader = Literal["columnar", "rows"]  # app.ingest.columnar (default) or the row reader
+
+
+@dataclass(frozen=True)
+class Loaded:
+    rows: int
+    content_sum: int
 
 
 @dataclass
@@ -63,6 +73,13 @@ class ImportResult:
             "rows_per_second": round(rows / self.seconds) if self.seconds else None,
             **self.report.to_dict(),
         }
+
+
+def default_jobs() -> int:
+    """`--jobs` by default: half the cores, at least one. Each job is a process reading,
+    validating and rendering (with a thread ahead of its COPY) and a server backend taking the
+    COPY: on the 2-core machines measured, two jobs contend with their own backends."""
+    return max(1, (os.cpu_count() or 1) // 2)
 
 
 async def _claim(conn: asyncpg.Connection, manifest: dict[str, Any], report: Report) -> int | None:
@@ -111,13 +128,14 @@ async def _aiter(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
 async def _copy_table(
     conn: asyncpg.Connection,
     spec: TableSpec,
-    stream: RowStream,
+    path: Path,
     key: int,
     cutoff: dt.date,
     report: Report,
     declared: dict[str, Any],
     progress: ProgressHook | None,
-) -> TableLoad:
+    reader: Reader,
+) -> Loaded:
     expected = declared_rows(declared)
     done = 0
 
@@ -127,16 +145,41 @@ async def _copy_table(
         if progress:
             progress(spec.name, done, expected)
 
-    load = TableLoad(spec, stream, report, key, cutoff, progress=tick)
-    await repo.copy_into_partition(
-        conn,
-        spec.table,
-        key,
-        ["snapshot_key", "source_line", *spec.content_columns],
-        _aiter(load.chunks()),
-    )
-    check_file(report, stream.path.name, declared, load.rows, stream.sha256)
-    return load
+    columns = ["snapshot_key", "source_line", *spec.content_columns]
+    if reader == "rows":
+        stream = open_rows(path)
+        rows = TableLoad(spec, stream, report, key, cutoff, progress=tick)
+        await repo.copy_into_partition(conn, spec.table, key, columns, _aiter(rows.chunks()))
+        check_file(report, path.name, declared, rows.rows, stream.sha256)
+        return Loaded(rows.rows, rows.content_sum)
+    load = ColumnarLoad(spec, path, report, key, cutoff, progress=tick)
+    await repo.copy_into_partition(conn, spec.table, key, columns, ahead(load.chunks()))
+    check_file(report, path.name, declared, load.rows, load.sha256)
+    return Loaded(load.rows, load.content_sum)
+
+
+async def _copy_by_processes(
+    settings: Settings,
+    paths: dict[str, Path],
+    key: int,
+    cutoff: dt.date,
+    report: Report,
+    declared: dict[str, Any],
+    progress: ProgressHook | None,
+    jobs: int,
+) -> dict[str, Loaded]:
+    from app.ingest import parallel
+
+    specs = [(spec, paths[spec.name]) for spec in (FAMILIES, PEOPLE)]
+    done = await parallel.load_tables(settings, specs, key, cutoff, report, jobs)
+    loads: dict[str, Loaded] = {}
+    for (spec, path), d in zip(specs, done, strict=True):
+        file_declared = declared.get(path.name) or {}
+        if progress:
+            progress(spec.name, d.rows, declared_rows(file_declared))
+        check_file(report, path.name, file_declared, d.rows, d.sha256)
+        loads[spec.table] = Loaded(d.rows, d.content_sum)
+    return loads
 
 
 async def import_release(
@@ -145,8 +188,15 @@ async def import_release(
     *,
     dry_run: bool = False,
     progress: ProgressHook | None = None,
+    reader: Reader = "columnar",
+    jobs: int = 1,
+    settings: Settings | None = None,
 ) -> ImportResult:
-    """Validate and (unless dry_run or refused) publish the release in `folder`."""
+    """Validate and (unless dry_run or refused) publish the release in `folder`.
+
+    `jobs` > 1 (with `settings`, for the processes' connections): the files are read, validated
+    and COPYed by that many processes (app.ingest.parallel); the set checks and the publish stay
+    one transaction on `conn`. Same rows, checksum and report as one process."""
     started = time.perf_counter()
     report = Report()
     manifest = read_manifest(folder, report)
@@ -172,29 +222,49 @@ async def import_release(
         claimed = await _claim(conn, manifest, report)
         if claimed is None:
             return result
+    several = jobs > 1 and reader == "columnar" and settings is not None
+    staged: int | None = None
     tx = conn.transaction()
-    await tx.start()
+    in_tx = False
     try:
-        key = claimed
-        if key is None:  # dry run: a throw-away key inside the transaction
-            key = await repo.insert_dry_run(
-                conn, f"dry-run-{manifest['release']}-{time.time_ns()}", manifest["_cutoff"]
+        loads: dict[str, Loaded] = {}
+        if claimed is not None:  # what a killed `--jobs` run of this release left, if any
+            await repo.drop_loading_partitions(conn, claimed)
+        if several:
+            assert settings is not None
+            staged = key = claimed if claimed is not None else await repo.next_key(conn)
+            result.snapshot_key = key
+            await repo.create_loading_partitions(conn, key)
+            loads = await _copy_by_processes(
+                settings, paths, key, manifest["_cutoff"], report, declared, progress, jobs
             )
-        result.snapshot_key = key
-        await repo.create_partitions(conn, key)
-        loads: dict[str, TableLoad] = {}
-        for spec in (FAMILIES, PEOPLE):
-            path = paths[spec.name]
-            loads[spec.table] = await _copy_table(
-                conn,
-                spec,
-                open_rows(path),
-                key,
-                manifest["_cutoff"],
-                report,
-                declared.get(path.name) or {},
-                progress,
-            )
+            await tx.start()
+            in_tx = True
+            await repo.move_loading_partitions(conn, key)
+        else:
+            await tx.start()
+            in_tx = True
+            if claimed is not None:
+                key = claimed
+            else:  # dry run: a throw-away key inside the transaction
+                key = await repo.insert_dry_run(
+                    conn, f"dry-run-{manifest['release']}-{time.time_ns()}", manifest["_cutoff"]
+                )
+            result.snapshot_key = key
+            await repo.create_partitions(conn, key)
+            for spec in (FAMILIES, PEOPLE):
+                path = paths[spec.name]
+                loads[spec.table] = await _copy_table(
+                    conn,
+                    spec,
+                    path,
+                    key,
+                    manifest["_cutoff"],
+                    report,
+                    declared.get(path.name) or {},
+                    progress,
+                    reader,
+                )
         result.counts = {t: load.rows for t, load in loads.items()}
         await set_checks(conn, key, report, {s: p.name for s, p in paths.items()})
         result.checksum = snapshot_checksum(
@@ -216,9 +286,13 @@ async def import_release(
         else:
             await tx.rollback()
     except BaseException:
-        await tx.rollback()
+        if in_tx:
+            await tx.rollback()
         raise
     finally:
+        if staged is not None and not conn.is_closed():
+            with contextlib.suppress(asyncpg.PostgresError, OSError):
+                await repo.drop_loading_partitions(conn, staged)
         if claimed is not None and not conn.is_closed():
             # Refused or failed: the loading row goes too. (Killed: it stays, stale, and the
             # next run takes it over; it is never served.)

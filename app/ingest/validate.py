@@ -93,6 +93,18 @@ class Report:
             }
             finding.examples.append({k: v for k, v in example.items() if v is not None})
 
+    def merge(self, other: Report) -> None:
+        """Add the findings of `other`, which come after this report's in the file: counts
+        add up and examples fill up to MAX_EXAMPLES in order."""
+        for rule, theirs in other.findings.items():
+            finding = self.findings.get(rule)
+            if finding is None:
+                finding = self.findings[rule] = Finding(rule, theirs.severity, theirs.description)
+            finding.count += theirs.count
+            room = MAX_EXAMPLES - len(finding.examples)
+            if room > 0:
+                finding.examples.extend(theirs.examples[:room])
+
     @property
     def errors(self) -> list[Finding]:
         return [f for f in self.findings.values() if f.severity == "error"]
@@ -180,16 +192,35 @@ class TableLoad:
 
     def chunks(self, chunk_rows: int = 4096) -> Iterator[bytes]:
         """COPY text (snapshot_key, source_line, content columns...) in chunks of rows."""
-        indexes = self.header_indexes()
+        render = self.row_renderer(self.header_indexes())
+        out: list[str] = []
+        for line, row in self.stream:
+            text = render(line, row)
+            if text is None:
+                continue
+            out.append(text)
+            if len(out) >= chunk_rows:
+                yield "".join(out).encode()
+                out.clear()
+                if self.progress:
+                    self.progress(chunk_rows)
+        if out:
+            yield "".join(out).encode()
+            if self.progress:
+                self.progress(len(out))
+        self.content_sum %= HASH_MOD
+
+    def row_renderer(self, indexes: list[int | None]) -> Callable[[int, list[str]], str | None]:
+        """One row at a time: its findings reported, its COPY line (None if not loadable);
+        counts the row and adds its hash to `content_sum`."""
         convert = _compile(self.spec, indexes, self.report, self._file)
         width = len(self.stream.header)
         report, file = self.report, self._file
         person_checks = self._person_checks if self.spec.name == "anggota" else None
         nik_index = indexes[0]
         prefix = f"{self.snapshot_key}\t"
-        out: list[str] = []
-        content_sum = 0
-        for line, row in self.stream:
+
+        def render(line: int, row: list[str]) -> str | None:
             self.rows += 1
             if len(row) != width:
                 report.add(
@@ -202,58 +233,65 @@ class TableLoad:
                     row = row + [""] * (width - len(row))
             values = convert(row, line)
             if values is None:  # an identifier is unusable: the row cannot be loaded
-                continue
+                return None
             if person_checks is not None and nik_index is not None:
                 person_checks(line, row[nik_index], values)
             content = "\t".join(values)
-            content_sum += row_hash(content)
-            out.append(f"{prefix}{line}\t{content}\n")
-            if len(out) >= chunk_rows:
-                yield "".join(out).encode()
-                out.clear()
-                if self.progress:
-                    self.progress(chunk_rows)
-        if out:
-            yield "".join(out).encode()
-            if self.progress:
-                self.progress(len(out))
-        self.content_sum = content_sum % HASH_MOD
+            self.content_sum += row_hash(content)
+            return f"{prefix}{line}\t{content}\n"
+
+        return render
 
     def _person_checks(self, line: int, nik: str, values: list[str]) -> None:
         # values follow PERSON_COLUMNS: nik, no_kk, birth_date, relationship, sex, ..., pregnant
-        birth = values[2]
-        sex = values[4]
-        file = self._file
-        if birth != _PLACEHOLDER["birth_date"]:
-            born = dt.date.fromisoformat(birth)
-            if born > self.cutoff:
-                self.report.add(
-                    "birth_date_after_cutoff",
-                    file=file,
-                    line=line,
-                    column="tanggal_lahir",
-                    value=birth,
-                )
-        else:
-            born = None
-        # The NIK passed parse_nik already; its parts are read straight from the digits here.
-        if nik[:6] not in _known_districts():
-            self.report.add("unknown_district", file=file, line=line, column="nik", value=mask(nik))
-        day = int(nik[6:8])
-        female = day > 40
-        if sex in ("1", "2") and (sex == "2") != female:
-            self.report.add("nik_sex_mismatch", file=file, line=line, column="nik", value=mask(nik))
-        # A NIK has no century: compare day, month and two-digit year only.
-        if (
-            born is not None
-            and birth[8:10] + birth[5:7] + birth[2:4]
-            != (f"{day - 40:02d}" if female else nik[6:8]) + nik[8:12]
-        ):
-            self.report.add(
-                "nik_birth_date_mismatch", file=file, line=line, column="nik", value=mask(nik)
+        person_checks(
+            self.report.add, self._file, self.cutoff, line, nik, values[2], values[4], values[9]
+        )
+
+
+Add = Callable[..., None]  # Report.add, or a collector with its signature
+
+
+def person_checks(
+    add: Add,
+    file: str,
+    cutoff: dt.date,
+    line: int,
+    nik: str,
+    birth: str,
+    sex: str,
+    pregnant: str,
+) -> None:
+    """The warnings (and the cut-off rule) that read several of a loaded person's values: the
+    rendered birth date, sex and pregnancy flag, and the NIK as the file gives it."""
+    if birth != _PLACEHOLDER["birth_date"]:
+        born = dt.date.fromisoformat(birth)
+        if born > cutoff:
+            add(
+                "birth_date_after_cutoff",
+                file=file,
+                line=line,
+                column="tanggal_lahir",
+                value=birth,
             )
-        if values[9] == "t" and sex == "1":
-            self.report.add("pregnant_male", file=file, line=line, column="hamil")
+    else:
+        born = None
+    # The NIK passed parse_nik already; its parts are read straight from the digits here.
+    if nik[:6] not in _known_districts():
+        add("unknown_district", file=file, line=line, column="nik", value=mask(nik))
+    day = int(nik[6:8])
+    female = day > 40
+    if sex in ("1", "2") and (sex == "2") != female:
+        add("nik_sex_mismatch", file=file, line=line, column="nik", value=mask(nik))
+    # A NIK has no century: compare day, month and two-digit year only.
+    if (
+        born is not None
+        and birth[8:10] + birth[5:7] + birth[2:4]
+        != (f"{day - 40:02d}" if female else nik[6:8]) + nik[8:12]
+    ):
+        add("nik_birth_date_mismatch", file=file, line=line, column="nik", value=mask(nik))
+    if pregnant == "t" and sex == "1":
+        add("pregnant_male", file=file, line=line, column="hamil")
 
 
 Converter = Callable[[list[str], int], list[str] | None]

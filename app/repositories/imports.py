@@ -6,6 +6,7 @@ Every function runs on the caller's connection and inside the caller's transacti
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections.abc import AsyncIterable, Sequence
 from dataclasses import dataclass
@@ -105,11 +106,61 @@ async def copy_into_partition(
     key: int,
     columns: Sequence[str],
     source: AsyncIterable[bytes],
+    *,
+    schema: str | None = None,
 ) -> None:
     """COPY text-format rows (`source`) into the release's partition of `table`."""
     await conn.copy_to_table(
-        partition_name(table, key), source=source, columns=list(columns), format="text"
+        partition_name(table, key),
+        source=source,
+        columns=list(columns),
+        format="text",
+        schema_name=schema,
     )
+
+
+# --- `--jobs N`: partitions loaded by several connections --------------------------------------
+# Several processes COPY into the partitions over their own connections and commit, so the
+# partitions must exist, committed, before they start. They are created in LOADING_SCHEMA, which
+# no query of the service reads; the publishing transaction moves them into `public` and attaches
+# them, so they appear with the `published` row or not at all. A killed import leaves them in
+# LOADING_SCHEMA, where the next import of the release (which takes over its key) drops them.
+
+LOADING_SCHEMA = "tepat_loading"
+
+
+async def create_loading_partitions(conn: asyncpg.Connection, key: int) -> None:
+    """The release's partitions, empty, committed, in LOADING_SCHEMA (any left-over dropped)."""
+    # A concurrent import of another release may create it at the same moment.
+    with contextlib.suppress(asyncpg.UniqueViolationError, asyncpg.DuplicateSchemaError):
+        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {LOADING_SCHEMA}")
+    await drop_loading_partitions(conn, key)
+    for table in TABLES:
+        name = partition_name(table, key)
+        await conn.execute(
+            f"CREATE TABLE {LOADING_SCHEMA}.{name} (LIKE public.{table} INCLUDING DEFAULTS, "
+            f"CONSTRAINT {name}_snapshot CHECK (snapshot_key IS NOT NULL AND snapshot_key = {key}))"
+        )
+
+
+async def drop_loading_partitions(conn: asyncpg.Connection, key: int) -> None:
+    """Drop what a refused, failed or killed `--jobs` import of `key` left in LOADING_SCHEMA."""
+    for table in TABLES:
+        await conn.execute(f"DROP TABLE IF EXISTS {LOADING_SCHEMA}.{partition_name(table, key)}")
+
+
+async def move_loading_partitions(conn: asyncpg.Connection, key: int) -> None:
+    """Into `public`, inside the caller's transaction: the set checks and the attach follow."""
+    for table in TABLES:
+        await conn.execute(
+            f"ALTER TABLE {LOADING_SCHEMA}.{partition_name(table, key)} SET SCHEMA public"
+        )
+
+
+async def next_key(conn: asyncpg.Connection) -> int:
+    """A snapshot key no other import will take (a dry run's, with `--jobs`)."""
+    key: int = await conn.fetchval("SELECT nextval(pg_get_serial_sequence('snapshots', 'key'))")
+    return key
 
 
 async def attach_and_publish(
@@ -149,6 +200,13 @@ class Found:
     examples: list[tuple[int, Any]]
 
 
+async def set_check_memory(conn: asyncpg.Connection) -> None:
+    """Memory for the set checks' sorts and hashes and the index builds, for the rest of the
+    caller's transaction (the defaults spill a national release's aggregates to disk)."""
+    await conn.execute("SET LOCAL work_mem = '128MB'")
+    await conn.execute("SET LOCAL maintenance_work_mem = '512MB'")
+
+
 async def unique_index(conn: asyncpg.Connection, table: str, key: int, column: str) -> bool:
     """Index the partition's `column` as unique; False (and no index) if values repeat."""
     name = partition_name(table, key)
@@ -176,32 +234,50 @@ async def duplicates(conn: asyncpg.Connection, table: str, key: int, column: str
     )
 
 
+# The family rules read one aggregate of the members by family (count, heads), built once:
+# each rule is then a join of two tables of one row a family, not a scan of the people.
+MEMBERS = "tepat_import_members"
+
+
+async def count_members(conn: asyncpg.Connection, key: int) -> None:
+    """The temporary aggregate the family rules read (dropped when the transaction ends)."""
+    ppl = partition_name("people", key)
+    await conn.execute(
+        f"""CREATE TEMPORARY TABLE {MEMBERS} ON COMMIT DROP AS
+            SELECT no_kk, count(*) AS members, count(*) FILTER (WHERE relationship = 1) AS heads
+            FROM {ppl} GROUP BY no_kk"""
+    )
+    await conn.execute(f"ANALYZE {MEMBERS}")
+
+
 async def members_of_unknown_families(conn: asyncpg.Connection, key: int) -> Found:
+    """People whose no_kk is no family's (needs count_members and people's no_kk index)."""
     fam, ppl = partition_name("families", key), partition_name("people", key)
     return await _found(
         conn,
         f"""SELECT p.source_line, p.no_kk FROM {ppl} p
-            WHERE NOT EXISTS (SELECT 1 FROM {fam} f WHERE f.no_kk = p.no_kk)""",
+            JOIN (SELECT m.no_kk FROM {MEMBERS} m
+                  WHERE NOT EXISTS (SELECT 1 FROM {fam} f WHERE f.no_kk = m.no_kk)) u
+              USING (no_kk)""",
     )
 
 
 async def families_without_members(conn: asyncpg.Connection, key: int) -> Found:
-    fam, ppl = partition_name("families", key), partition_name("people", key)
+    fam = partition_name("families", key)
     return await _found(
         conn,
         f"""SELECT f.source_line, f.no_kk FROM {fam} f
-            WHERE NOT EXISTS (SELECT 1 FROM {ppl} p WHERE p.no_kk = f.no_kk)""",
+            WHERE NOT EXISTS (SELECT 1 FROM {MEMBERS} m WHERE m.no_kk = f.no_kk)""",
     )
 
 
 async def families_without_head(conn: asyncpg.Connection, key: int) -> Found:
     """Families with members, none of them the head (relationship 1)."""
-    fam, ppl = partition_name("families", key), partition_name("people", key)
+    fam = partition_name("families", key)
     return await _found(
         conn,
         f"""SELECT f.source_line, f.no_kk FROM {fam} f
-            WHERE EXISTS (SELECT 1 FROM {ppl} p WHERE p.no_kk = f.no_kk)
-              AND NOT EXISTS (SELECT 1 FROM {ppl} p WHERE p.no_kk = f.no_kk AND p.relationship = 1)""",
+            JOIN {MEMBERS} m USING (no_kk) WHERE m.heads = 0""",
     )
 
 
@@ -211,8 +287,7 @@ async def heads_of_families_with_several(conn: asyncpg.Connection, key: int) -> 
     return await _found(
         conn,
         f"""SELECT p.source_line, p.no_kk, dense_rank() OVER (ORDER BY p.no_kk) AS family FROM {ppl} p
-            JOIN (SELECT no_kk FROM {ppl} WHERE relationship = 1 GROUP BY no_kk HAVING count(*) > 1) h
-              USING (no_kk)
+            JOIN (SELECT no_kk FROM {MEMBERS} WHERE heads > 1) h USING (no_kk)
             WHERE p.relationship = 1""",
         count_distinct="no_kk",
     )

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import asyncpg
+import psutil
 import pytest
 
 from app.ingest.importer import import_release
@@ -51,11 +52,24 @@ async def _wait_for_phase(
 
 
 @pytest.mark.parametrize(
-    "phase",
-    ["%COPY%families_%", "%COPY%people_%", "%CREATE UNIQUE INDEX people_%", "%NOT EXISTS%"],
+    ("phase", "jobs"),
+    [
+        ("%COPY%families_%", 1),
+        ("%COPY%people_%", 1),
+        ("%CREATE UNIQUE INDEX people_%", 1),
+        ("%NOT EXISTS%", 1),
+        # --jobs 2: killed while its processes COPY (committing into tepat_loading), and in
+        # the publishing transaction.
+        ("%COPY%people_%", 2),
+        ("%CREATE UNIQUE INDEX people_%", 2),
+    ],
 )
 async def test_kill_9_leaves_served_snapshot_intact_and_rerun_succeeds(
-    raw: asyncpg.Connection, releases: tuple[Path, Path], phase: str, database_url: str
+    raw: asyncpg.Connection,
+    releases: tuple[Path, Path],
+    phase: str,
+    jobs: int,
+    database_url: str,
 ) -> None:
     served, big = releases
     try:
@@ -68,15 +82,32 @@ async def test_kill_9_leaves_served_snapshot_intact_and_rerun_succeeds(
 
         env = {**os.environ, "TEPAT_DATABASE_URL": database_url}
         proc = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "snapshot", "import", str(big), "--json"],
+            [
+                sys.executable,
+                "-m",
+                "app.cli",
+                "snapshot",
+                "import",
+                str(big),
+                "--json",
+                "--jobs",
+                str(jobs),
+            ],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
         reached = await _wait_for_phase(raw, phase, proc)
+        try:
+            workers = psutil.Process(proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            workers = []
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
         assert reached, f"the importer finished before reaching {phase}"
+        # Its worker processes (--jobs) notice and exit: none lingers.
+        _, alive = psutil.wait_procs(workers, timeout=30)
+        assert not alive, alive
 
         # The server notices the dead client and rolls its transaction back.
         for _ in range(200):
@@ -104,6 +135,10 @@ async def test_kill_9_leaves_served_snapshot_intact_and_rerun_succeeds(
 
         rerun = await import_release(raw, big)
         assert rerun.published, rerun.report.to_dict()
+        # What the killed run's processes committed into the loading schema is gone too.
+        assert not await raw.fetchval(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'tepat_loading'"
+        )
         assert await raw.fetchval("SELECT status FROM snapshots WHERE id = $1", BIG) == "published"
     finally:
         await drop_release(raw, BIG)
