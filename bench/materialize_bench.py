@@ -6,7 +6,9 @@ Service: `tepat eligibility materialize --jobs N` as a subprocess (stream the sn
 every family, COPY a row a person, publish), timed and its peak RSS (with its worker processes)
 sampled every 50 ms; once with --jobs 1 and once with N (default: the number of cores).
 Baseline: the rows it stored, dumped to a file, then COPYed by a subprocess from that file into
-a fresh partition of `decisions` (same indexes) in one transaction with ANALYZE, timed the same way.
+a fresh partition of `decisions` in the service's layout (the snapshot's partition by rule set and
+the rule set's in it, its NIK index already there) in one transaction with ANALYZE, timed the
+same way.
 Prints a table and one JSON line per target.
 """
 
@@ -77,19 +79,30 @@ async def _forget(dsn: str, dump: Path | None = None) -> None:
 
 
 async def baseline_copy(dsn: str, dump: Path) -> int:
-    """The baseline's own process: a fresh partition, the dump COPYed in, ANALYZE, one commit."""
+    """The baseline's own process: a fresh partition in the service's layout (the snapshot's,
+    by rule set, and the rule set's in it, with its NIK index), the dump COPYed in, ANALYZE, one
+    commit."""
     conn = await asyncpg.connect(dsn)
     try:
         key = await conn.fetchval("SELECT key FROM snapshots WHERE id = $1", import_bench.RELEASE)
+        rule_set_key = await conn.fetchval(
+            "SELECT key FROM rule_sets ORDER BY effective_from DESC, key DESC LIMIT 1"
+        )
+        leaf = f"decisions_{int(key)}_{int(rule_set_key)}"
         await conn.execute(
-            f"CREATE TABLE decisions_{key} PARTITION OF decisions FOR VALUES IN ({int(key)})"
+            f"CREATE TABLE decisions_{int(key)} PARTITION OF decisions FOR VALUES IN ({int(key)}) "
+            "PARTITION BY LIST (rule_set_key)"
+        )
+        await conn.execute(
+            f"CREATE TABLE {leaf} PARTITION OF decisions_{int(key)} "
+            f"FOR VALUES IN ({int(rule_set_key)})"
         )
         async with conn.transaction():
             with dump.open("rb") as f:
                 status = await conn.copy_to_table(
-                    f"decisions_{key}", source=f, columns=list(COLUMNS), format="text"
+                    leaf, source=f, columns=list(COLUMNS), format="text"
                 )
-            await conn.execute(f"ANALYZE decisions_{key}")
+            await conn.execute(f"ANALYZE {leaf}")
         return int(status.split()[-1])
     finally:
         await conn.close()

@@ -2,9 +2,10 @@
 
 The engine (app.eligibility) stays the only implementation of docs/rules.md: this streams every
 family with its members out of the snapshot (a server-side cursor, ordered by No. KK), evaluates
-it in Python, and COPYs one compact row a person into the snapshot's `decisions` partition.
-Both inputs are immutable, so the result never needs recomputing; it is written in one
-transaction together with its `materializations` row, so it is visible whole or not at all.
+it in Python, and COPYs one compact row a person into a table of its own, which becomes the
+(snapshot, rule set) partition of `decisions` (ATTACH PARTITION) in one transaction together with
+its `materializations` row, so it is visible whole or not at all. Both inputs are immutable, so
+the result never needs recomputing.
 """
 
 from __future__ import annotations
@@ -52,12 +53,14 @@ SELECT min(no_kk) FROM (SELECT no_kk, ntile($1) OVER (ORDER BY no_kk) AS t FROM 
 GROUP BY t ORDER BY 1
 """
 
+# The COPY's columns: those the same for every member of a family first, so that part of a line
+# is rendered once a family; then the person's.
 COLUMNS = (
-    "snapshot_key", "rule_set_key", "nik", "no_kk", "region_code", "pkh_yearly", "decile",
-    "relationship", "sr_level", "sr_priority", "criteria", "head", "pkh_eligible", "bpnt_eligible",
-    "pbi_eligible", "sr_eligible", "pkh_recipient", "bpnt_recipient", "pbi_recipient",
-    "sex", "marital_status", "school_status", "school_level", "disability", "pregnant",
-    "chronic_illness", "working", "birth_date", "name",
+    "snapshot_key", "rule_set_key", "no_kk", "region_code", "pkh_yearly", "decile",
+    "pkh_eligible", "bpnt_eligible", "pkh_recipient", "bpnt_recipient",
+    "nik", "relationship", "head", "sr_level", "sr_priority", "criteria", "pbi_eligible",
+    "sr_eligible", "pbi_recipient", "sex", "marital_status", "school_status", "school_level",
+    "disability", "pregnant", "chronic_illness", "working", "birth_date", "name",
 )  # fmt: skip
 _LEVEL = {name: str(code) for name, code in SCHOOL_LEVELS.items()}  # Sekolah Rakyat's: SR_LEVELS
 NULL = "\\N"
@@ -93,12 +96,38 @@ def _i(value: int | None) -> str:
     return NULL if value is None else str(value)
 
 
+_B = {None: NULL, True: "t", False: "f"}
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
 def copy_text(value: str) -> str:
     """`value` as one field of COPY's text format (backslash, tab and line breaks escaped)."""
     return value.translate(_COPY_ESCAPES)
+
+
+# The person's own coded fields (sex to working) rendered once per distinct combination: a few
+# hundred in a release, and a dictionary probe is cheaper than formatting eight fields a person.
+_OwnKey = tuple[
+    int, int | None, int | None, int | None, int | None, bool | None, bool | None, bool | None
+]
+_OWN: dict[_OwnKey, str] = {}
+_OWN_MAX = 1 << 16
+
+
+def _own(m: PersonRow) -> str:
+    key = (
+        m.sex, m.marital_status, m.school_status, m.school_level, m.disability, m.pregnant,
+        m.chronic_illness, m.working,
+    )  # fmt: skip
+    text = _OWN.get(key)
+    if text is None:
+        text = (
+            f"{m.sex}\t{_i(m.marital_status)}\t{_i(m.school_status)}\t{_i(m.school_level)}\t"
+            f"{_i(m.disability)}\t{_b(m.pregnant)}\t{_b(m.chronic_illness)}\t{_b(m.working)}"
+        )
+        if len(_OWN) < _OWN_MAX:
+            _OWN[key] = text
+    return text
 
 
 def rows_of(
@@ -108,26 +137,28 @@ def rows_of(
     members: list[PersonRow],
     evaluation: FamilyEvaluation,
 ) -> list[str]:
-    """The COPY lines of one family: a person a line (family programs repeated, `head` once)."""
+    """The COPY lines of one family in COLUMNS' order: a person a line (family programs
+    repeated, `head` once)."""
     by_program = {d.program: d for d in evaluation.family}
     pkh, bpnt = by_program[Program.PKH], by_program[Program.BPNT]
     yearly = (pkh.benefit or {}).get("yearly_rupiah", 0) if pkh.eligible else 0
     head_nik = min((m.nik for m in members if m.relationship == 1), default=None)
+    family = (
+        f"{snapshot_key}\t{rule_set_key}\t{f.no_kk}\t{f.region_code}\t{yearly}\t"
+        f"{NULL if f.decile is None else f.decile}\t{_B[pkh.eligible]}\t{_B[bpnt.eligible]}\t"
+        f"{_B[f.pkh_recipient]}\t{_B[f.bpnt_recipient]}\t"
+    )
     lines = []
     family_bits = criteria_bits(evaluation.family)
+    people = evaluation.people
     for m in members:
-        pbi, sr = evaluation.people[as_str(m.nik)]
+        pbi, sr = people[as_str(m.nik)]
         bits = family_bits | criteria_bits((pbi, sr))
         lines.append(
-            f"{snapshot_key}\t{rule_set_key}\t{m.nik}\t{f.no_kk}\t{f.region_code}\t{yearly}\t"
-            f"{NULL if f.decile is None else f.decile}\t{m.relationship}\t"
-            f"{_LEVEL.get(sr.level or '', NULL)}\t"
-            f"{NULL if sr.priority is None else sr.priority}\t{bits}\t{_b(m.nik == head_nik)}\t"
-            f"{_b(pkh.eligible)}\t{_b(bpnt.eligible)}\t{_b(pbi.eligible)}\t{_b(sr.eligible)}\t"
-            f"{_b(f.pkh_recipient)}\t{_b(f.bpnt_recipient)}\t{_b(m.pbi_recipient)}\t"
-            f"{m.sex}\t{_i(m.marital_status)}\t{_i(m.school_status)}\t{_i(m.school_level)}\t"
-            f"{_i(m.disability)}\t{_b(m.pregnant)}\t{_b(m.chronic_illness)}\t{_b(m.working)}\t"
-            f"{m.birth_date.isoformat()}\t{copy_text(m.name)}\n"
+            f"{family}{m.nik}\t{m.relationship}\t{_B[m.nik == head_nik]}\t"
+            f"{_LEVEL.get(sr.level or '', NULL)}\t{NULL if sr.priority is None else sr.priority}\t"
+            f"{bits}\t{_B[pbi.eligible]}\t{_B[sr.eligible]}\t{_B[m.pbi_recipient]}\t{_own(m)}\t"
+            f"{m.birth_date.isoformat()}\t{m.name.translate(_COPY_ESCAPES)}\n"
         )
     return lines
 
@@ -201,6 +232,119 @@ async def _already_stored(
     )
 
 
+# The layout: `decisions` is LIST-partitioned by snapshot (the initial migration); the snapshot's
+# partition `decisions_<snapshot key>`, created here, is LIST-partitioned by rule set, and the
+# decisions of one (snapshot, rule set) are a table of their own, `decisions_<key>_<rule set key>`.
+#
+# A run writes its rows into a staging table shaped like that leaf (the same columns and generated
+# codes, no index, and a CHECK of the leaf's bound), then, in the transaction that inserts the
+# `materializations` row, builds its NIK index and statistics once over all the rows and ATTACHes
+# it as the leaf. ATTACH neither copies nor scans the rows (the CHECK implies the bound), so the
+# serial step is an index build, not a second write of every row. Nothing reads the staging table:
+# readers see a rule set's rows all at once with its `materializations` row, or none of them; a
+# failed run drops it, a killed one leaves it for the next run of the same pair to drop.
+#
+# A snapshot partition made by an earlier version (a plain table of all its rule sets' rows)
+# keeps its layout: the staged rows are inserted into it (INSERT ... SELECT), as they were.
+
+
+def _partition(key: int) -> str:
+    return f"decisions_{int(key)}"
+
+
+def _leaf(key: int, rule_set_key: int) -> str:
+    return f"decisions_{int(key)}_{int(rule_set_key)}"
+
+
+def _staging(key: int, rule_set_key: int) -> str:
+    return f"decisions_staging_{int(key)}_{int(rule_set_key)}"
+
+
+async def _snapshot_partition(conn: asyncpg.Connection, key: int) -> bool:
+    """The snapshot's partition of `decisions`, created (partitioned by rule set) if missing, in
+    its own short transaction: creating it locks `decisions`, which must not be held for the run.
+    True if it is partitioned by rule set; False for an earlier version's plain partition."""
+    partition = _partition(key)
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(7412, $1)", key)
+        kind = await conn.fetchval(
+            "SELECT relkind::text FROM pg_class WHERE oid = to_regclass($1)", partition
+        )
+        if kind is None:
+            await conn.execute(
+                f"CREATE TABLE {partition} PARTITION OF decisions FOR VALUES IN ({int(key)}) "
+                "PARTITION BY LIST (rule_set_key)"
+            )
+            return True
+        return bool(kind == "p")
+
+
+async def _create_staging(conn: asyncpg.Connection, key: int, rule_set_key: int) -> str:
+    """A fresh staging table for (snapshot, rule set), in the caller's transaction; its name."""
+    staging = _staging(key, rule_set_key)
+    await conn.execute(f"DROP TABLE IF EXISTS {staging}")  # a killed run's
+    # Autovacuum off while it loads: a vacuum started on it would hold up the index build.
+    await conn.execute(
+        f"CREATE TABLE {staging} (LIKE decisions INCLUDING DEFAULTS INCLUDING GENERATED, "
+        f"CONSTRAINT {staging}_bound "
+        f"CHECK (snapshot_key = {int(key)} AND rule_set_key = {int(rule_set_key)})) "
+        "WITH (autovacuum_enabled = false)"
+    )
+    return staging
+
+
+async def _publish(
+    conn: asyncpg.Connection,
+    key: int,
+    rule_set_key: int,
+    attach: bool,
+    counts: dict[str, int],
+    started: float,
+) -> float:
+    """Make the staged rows the stored decisions of (snapshot, rule set), in the caller's
+    transaction, with their `materializations` row; the run's seconds."""
+    staging, leaf, partition = (
+        _staging(key, rule_set_key),
+        _leaf(key, rule_set_key),
+        _partition(key),
+    )
+    if attach:
+        if await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", leaf):
+            # Rows without their `materializations` row are not stored decisions (removed by
+            # hand): replaced.
+            await conn.execute(f"DROP TABLE {leaf}")
+        # One sorted build over every row (in parallel where the server allows it), then the
+        # statistics: without them the planner's generic plan for the lookup scans the table
+        # (bench/: 9.3 ms vs 0.09 ms a NIK), and autovacuum may be off or late.
+        await conn.execute(f"CREATE INDEX {leaf}_nik_idx ON {staging} (nik)")
+        await conn.execute(f"ANALYZE {staging}")
+        await conn.execute(
+            f"ALTER TABLE {partition} ATTACH PARTITION {staging} "
+            f"FOR VALUES IN ({int(rule_set_key)})"
+        )
+        # The bound is the partition's own constraint now; the CHECK only repeated it.
+        await conn.execute(
+            f"ALTER TABLE {staging} DROP CONSTRAINT {staging}_bound, RESET (autovacuum_enabled)"
+        )
+        await conn.execute(f"ALTER TABLE {staging} RENAME TO {leaf}")
+    else:
+        columns = ", ".join(COLUMNS)
+        await conn.execute(f"INSERT INTO {partition} ({columns}) SELECT {columns} FROM {staging}")
+        await conn.execute(f"DROP TABLE {staging}")
+        await conn.execute(f"ANALYZE {partition}")
+    seconds = time.perf_counter() - started
+    await conn.execute(
+        "INSERT INTO materializations (snapshot_key, rule_set_key, people, families, seconds) "
+        "VALUES ($1, $2, $3, $4, $5)",
+        key,
+        rule_set_key,
+        counts["people"],
+        counts["families"],
+        seconds,
+    )
+    return seconds
+
+
 async def materialize(
     reader: asyncpg.Connection,
     writer: asyncpg.Connection,
@@ -210,27 +354,19 @@ async def materialize(
     progress: Progress | None = None,
 ) -> Materialized:
     """Store the decisions of `snapshot` under `rule_set` (idempotent). Two connections: one
-    streams the registry, the other COPYs the decisions in its own transaction."""
+    streams the registry, the other COPYs the decisions into a staging table and publishes it,
+    all in one transaction."""
     started = time.perf_counter()
     rule_set_key = await writer.fetchval("SELECT key FROM rule_sets WHERE id = $1", rule_set.id)
     if rule_set_key is None:
         raise LookupError(f"rule set {rule_set.id} is not stored")
     key = snapshot.key
-    partition = f"decisions_{int(key)}"
     counts = {"people": 0, "families": 0}
 
     def source() -> AsyncIterator[bytes]:
         return _copy_source(reader, snapshot, rule_set, rule_set_key, counts, progress)
 
-    # The empty partition is created in its own short transaction: creating it takes a lock on
-    # `decisions` that must not be held for the whole COPY. Readers see no rows of a rule set
-    # until its `materializations` row commits with them.
-    async with writer.transaction():
-        await writer.execute("SELECT pg_advisory_xact_lock(7412, $1)", key)
-        if not await writer.fetchval("SELECT to_regclass($1) IS NOT NULL", partition):
-            await writer.execute(
-                f"CREATE TABLE {partition} PARTITION OF decisions FOR VALUES IN ({int(key)})"
-            )
+    attach = await _snapshot_partition(writer, key)
     # Like the importer, this is operator batch work: it owns its transaction.
     async with writer.transaction():
         # One materialisation of a (snapshot, rule set) at a time; a second caller finds it done.
@@ -238,34 +374,17 @@ async def materialize(
         done = await _already_stored(writer, snapshot, rule_set, key, rule_set_key)
         if done is not None:
             return done
-        await writer.copy_to_table(partition, source=source(), columns=list(COLUMNS), format="text")
-        # Without statistics the planner's generic plan for the lookup scans the partition
-        # (bench/: 9.3 ms vs 0.09 ms a NIK), and autovacuum may be off or late.
-        await writer.execute(f"ANALYZE {partition}")
-        seconds = time.perf_counter() - started
-        await writer.execute(
-            "INSERT INTO materializations (snapshot_key, rule_set_key, people, families, seconds) "
-            "VALUES ($1, $2, $3, $4, $5)",
-            key,
-            rule_set_key,
-            counts["people"],
-            counts["families"],
-            seconds,
-        )
+        staging = await _create_staging(writer, key, rule_set_key)
+        await writer.copy_to_table(staging, source=source(), columns=list(COLUMNS), format="text")
+        seconds = await _publish(writer, key, rule_set_key, attach, counts, started)
     return Materialized(
         snapshot.id, rule_set.id, counts["people"], counts["families"], seconds, created=True
     )
 
 
-# --jobs N: ranges of No. KK evaluated in N processes. Each worker COPYs its range into one
-# staging table that no query reads and commits; the publishing transaction then moves the rows
-# into the partition with its `materializations` row, so readers see all of it or nothing. A
-# failed worker fails the run and the staging table is dropped (a crash leaves it for the next
-# run of the same pair to drop).
-
-
-def _staging(key: int, rule_set_key: int) -> str:
-    return f"decisions_staging_{int(key)}_{int(rule_set_key)}"
+# --jobs N: ranges of No. KK evaluated in N processes. The staging table is committed empty, each
+# worker COPYs its range into it and commits; no query reads it. The publishing transaction then
+# makes it the leaf (above). A failed worker fails the run and the staging table is dropped.
 
 
 def _worker(
@@ -322,34 +441,23 @@ async def materialize_jobs(
             await writer.close()
     started = time.perf_counter()
     key = snapshot.key
-    partition = f"decisions_{int(key)}"
     conn = await db.connect_raw(settings)
     try:
         rule_set_key = await conn.fetchval("SELECT key FROM rule_sets WHERE id = $1", rule_set.id)
         if rule_set_key is None:
             raise LookupError(f"rule set {rule_set.id} is not stored")
-        staging = _staging(key, rule_set_key)
         # The same lock as the single-process path, held for the whole run (session level).
         await conn.execute("SELECT pg_advisory_lock(7413, $1)", key)
         try:
             done = await _already_stored(conn, snapshot, rule_set, key, rule_set_key)
             if done is not None:
                 return done
+            attach = await _snapshot_partition(conn, key)
             async with conn.transaction():
-                await conn.execute("SELECT pg_advisory_xact_lock(7412, $1)", key)
-                if not await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", partition):
-                    await conn.execute(
-                        f"CREATE TABLE {partition} PARTITION OF decisions "
-                        f"FOR VALUES IN ({int(key)})"
-                    )
-                await conn.execute(f"DROP TABLE IF EXISTS {staging}")
-                # Unlogged and index-free: it only carries rows to the publishing transaction.
-                await conn.execute(
-                    f"CREATE UNLOGGED TABLE {staging} (LIKE decisions INCLUDING DEFAULTS)"
-                )
+                staging = await _create_staging(conn, key, rule_set_key)
             splits = [r[0] for r in await conn.fetch(_SPLITS.format(k=int(key)), jobs)]
             bounds: list[int | None] = [None, *splits[1:], None]
-            people = families = 0
+            counts = {"people": 0, "families": 0}
             try:
                 loop = asyncio.get_running_loop()
                 with ProcessPoolExecutor(len(splits) or 1, mp_context=get_context("spawn")) as pool:
@@ -369,30 +477,15 @@ async def materialize_jobs(
                     try:
                         for finished in asyncio.as_completed(futures):
                             n, f = await finished
-                            people, families = people + n, families + f
+                            counts["people"] += n
+                            counts["families"] += f
                             if progress:
                                 progress(n)
                     except BaseException:
                         pool.shutdown(wait=True, cancel_futures=True)
                         raise
                 async with conn.transaction():
-                    columns = ", ".join(COLUMNS)
-                    await conn.execute(
-                        f"INSERT INTO {partition} ({columns}) SELECT {columns} FROM {staging}"
-                    )
-                    await conn.execute(f"DROP TABLE {staging}")
-                    await conn.execute(f"ANALYZE {partition}")
-                    seconds = time.perf_counter() - started
-                    await conn.execute(
-                        "INSERT INTO materializations "
-                        "(snapshot_key, rule_set_key, people, families, seconds) "
-                        "VALUES ($1, $2, $3, $4, $5)",
-                        key,
-                        rule_set_key,
-                        people,
-                        families,
-                        seconds,
-                    )
+                    seconds = await _publish(conn, key, rule_set_key, attach, counts, started)
             except BaseException:
                 await conn.execute(f"DROP TABLE IF EXISTS {staging}")
                 raise
@@ -400,4 +493,6 @@ async def materialize_jobs(
             await conn.execute("SELECT pg_advisory_unlock(7413, $1)", key)
     finally:
         await conn.close()
-    return Materialized(snapshot.id, rule_set.id, people, families, seconds, created=True)
+    return Materialized(
+        snapshot.id, rule_set.id, counts["people"], counts["families"], seconds, created=True
+    )
