@@ -22,8 +22,10 @@ from app.api.dci_examples import (
     DCI_ACK_EXAMPLE,
     DCI_SEARCH_ANSWER_EXAMPLE,
     DCI_SEARCH_EXAMPLE,
+    DCI_SUBSCRIBE_EXAMPLE,
     DCI_TXN_STATUS_ANSWER_EXAMPLE,
     DCI_TXN_STATUS_EXAMPLE,
+    DCI_UNSUBSCRIBE_EXAMPLE,
 )
 from app.api.deps import CallerDep, State
 from app.api.openapi import DATA_PROBLEMS, RECEIPT_HEADER, answered, problems
@@ -38,10 +40,13 @@ from app.schemas.dci import (
     DciAck,
     DciSearchAnswer,
     DciSearchEnvelope,
+    DciSubscribeEnvelope,
     DciTxnStatusAnswer,
     DciTxnStatusEnvelope,
+    DciUnsubscribeEnvelope,
 )
 from app.services import dci, signatures
+from app.services import dci_subscriptions as subscriptions
 from app.services.lookup import Answer, Caller
 from app.services.worker import enqueue_dci
 
@@ -291,4 +296,75 @@ async def get_txn_status(
     answer = await _status(state, caller, body, request.scope)
     async with _primary(state) as conn:
         correlation_id = await dci.submit_callback(conn, caller, body, url, answer, enqueue_dci)
+    return _ack(str(correlation_id))
+
+
+@router.post(
+    "/registry/subscribe",
+    summary="DCI subscribe: be notified of eligibility changes between releases",
+    description=(
+        "Acknowledged at once; the answer (`SubscribeResponse`, each subscription's `code`) is "
+        "POSTed to `header.sender_uri` + `/on-subscribe`. When a release is published and its "
+        "decisions stored, each subscription is sent `notify` callbacks (to `header.sender_uri` "
+        "+ `/notify`) naming the people whose eligibility changed against the release before, "
+        "as a change list would (`/v1/changes`): the same grants (bulk, field group "
+        "`decision`), field groups and audit. `filter`: a predicate list on `program` and "
+        "`change` (eq, in) and `region_code` (eq, a 2-10 digit prefix), ANDed (docs/dci.md)."
+    ),
+    response_model=DciAck,
+    openapi_extra={
+        "requestBody": {"content": {"application/json": {"example": DCI_SUBSCRIBE_EXAMPLE}}}
+    },
+    responses={
+        **problems(CallbackNotAllowed),
+        200: {"content": {"application/json": {"example": DCI_ACK_EXAMPLE}}},
+    },
+)
+async def subscribe_registry(
+    body: DciSubscribeEnvelope, state: State, caller: CallerDep, request: Request
+) -> Response:
+    signatures.check_request(caller.principal, await request.body())
+    dci.check_header(body.header, "subscribe")
+    dci.check_total(body.header, len(body.message.subscribe_request))
+    subscriptions.check_grants(caller.principal)
+    base = subscriptions.base_of(body.header.sender_uri, "/on-subscribe")
+    url = dci.callback_url(caller.principal, base, "/on-subscribe")
+    notify_url = dci.callback_url(caller.principal, base, "/notify")
+    async with _primary(state) as conn:
+        correlation_id = await subscriptions.subscribe(
+            conn, caller, body.header, body.message, url, notify_url, state.keyring, enqueue_dci
+        )
+    return _ack(str(correlation_id))
+
+
+@router.post(
+    "/registry/unsubscribe",
+    summary="DCI unsubscribe: end the client's own subscriptions",
+    description=(
+        "Acknowledged at once; the answer (`UnSubscribeResponse`) is POSTed to "
+        "`header.sender_uri` + `/on-unsubscribe`. Only the client that made a subscription "
+        "can end it: another's code is answered as an unknown one "
+        "(`rjct.subscription_code.invalid`)."
+    ),
+    response_model=DciAck,
+    openapi_extra={
+        "requestBody": {"content": {"application/json": {"example": DCI_UNSUBSCRIBE_EXAMPLE}}}
+    },
+    responses={
+        **problems(CallbackNotAllowed),
+        200: {"content": {"application/json": {"example": DCI_ACK_EXAMPLE}}},
+    },
+)
+async def unsubscribe_registry(
+    body: DciUnsubscribeEnvelope, state: State, caller: CallerDep, request: Request
+) -> Response:
+    signatures.check_request(caller.principal, await request.body())
+    dci.check_header(body.header, "unsubscribe")
+    dci.check_total(body.header, len(body.message.subscription_codes))
+    base = subscriptions.base_of(body.header.sender_uri, "/on-unsubscribe")
+    url = dci.callback_url(caller.principal, base, "/on-unsubscribe")
+    async with _primary(state) as conn:
+        correlation_id = await subscriptions.unsubscribe(
+            conn, caller, body.header, body.message, url, state.keyring, enqueue_dci
+        )
     return _ack(str(correlation_id))
