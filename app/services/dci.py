@@ -60,6 +60,18 @@ MAX_OFFSET = 100_000
 PERSON_ID_TYPES = frozenset({"NIK", "UIN"})  # the national id
 GROUP_ID_TYPES = frozenset({"KK", "NO_KK"})  # the household (family card) id
 
+# The acknowledgement's error codes (the standard's `Error.code`); a header's `rjct.*` reason is
+# answered as `err.request.bad` with the reason first in its message.
+ACK_ERRORS = frozenset(
+    {
+        "err.request.bad", "err.request.unauthorized", "err.request.forbidden",
+        "err.request.not_found", "err.request.timeout", "err.version.not_supported",
+        "err.request.too_many_requests", "err.sender_id.invalid", "err.sender_uri.invalid",
+        "err.receiver_id.invalid", "err.signature.missing", "err.signature.invalid",
+        "err.encryption.invalid", "err.service.unavailable",
+    }
+)  # fmt: skip
+
 _NIK: TypeAdapter[str] = TypeAdapter(Nik)
 _NO_KK: TypeAdapter[str] = TypeAdapter(NoKk)
 
@@ -941,6 +953,7 @@ def status_body(
     txn_type: str,
     found: list[repo.Transaction],
     references: set[str] | None,
+    asked_reference: str,
 ) -> dict[str, Any]:
     """The TxnStatusResponse: each named request's reference ids and their status (data is
     never repeated here: it was disclosed, and audited, once)."""
@@ -961,8 +974,17 @@ def status_body(
     hdr = _header(header, "succ" if found else "rjct", 1, 1, None)
     hdr["action"] = "txn-on-status"
     if not found:
-        hdr["status_reason_code"] = "rjct.reference_id.invalid"
+        # The header's reason codes are the envelope's (MsgHeaderStatusReasonCode): an unknown
+        # request is said by the status request's own item, with the search reason code.
         hdr["status_reason_message"] = "no earlier request of this client matches"
+        results = [
+            {
+                "reference_id": asked_reference,
+                "timestamp": now().isoformat(),
+                "status": "rjct",
+                "status_reason_code": "rjct.reference_id.invalid",
+            }
+        ]
     return {
         "header": hdr,
         "message": {

@@ -90,11 +90,14 @@ def _with_ack(answer: Response, error: TepatError | None) -> Response:
             "err.service.unavailable" if answer.status_code >= 500 else "err.request.bad",
         )
     problem.pop("dci_code", None)
+    message = str(problem.get("detail", ""))
+    if code not in dci.ACK_ERRORS:  # a header's rjct.* reason: named in the message
+        message, code = f"{code}: {message}", "err.request.bad"
     problem["message"] = {
         "ack_status": "ERR",
         "timestamp": dci.now().isoformat(),
         "correlation_id": problem.get("request_id", ""),
-        "error": {"code": code, "message": str(problem.get("detail", ""))[:999]},
+        "error": {"code": code, "message": message[:999]},
     }
     headers = {k: v for k, v in answer.headers.items() if k.lower() != "content-length"}
     return Response(orjson.dumps(problem), status_code=answer.status_code, headers=headers)
@@ -242,7 +245,9 @@ async def _status(
     if query.attribute_type == "reference_id_list":
         v = query.attribute_value
         refs = {v} if isinstance(v, str) else set(v)
-    answer = dci.status_body(body.header, body.message.transaction_id, query.txn_type, found, refs)
+    answer = dci.status_body(
+        body.header, body.message.transaction_id, query.txn_type, found, refs, query.reference_id
+    )
     return signatures.sign(state.keyring, answer["header"], answer["message"])
 
 
