@@ -131,7 +131,7 @@ class DciSearchEnvelope(BaseModel):
 class DciTxnStatusQuery(_Loose):
     reference_id: str = TEXT_ID
     # The standard spells it `subscibe`; both spellings are read (docs/dci.md).
-    txn_type: Literal["search", "subscribe", "subscibe", "unsubscribe", "receipt"]
+    txn_type: Literal["search", "subscribe", "subscibe", "receipt"]
     attribute_type: Literal["transaction_id", "reference_id_list", "correlation_id"]
     attribute_value: str | list[str] = Field(description="As attribute_type says")
     locale: str | None = LOCALE

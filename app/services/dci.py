@@ -72,6 +72,15 @@ ACK_ERRORS = frozenset(
     }
 )  # fmt: skip
 
+# The standard's SearchStatusReasonCode: the reason codes a txn status item can carry.
+SEARCH_REASONS = frozenset(
+    {
+        "rjct.reference_id.invalid", "rjct.reference_id.duplicate", "rjct.timestamp.invalid",
+        "rjct.search_criteria.invalid", "rjct.filter.invalid", "rjct.sort.invalid",
+        "rjct.pagination.invalid", "rjct.search.too_many_records_found",
+    }
+)  # fmt: skip
+
 _NIK: TypeAdapter[str] = TypeAdapter(Nik)
 _NO_KK: TypeAdapter[str] = TypeAdapter(NoKk)
 
@@ -926,24 +935,32 @@ async def post_json(url: str, body: bytes, seconds: float) -> int:
 
 
 async def status_of(
-    conn: asyncpg.Connection, principal: Principal, attribute_type: str, value: str | list[str]
+    conn: asyncpg.Connection,
+    principal: Principal,
+    attribute_type: str,
+    value: str | list[str],
+    txn_type: str = "search",
 ) -> list[repo.Transaction]:
-    """The client's own earlier searches the txn/status request names (never another's)."""
+    """The client's own earlier requests of `txn_type` (search, subscribe) the txn/status
+    request names (never another's)."""
+    action = {"subscibe": "subscribe"}.get(txn_type, txn_type)
+    if action not in ("search", "subscribe"):
+        return []
     if attribute_type == "transaction_id":
         if not isinstance(value, str):
             raise ValidationFailed(
                 "attribute_value: a transaction_id (a string)",
                 field="message.txnstatus_request.attribute_value",
             )
-        return await repo.of_client(conn, principal.client_id, transaction_id=value)
+        return await repo.of_client(conn, principal.client_id, transaction_id=value, action=action)
     if attribute_type == "correlation_id":
         try:
             cid = uuid.UUID(str(value))
         except ValueError:
             return []
-        return await repo.of_client(conn, principal.client_id, correlation_id=cid)
+        return await repo.of_client(conn, principal.client_id, correlation_id=cid, action=action)
     wanted = {value} if isinstance(value, str) else set(value)
-    found = await repo.of_client(conn, principal.client_id, limit=1000)
+    found = await repo.of_client(conn, principal.client_id, limit=1000, action=action)
     return [t for t in found if any(o.get("reference_id") in wanted for o in t.outcome)]
 
 
@@ -967,8 +984,11 @@ def status_body(
                 "timestamp": t.created_at.isoformat(),
                 "status": o.get("status", t.status),
             }
-            if o.get("status_reason_code"):
-                item["status_reason_code"] = o["status_reason_code"]
+            code = o.get("status_reason_code")
+            if code in SEARCH_REASONS:
+                item["status_reason_code"] = code
+            elif code:  # another request's code (a subscription's): told in the message
+                item["status_reason_message"] = code
             results.append(item)
     correlation = str(found[0].id) if found else ""
     hdr = _header(header, "succ" if found else "rjct", 1, 1, None)
@@ -991,7 +1011,8 @@ def status_body(
             "transaction_id": transaction_id,
             "correlation_id": correlation,
             "txnstatus_response": {
-                "txn_type": txn_type,
+                # as the standard spells it (its enum: search, subscibe, receipt)
+                "txn_type": "subscibe" if txn_type == "subscribe" else txn_type,
                 "txn_status": {
                     "transaction_id": found[0].transaction_id if found else transaction_id,
                     "correlation_id": correlation,

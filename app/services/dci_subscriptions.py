@@ -228,10 +228,11 @@ async def subscribe(
     results: list[dict[str, Any]] = []
     outcome: list[dict[str, Any]] = []
     async with conn.transaction():
+        # What the client's active subscriptions watch, and where: the same again is refused.
         active = {
-            orjson.dumps(orjson.loads(r[0]), option=orjson.OPT_SORT_KEYS)
+            orjson.dumps([orjson.loads(r[0]), r[1]], option=orjson.OPT_SORT_KEYS)
             for r in await conn.fetch(
-                "SELECT criteria::text FROM dci_subscriptions WHERE client_id = $1 "
+                "SELECT criteria::text, notify_url FROM dci_subscriptions WHERE client_id = $1 "
                 "AND status = 'subscribe'",
                 principal.client_id,
             )
@@ -245,7 +246,7 @@ async def subscribe(
                 seen.add(item.reference_id)
                 criteria = understand(item.subscribe_criteria, principal)
                 stored = {**criteria.to_json(), "sender_id": header.sender_id}
-                key = orjson.dumps(stored, option=orjson.OPT_SORT_KEYS)
+                key = orjson.dumps([stored, notify_url], option=orjson.OPT_SORT_KEYS)
                 if key in active:
                     raise Rejected(
                         "rjct.event.already_subscribed",

@@ -239,7 +239,7 @@ async def _status(
     query = body.message.txnstatus_request
     async with _primary(state) as conn:
         found = await dci.status_of(
-            conn, caller.principal, query.attribute_type, query.attribute_value
+            conn, caller.principal, query.attribute_type, query.attribute_value, query.txn_type
         )
     refs = None
     if query.attribute_type == "reference_id_list":
