@@ -66,7 +66,7 @@ def _fetch(name: str) -> bytes | None:
             return data
     try:
         with urllib.request.urlopen(RAW + name, timeout=20) as r:  # noqa: S310 (a fixed https URL)
-            data = r.read()
+            data = bytes(r.read())
     except OSError:
         return None
     if hashlib.sha256(data).hexdigest() != SHA256[name]:
@@ -96,7 +96,8 @@ def documents() -> dict[str, dict[str, Any]] | None:
         data = _fetch(name)
         if data is None:
             return None
-        out[name] = yaml.safe_load(data)
+        loaded: dict[str, Any] = yaml.safe_load(data)
+        out[name] = loaded
     for name, pointer, value, _why in FIXES:
         _set(out[name], pointer, value)
     return out
