@@ -29,7 +29,7 @@ from app.api.dci_examples import (
 )
 from app.api.deps import CallerDep, State
 from app.api.openapi import DATA_PROBLEMS, RECEIPT_HEADER, answered, problems
-from app.errors import CallbackNotAllowed, TepatError
+from app.errors import BulkNotGranted, CallbackNotAllowed, TepatError
 from app.http import limits
 from app.http import problems as problem_answers
 from app.http.bodies import JsonRoute
@@ -321,11 +321,11 @@ async def get_txn_status(
         "requestBody": {"content": {"application/json": {"example": DCI_SUBSCRIBE_EXAMPLE}}}
     },
     responses={
-        **problems(CallbackNotAllowed),
+        **problems(CallbackNotAllowed, BulkNotGranted),
         200: {"content": {"application/json": {"example": DCI_ACK_EXAMPLE}}},
     },
 )
-async def subscribe_registry(
+async def create_registry_subscription(
     body: DciSubscribeEnvelope, state: State, caller: CallerDep, request: Request
 ) -> Response:
     signatures.check_request(caller.principal, await request.body())
@@ -360,7 +360,7 @@ async def subscribe_registry(
         200: {"content": {"application/json": {"example": DCI_ACK_EXAMPLE}}},
     },
 )
-async def unsubscribe_registry(
+async def delete_registry_subscription(
     body: DciUnsubscribeEnvelope, state: State, caller: CallerDep, request: Request
 ) -> Response:
     signatures.check_request(caller.principal, await request.body())
