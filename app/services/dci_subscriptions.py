@@ -454,6 +454,9 @@ async def _stored(engine: AsyncEngine, key: int, memo: dict[int, bool]) -> bool:
             snapshot_id = (
                 await sa.execute(text("SELECT id FROM snapshots WHERE key = :key"), {"key": key})
             ).scalar()
+            if snapshot_id is None:  # dropped meanwhile
+                memo[key] = False
+                return False
             try:
                 pinned = await pin(sa, snapshot_id, None)
             except TepatError:
@@ -617,6 +620,9 @@ async def run_notification(
         try:
             if caller is None:
                 raise Forbidden("the subscription ended, or its client may no longer be notified")
+            prefix = caller.principal.callback_url_prefix
+            if prefix is None or not dci.under(row["notify_url"], prefix):
+                raise Forbidden("the client's callback prefix no longer covers the address")
             check_grants(caller.principal)
             asked = changes.Asked(
                 ids[pair.from_key], ids[pair.to_key], None,
