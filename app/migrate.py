@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from app.errors import TepatError
+from app.models import metadata
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -37,6 +40,60 @@ def refuse_pre_release(revisions: tuple[str, ...]) -> None:
         )
 
 
+class SchemaDrift(TepatError):
+    code = "schema_drift"
+    title = "The database's schema differs from the one its migrations build"
+    status = 503
+
+
+def _ours(obj: object, name: str | None, type_: str, reflected: bool, compare_to: object) -> bool:
+    """Compare what the migrations build: the per-snapshot partitions (`people_3`,
+    `decisions_3_1`) are made at run time by the importer and the materializer."""
+    return not (
+        type_ == "table"
+        and reflected
+        and compare_to is None
+        and name is not None
+        and name.rsplit("_", 1)[-1].isdigit()
+    )
+
+
+def _describe(change: Any) -> str:
+    if isinstance(change, list):  # modify_* of one column: [(kind, schema, table, column, ...)]
+        kind, _, table, column = change[0][:4]
+        return f"{table}.{column} differs ({kind.removeprefix('modify_')})"
+    kind, *rest = change
+    what = {"add": "missing", "remove": "unexpected"}.get(kind.split("_", 1)[0], kind)
+    thing = kind.split("_", 1)[-1]
+    if thing == "column":
+        return f"{what} column {rest[1]}.{rest[2].name}"
+    target = rest[0]
+    return f"{what} {thing} {getattr(target, 'name', target)}"
+
+
+def drift(conn: Connection) -> list[str]:
+    """How the connected database's schema differs from app.models (empty when it matches)."""
+    from alembic.autogenerate import compare_metadata  # imported when used: it logs its setup
+
+    ctx = MigrationContext.configure(conn, opts={"compare_type": True, "include_object": _ours})
+    return [_describe(change) for change in compare_metadata(ctx, metadata)]
+
+
+def refuse_drift(conn: Connection) -> None:
+    """Raise SchemaDrift when a database at the newest revision lacks what that revision builds:
+    before the first release 0001_initial is edited in place (docs/migrations.md), so a
+    database made by an earlier edit says it is current while tables or columns are missing."""
+    found = drift(conn)
+    if found:
+        listed = "; ".join(found[:5]) + ("; ..." if len(found) > 5 else "")
+        raise SchemaDrift(
+            f"the database is at the newest revision but its schema differs from the one the "
+            f"migrations build ({len(found)} difference(s): {listed}); it was made by an "
+            "earlier pre-release edit of 0001_initial: recreate the database (drop it and "
+            "create it empty), then run `tepat db upgrade`"
+        )
+
+
 def alembic_config(url: str | None = None, connection: Connection | None = None) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
@@ -50,12 +107,12 @@ def alembic_config(url: str | None = None, connection: Connection | None = None)
 
 async def run(engine: AsyncEngine, direction: str = "upgrade", revision: str = "head") -> None:
     def _go(conn: Connection) -> None:
-        from alembic.runtime.migration import MigrationContext
-
         refuse_pre_release(MigrationContext.configure(conn).get_current_heads())
         cfg = alembic_config(connection=conn)
         if direction == "upgrade":
             command.upgrade(cfg, revision)
+            if revision == "head":
+                refuse_drift(conn)
         else:
             command.downgrade(cfg, revision)
 
@@ -69,6 +126,20 @@ async def run(engine: AsyncEngine, direction: str = "upgrade", revision: str = "
             await conn.run_sync(_go)
     finally:
         await own.dispose()
+
+
+async def recreate(engine: AsyncEngine) -> None:
+    """Empty the database (the public schema and the queue's) and migrate it to the newest
+    revision. Only for a database whose every row can be made again: the demo's own."""
+    own = create_async_engine(engine.url, poolclass=NullPool, connect_args={"timeout": 30})
+    try:
+        async with own.begin() as conn:
+            await conn.exec_driver_sql("DROP SCHEMA IF EXISTS tepat_queue CASCADE")
+            await conn.exec_driver_sql("DROP SCHEMA public CASCADE")
+            await conn.exec_driver_sql("CREATE SCHEMA public")
+    finally:
+        await own.dispose()
+    await run(engine, "upgrade", "head")
 
 
 async def current(engine: AsyncEngine) -> str | None:

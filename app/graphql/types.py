@@ -10,6 +10,7 @@ from typing import Annotated, Any, TypeVar, cast
 import strawberry
 from strawberry.scalars import JSON
 
+from app import codes
 from app.errors import Forbidden
 from app.graphql.context import Entry, GraphContext
 from app.identifiers import as_str
@@ -75,6 +76,13 @@ def resolved(
 def _field(description: str) -> Any:
     """A plain field with its description (every field of the schema has one)."""
     return strawberry.field(description=description)
+
+
+def _coded(what: str, table: codes.CodeTable) -> str:
+    """A coded integer's description: what it is, then every code with its meaning in English
+    and Indonesian, from the one code table REST's enums and docs/codes.md are made of. The
+    values stay REST's integers, so both faces answer the same JSON."""
+    return f"{what}. {table.describe()}"
 
 
 # Enum values are REST's own (app.schemas): the same strings in both faces' JSON.
@@ -338,21 +346,21 @@ class Decision:
 @strawberry.type(description="Name, sex and birth date (field group identity)")
 class Identity:
     name: str = _field("The name as registered")
-    sex: int = _field("1 male, 2 female (docs/codes.md)")
+    sex: int = _field(_coded("Sex", codes.SEX))
     birth_date: dt.date = _field("The birth date")
 
 
 @strawberry.type(description="Socio-economic variables of a person (field group attributes)")
 class PersonAttributes:
-    marital_status: int | None = _field("Marital status code (docs/codes.md)")
-    school_status: int | None = _field("School attendance code (docs/codes.md)")
+    marital_status: int | None = _field(_coded("Marital status", codes.MARITAL_STATUS))
+    school_status: int | None = _field(_coded("School attendance", codes.SCHOOL_STATUS))
     school_level: str | None = _field("The school level attended (docs/codes.md)")
     working: bool | None = _field("Whether the person works")
 
 
 @strawberry.type(description="Health variables of a person (field group health)")
 class Health:
-    disability: int | None = _field("Disability code (docs/codes.md)")
+    disability: int | None = _field(_coded("Disability", codes.DISABILITY))
     chronic_illness: bool | None = _field("Whether the person has a chronic illness")
     pregnant: bool | None = _field("Whether the person is pregnant")
 
@@ -360,11 +368,11 @@ class Health:
 @strawberry.type(description="Housing and exclusion variables of a family (field group attributes)")
 class FamilyAttributes:
     asn_tni_polri: bool = _field("A member is a civil servant, soldier or police officer")
-    home_ownership: int | None = _field("Home ownership code (docs/codes.md)")
+    home_ownership: int | None = _field(_coded("Home ownership", codes.HOME_OWNERSHIP))
     floor_area_m2: int | None = _field("Floor area in square metres")
-    drinking_water: int | None = _field("Drinking water source code (docs/codes.md)")
-    toilet: int | None = _field("Toilet facility code (docs/codes.md)")
-    lighting: int | None = _field("Lighting source code (docs/codes.md)")
+    drinking_water: int | None = _field(_coded("Drinking water source", codes.DRINKING_WATER))
+    toilet: int | None = _field(_coded("Toilet facility", codes.TOILET))
+    lighting: int | None = _field(_coded("Lighting source", codes.LIGHTING))
     power_va: int | None = _field("Installed electric power in VA")
 
 
@@ -416,8 +424,11 @@ class Person:
         return value
 
     @resolved(
-        "Relationship to the head of the family (docs/codes.md): as REST, a family's member "
-        "carries it here and a person asked by NIK also under `family`",
+        _coded(
+            "Relationship to the head of the family: as REST, a family's member carries it "
+            "here and a person asked by NIK also under `family`",
+            codes.RELATIONSHIP,
+        ),
         group="membership",
     )
     def relationship(self) -> int | None:
@@ -518,8 +529,11 @@ class Family:
         return value
 
     @resolved(
-        "The person's relationship to the head (docs/codes.md), as REST's family.relationship; "
-        "null on a family asked by No. KK",
+        _coded(
+            "The person's relationship to the head, as REST's family.relationship; null on a "
+            "family asked by No. KK",
+            codes.RELATIONSHIP,
+        ),
         group="membership",
     )
     def relationship(self) -> int | None:

@@ -16,6 +16,7 @@ from graphql import (
     GraphQLObjectType,
 )
 
+from app import codes as app_codes
 from app.config import MAX_BATCH
 from app.graphql import types
 from app.graphql.schema import build_schema
@@ -56,6 +57,32 @@ def test_every_type_field_argument_and_enum_value_is_described() -> None:
                 if not value.description:
                     missing.append(f"{name}.{value_name}")
     assert missing == []
+
+
+def test_every_coded_integer_carries_its_codes_meanings() -> None:
+    """Coded integers stay REST's integers; each field's description lists every code with its
+    English and Indonesian meaning, from the same code table as REST's enums."""
+    schema = build_schema(production=False)._schema
+    owners = {"sex": "Identity", "marital_status": "PersonAttributes",
+              "school_status": "PersonAttributes", "disability": "Health",
+              "home_ownership": "FamilyAttributes", "drinking_water": "FamilyAttributes",
+              "toilet": "FamilyAttributes", "lighting": "FamilyAttributes",
+              "relationship": "Person"}  # fmt: skip
+    assert set(owners) == {t.field for t in app_codes.CODE_TABLES}
+    for table in app_codes.CODE_TABLES:
+        owner = schema.type_map[owners[table.field]]
+        assert isinstance(owner, GraphQLObjectType)
+        camel = "".join(w.capitalize() if i else w for i, w in enumerate(table.field.split("_")))
+        description = owner.fields[camel].description or ""
+        for code in table.codes:
+            assert f"* {code.value}: {code.english} ({code.indonesian})" in description, (
+                f"{owner.name}.{camel}: code {code.value}"
+            )
+    family = schema.type_map["Family"]
+    assert isinstance(family, GraphQLObjectType)
+    assert "* 1: head of the family (kepala keluarga)" in (
+        family.fields["relationship"].description or ""
+    )
 
 
 def _enum_values(enum: Any) -> set[str]:
