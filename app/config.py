@@ -109,6 +109,10 @@ class Settings(BaseSettings):
     dci_callback_attempts: int = Field(5, ge=1, le=20)
     dci_callback_backoff: float = Field(2.0, gt=0)
     dci_callback_timeout: float = Field(10.0, gt=0)
+    # DCI notifications (app.services.dci_subscriptions): people in one `notify` callback, and
+    # how often a worker looks for notifications owed besides on a catalog change.
+    dci_notify_page: int = Field(200, ge=1, le=1000)
+    dci_notify_interval: float = Field(60.0, gt=0)
     # --- end bulk jobs ---
 
     # --- operations (docs/operations.md) ---

@@ -231,3 +231,49 @@ DCI_TXN_STATUS_ANSWER_EXAMPLE: dict[str, Any] = {
         },
     },
 }
+
+DCI_SUBSCRIBE_EXAMPLE: dict[str, Any] = {
+    "signature": None,
+    "header": {**_HEADER, "action": "subscribe", "total_count": 1, "meta": None},
+    "message": {
+        "transaction_id": "txn-20260301-0002",
+        "subscribe_request": [
+            {
+                "reference_id": "sub-1",
+                "timestamp": "2026-03-01T09:30:00+07:00",
+                "subscribe_criteria": {
+                    "version": "1.0.0",
+                    "reg_event_type": "eligibility_changed",
+                    "filter_type": "predicate",
+                    "filter": [
+                        {
+                            "seq_num": 1,
+                            "expression1": {
+                                "attribute_name": "program",
+                                "operator": "in",
+                                "attribute_value": ["PKH", "BPNT"],
+                            },
+                            "condition": "and",
+                            "expression2": {
+                                "attribute_name": "region_code",
+                                "operator": "eq",
+                                "attribute_value": "3201",
+                            },
+                        }
+                    ],
+                    "notify_record_type": "Person",
+                },
+            }
+        ],
+    },
+}
+
+DCI_UNSUBSCRIBE_EXAMPLE: dict[str, Any] = {
+    "signature": None,
+    "header": {**_HEADER, "action": "unsubscribe", "total_count": 1, "meta": None},
+    "message": {
+        "transaction_id": "txn-20260401-0001",
+        "timestamp": "2026-04-01T08:00:00+07:00",
+        "subscription_codes": ["5b0f3c52-52d4-4bb5-9a49-2f1f4f0e7f0a"],
+    },
+}

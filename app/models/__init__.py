@@ -9,6 +9,8 @@ from app.models.auth_audit import audit_subjects as audit_subjects
 from app.models.auth_audit import audit_tree as audit_tree
 from app.models.auth_audit import client_usage as client_usage
 from app.models.auth_audit import oauth2_assertions as oauth2_assertions
+from app.models.dci import dci_notifications as dci_notifications
+from app.models.dci import dci_subscriptions as dci_subscriptions
 from app.models.dci import dci_transactions as dci_transactions
 from app.models.jobs import bulk_job_input as bulk_job_input
 from app.models.jobs import bulk_job_results as bulk_job_results

@@ -12,12 +12,13 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AliasChoices, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
 
 from app.identifiers import RULE_SET_ID_PATTERN, SNAPSHOT_ID_PATTERN
 
 MAX_ITEMS = 100  # search_request items in one message
+MAX_SUBSCRIBE = 20  # subscribe_request items, or subscription codes, in one message
 TEXT_ID = Field(min_length=1, max_length=99)
 
 
@@ -153,6 +154,84 @@ class DciTxnStatusEnvelope(BaseModel):
     )
     header: DciHeader
     message: DciTxnStatusMessage
+
+
+class DciSubscribeCriteria(_Loose):
+    """SubscribeRequest's `subscribe_criteria`: what to be notified of (docs/dci.md)."""
+
+    version: str = "1.0.0"
+    reg_type: str | None = None
+    reg_event_type: str = Field(
+        description="`eligibility_changed` (any change), or one kind: `gained`, `lost`, "
+        "`benefit_changed`, `level_changed`",
+        examples=["eligibility_changed"],
+    )
+    frequency: SkipJsonSchema[Any] = None
+    filter_type: str | None = Field(None, description="`predicate` (the default) or `expression`")
+    filter: Any = Field(
+        description="A predicate list on `program` (eq, in), `change` (eq, in) and "
+        "`region_code` (eq: a 2-10 digit prefix of the kode wilayah), ANDed; `[]` for all",
+        json_schema_extra={"type": "array", "items": {"type": "object"}},
+    )
+    notify_record_type: str = Field(description="`Person`", examples=["Person"])
+    authorize: dict[str, Any] | None = None
+
+
+class DciSubscribeItem(_Loose):
+    reference_id: str = TEXT_ID
+    timestamp: Timestamp
+    subscribe_criteria: DciSubscribeCriteria
+    locale: str | None = LOCALE
+
+
+class DciSubscribeMessage(_Loose):
+    """SubscribeRequest."""
+
+    transaction_id: str = TEXT_ID
+    subscribe_request: list[DciSubscribeItem] = Field(min_length=1, max_length=MAX_SUBSCRIBE)
+
+
+class DciSubscribeEnvelope(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    signature: str | None = Field(
+        None,
+        description="A detached JWS over the canonical JSON of header and message, checked "
+        "against the client's registered keys (docs/dci.md)",
+    )
+    header: DciHeader
+    message: DciSubscribeMessage
+
+
+class DciUnsubscribeMessage(_Loose):
+    """UnSubscribeRequest. The standard spells its members `timesstamp` (and requires
+    `timestamp`) and `subscription_codes` (requiring `sunscription_codes`): either spelling is
+    read (docs/dci.md)."""
+
+    model_config = ConfigDict(extra="ignore", strict=True, populate_by_name=True)
+
+    transaction_id: str = TEXT_ID
+    timestamp: Timestamp | None = Field(
+        None, validation_alias=AliasChoices("timestamp", "timesstamp")
+    )
+    subscription_codes: list[Annotated[str, Field(min_length=1, max_length=99)]] = Field(
+        min_length=1,
+        max_length=MAX_SUBSCRIBE,
+        validation_alias=AliasChoices("subscription_codes", "sunscription_codes"),
+        description="The codes `on-subscribe` answered",
+    )
+
+
+class DciUnsubscribeEnvelope(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    signature: str | None = Field(
+        None,
+        description="A detached JWS over the canonical JSON of header and message, checked "
+        "against the client's registered keys (docs/dci.md)",
+    )
+    header: DciHeader
+    message: DciUnsubscribeMessage
 
 
 # --- answers (documentation of what the service renders) -------------------------------------

@@ -60,6 +60,27 @@ MAX_OFFSET = 100_000
 PERSON_ID_TYPES = frozenset({"NIK", "UIN"})  # the national id
 GROUP_ID_TYPES = frozenset({"KK", "NO_KK"})  # the household (family card) id
 
+# The acknowledgement's error codes (the standard's `Error.code`); a header's `rjct.*` reason is
+# answered as `err.request.bad` with the reason first in its message.
+ACK_ERRORS = frozenset(
+    {
+        "err.request.bad", "err.request.unauthorized", "err.request.forbidden",
+        "err.request.not_found", "err.request.timeout", "err.version.not_supported",
+        "err.request.too_many_requests", "err.sender_id.invalid", "err.sender_uri.invalid",
+        "err.receiver_id.invalid", "err.signature.missing", "err.signature.invalid",
+        "err.encryption.invalid", "err.service.unavailable",
+    }
+)  # fmt: skip
+
+# The standard's SearchStatusReasonCode: the reason codes a txn status item can carry.
+SEARCH_REASONS = frozenset(
+    {
+        "rjct.reference_id.invalid", "rjct.reference_id.duplicate", "rjct.timestamp.invalid",
+        "rjct.search_criteria.invalid", "rjct.filter.invalid", "rjct.sort.invalid",
+        "rjct.pagination.invalid", "rjct.search.too_many_records_found",
+    }
+)  # fmt: skip
+
 _NIK: TypeAdapter[str] = TypeAdapter(Nik)
 _NO_KK: TypeAdapter[str] = TypeAdapter(NoKk)
 
@@ -914,24 +935,32 @@ async def post_json(url: str, body: bytes, seconds: float) -> int:
 
 
 async def status_of(
-    conn: asyncpg.Connection, principal: Principal, attribute_type: str, value: str | list[str]
+    conn: asyncpg.Connection,
+    principal: Principal,
+    attribute_type: str,
+    value: str | list[str],
+    txn_type: str = "search",
 ) -> list[repo.Transaction]:
-    """The client's own earlier searches the txn/status request names (never another's)."""
+    """The client's own earlier requests of `txn_type` (search, subscribe) the txn/status
+    request names (never another's)."""
+    action = {"subscibe": "subscribe"}.get(txn_type, txn_type)
+    if action not in ("search", "subscribe"):
+        return []
     if attribute_type == "transaction_id":
         if not isinstance(value, str):
             raise ValidationFailed(
                 "attribute_value: a transaction_id (a string)",
                 field="message.txnstatus_request.attribute_value",
             )
-        return await repo.of_client(conn, principal.client_id, transaction_id=value)
+        return await repo.of_client(conn, principal.client_id, transaction_id=value, action=action)
     if attribute_type == "correlation_id":
         try:
             cid = uuid.UUID(str(value))
         except ValueError:
             return []
-        return await repo.of_client(conn, principal.client_id, correlation_id=cid)
+        return await repo.of_client(conn, principal.client_id, correlation_id=cid, action=action)
     wanted = {value} if isinstance(value, str) else set(value)
-    found = await repo.of_client(conn, principal.client_id, limit=1000)
+    found = await repo.of_client(conn, principal.client_id, limit=1000, action=action)
     return [t for t in found if any(o.get("reference_id") in wanted for o in t.outcome)]
 
 
@@ -941,6 +970,7 @@ def status_body(
     txn_type: str,
     found: list[repo.Transaction],
     references: set[str] | None,
+    asked_reference: str,
 ) -> dict[str, Any]:
     """The TxnStatusResponse: each named request's reference ids and their status (data is
     never repeated here: it was disclosed, and audited, once)."""
@@ -954,22 +984,35 @@ def status_body(
                 "timestamp": t.created_at.isoformat(),
                 "status": o.get("status", t.status),
             }
-            if o.get("status_reason_code"):
-                item["status_reason_code"] = o["status_reason_code"]
+            code = o.get("status_reason_code")
+            if code in SEARCH_REASONS:
+                item["status_reason_code"] = code
+            elif code:  # another request's code (a subscription's): told in the message
+                item["status_reason_message"] = code
             results.append(item)
     correlation = str(found[0].id) if found else ""
     hdr = _header(header, "succ" if found else "rjct", 1, 1, None)
     hdr["action"] = "txn-on-status"
     if not found:
-        hdr["status_reason_code"] = "rjct.reference_id.invalid"
+        # The header's reason codes are the envelope's (MsgHeaderStatusReasonCode): an unknown
+        # request is said by the status request's own item, with the search reason code.
         hdr["status_reason_message"] = "no earlier request of this client matches"
+        results = [
+            {
+                "reference_id": asked_reference,
+                "timestamp": now().isoformat(),
+                "status": "rjct",
+                "status_reason_code": "rjct.reference_id.invalid",
+            }
+        ]
     return {
         "header": hdr,
         "message": {
             "transaction_id": transaction_id,
             "correlation_id": correlation,
             "txnstatus_response": {
-                "txn_type": txn_type,
+                # as the standard spells it (its enum: search, subscibe, receipt)
+                "txn_type": "subscibe" if txn_type == "subscribe" else txn_type,
                 "txn_status": {
                     "transaction_id": found[0].transaction_id if found else transaction_id,
                     "correlation_id": correlation,

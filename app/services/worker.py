@@ -43,8 +43,10 @@ from app.errors import RateLimited
 from app.repositories import jobs as repo
 from app.resilience import DATABASE_ERRORS
 from app.services import bulk, clients, dci
+from app.services import dci_subscriptions as subscriptions
 from app.services.allowance import Allowance
 from app.services.audit.writer import AuditWriter
+from app.services.catalog import CHANNEL as CATALOG
 from app.services.catalog import Reads
 from app.services.jobs import ENTRYPOINT, QUEUE_SCHEMA, Runner, Wait, retention
 from app.services.lookup import Caller
@@ -70,6 +72,15 @@ async def enqueue_dci(raw: asyncpg.Connection, correlation_id: uuid.UUID) -> Non
     """Queue an async DCI request, in the caller's transaction (it appears with its row)."""
     await queue_queries(raw).enqueue(
         dci.CALLBACK, correlation_id.bytes, dedupe_key=f"dci:{correlation_id}"
+    )
+
+
+async def enqueue_notification(raw: asyncpg.Connection, pair: subscriptions.Pair) -> None:
+    """Queue a DCI notification, in the caller's transaction (it appears with its row)."""
+    await queue_queries(raw).enqueue(
+        subscriptions.NOTIFY,
+        pair.payload(),
+        dedupe_key=f"dci-notify:{pair.subscription}:{pair.from_key}:{pair.to_key}",
     )
 
 
@@ -211,9 +222,75 @@ class Worker:
                         type(e).__name__)  # fmt: skip
             raise RetryRequested(RETRY_AFTER_FAILURE, "database failure") from None
 
+    async def handle_notify(self, job: Job) -> None:
+        """A DCI notification: its change list turned into `notify` callbacks, each stored and
+        queued once (app.services.dci_subscriptions.run_notification)."""
+        if job.payload is None or len(job.payload) != 20:
+            log.warning("queue entry %s names no DCI notification; dropped", job.id)
+            return
+        pair = subscriptions.Pair.of(job.payload)
+        pace = None
+        if self.allowance is not None:
+            pace = pacer(self.allowance)
+        try:
+            outcome = await subscriptions.run_notification(
+                pair,
+                connect=self._connect,
+                engine=self.engine,
+                audit=self.audit,
+                reads=self.reads,
+                enqueue=enqueue_dci,
+                pace=pace,
+                page_size=self.settings.dci_notify_page,
+            )
+            log.info("DCI notification %s: %s", pair.subscription, outcome)
+        except subscriptions.NotifyLater as later:
+            raise RetryRequested(dt.timedelta(seconds=later.seconds), str(later)) from None
+        except DATABASE_ERRORS as e:
+            log.warning("DCI notification %s: database failure (%s); retried", pair.subscription,
+                        type(e).__name__)  # fmt: skip
+            raise RetryRequested(RETRY_AFTER_FAILURE, "database failure") from None
+
+    async def notifications_due(self) -> int:
+        """Queue the DCI notifications owed (a release published, its decisions stored)."""
+        conn = await self._connect()
+        try:
+            return await subscriptions.due(conn, self.engine, enqueue_notification)
+        finally:
+            await conn.close()
+
+    async def _notify_loop(self) -> None:
+        """Look for DCI notifications owed at start, whenever the catalog changes (NOTIFY
+        `tepat_catalog`: a release published, decisions stored) and every
+        `TEPAT_DCI_NOTIFY_INTERVAL` seconds in case a NOTIFY was missed."""
+        changed = asyncio.Event()
+        while not self.stop.is_set():
+            listener = None
+            try:
+                listener = await self._connect()
+                await listener.add_listener(CATALOG, lambda *_: changed.set())
+                while not self.stop.is_set():
+                    changed.clear()
+                    n = await self.notifications_due()
+                    if n:
+                        log.info("queued %d DCI notification(s)", n)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(changed.wait(), self.settings.dci_notify_interval)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.warning("DCI notifications: %s; looking again shortly", type(e).__name__)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop.wait(), 5.0)
+            finally:
+                if listener is not None:
+                    with contextlib.suppress(Exception):
+                        await listener.close()
+
     async def run(self) -> None:
         """Consume the queue until `stop` is set; reconnect (with a pause) after a failure."""
         purge = asyncio.create_task(self._purge_loop(), name="bulk-job-purge")
+        notify = asyncio.create_task(self._notify_loop(), name="dci-notify")
         try:
             while not self.stop.is_set():
                 try:
@@ -225,9 +302,10 @@ class Worker:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self.stop.wait(), 5.0)
         finally:
-            purge.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await purge
+            for task in (purge, notify):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
 
     async def _consume(self) -> None:
         conn = await self._connect()
@@ -235,6 +313,7 @@ class Worker:
             qm = QueueManager(queue_queries(conn), channel=Channel(QUEUE.channel))
             qm.entrypoint(ENTRYPOINT)(self.handle)
             qm.entrypoint(dci.CALLBACK)(self.handle_dci)
+            qm.entrypoint(subscriptions.NOTIFY)(self.handle_notify)
 
             async def relay_stop() -> None:
                 await self.stop.wait()

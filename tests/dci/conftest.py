@@ -1,4 +1,5 @@
-"""Fixtures of the DCI tests: the release's rows, and an app running the job worker."""
+"""Fixtures of the DCI tests: the release's rows, an app running the job worker, and HTTP
+clients that hold every DCI answer they see to the standard's own schemas (tests/dci/spec.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,30 @@ from fastapi import FastAPI
 
 from app.config import Settings
 from app.main import create_app
+from tests.dci import spec
+
+
+async def check_dci_answer(response: httpx.Response) -> None:
+    """An httpx response hook: a DCI registry answer must be what the standard's YAML allows."""
+    path = response.request.url.path
+    if not path.startswith("/dci/registry/") or spec.documents() is None:
+        return
+    await response.aread()
+    spec.check_answer(path.removeprefix("/dci"), response.status_code, response.json())
+
+
+def validating(transport: httpx.AsyncBaseTransport) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        transport=transport,
+        base_url="http://tepat.test",
+        event_hooks={"response": [check_dci_answer]},
+    )
+
+
+@pytest.fixture
+async def http(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with validating(httpx.ASGITransport(app=app)) as c:
+        yield c
 
 
 @pytest.fixture(scope="session")
@@ -33,6 +58,5 @@ async def worker_app(settings: Settings, published: Path) -> AsyncIterator[FastA
 
 @pytest.fixture
 async def worker_http(worker_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=worker_app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://tepat.test") as c:
+    async with validating(httpx.ASGITransport(app=worker_app)) as c:
         yield c

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import threading
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -20,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app import db
 from app.config import Settings
 from app.services import clients
+from tests.dci.receiver import Receiver
 from tests.support import ALL_GROUPS, ALL_PROGRAMS, PURPOSE, MakeClient, auth
 
 SYNC = "/dci/registry/sync/search"
@@ -84,7 +83,8 @@ async def test_envelope_errors_name_the_field_with_the_standard_code(
     bad_action = envelope([by_nik(nik)], action="subscribe")
     r = await http.post(SYNC, json=bad_action, headers=auth(full_key))
     assert r.status_code == 422 and r.json()["field"] == "header.action"
-    assert _ack_error(r) == "rjct.action.invalid"
+    assert _ack_error(r) == "err.request.bad"
+    assert r.json()["message"]["error"]["message"].startswith("rjct.action.invalid: ")
 
     wrong_total = envelope([by_nik(nik)])
     wrong_total["header"]["total_count"] = 2
@@ -375,43 +375,12 @@ async def test_txn_status_answers_the_clients_own_requests_only(
     other = await make_client()
     r = await http.post(STATUS, json=_status_request("transaction_id", txn), headers=auth(other))
     assert r.json()["header"]["status"] == "rjct"
-    assert r.json()["message"]["txnstatus_response"]["txn_status"]["search_response"] == []
+    (unknown,) = r.json()["message"]["txnstatus_response"]["txn_status"]["search_response"]
+    assert unknown["status"] == "rjct"
+    assert unknown["status_reason_code"] == "rjct.reference_id.invalid"
 
 
 # --- async search and callbacks --------------------------------------------------------------
-
-
-class Receiver:
-    """A local HTTP server recording the callbacks it gets; it fails the first `fail` ones."""
-
-    def __init__(self, fail: int) -> None:
-        self.fail = fail
-        self.bodies: list[tuple[str, bytes, int]] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                status = 500 if receiver.fail > 0 else 200
-                receiver.fail -= 1
-                receiver.bodies.append((self.path, body, status))
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    async def wait(self, n: int, limit: float = 60.0) -> list[tuple[str, bytes, int]]:
-        for _ in range(int(limit / 0.05)):  # a bounded wait for the worker's deliveries
-            if len(self.bodies) >= n:
-                break
-            await asyncio.sleep(0.05)
-        return self.bodies
 
 
 @pytest.fixture
@@ -559,7 +528,9 @@ async def test_async_txn_status_is_delivered(
         assert got[0] == "/cb/txn/on-status"
         answer = orjson.loads(got[1])
         assert answer["header"]["action"] == "txn-on-status"
-        assert answer["header"]["status_reason_code"] == "rjct.reference_id.invalid"
+        assert answer["header"]["status"] == "rjct"
+        (unknown,) = answer["message"]["txnstatus_response"]["txn_status"]["search_response"]
+        assert unknown["status_reason_code"] == "rjct.reference_id.invalid"
     finally:
         receiver.server.shutdown()
 

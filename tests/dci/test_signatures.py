@@ -17,11 +17,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.errors import ValidationFailed
 from app.services import clients, signatures
+from tests.dci.receiver import Receiver
 from tests.dci.test_dci import (
     ASYNC,
     STATUS,
     SYNC,
-    Receiver,
     _status_request,
     by_nik,
     envelope,

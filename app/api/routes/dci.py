@@ -22,12 +22,14 @@ from app.api.dci_examples import (
     DCI_ACK_EXAMPLE,
     DCI_SEARCH_ANSWER_EXAMPLE,
     DCI_SEARCH_EXAMPLE,
+    DCI_SUBSCRIBE_EXAMPLE,
     DCI_TXN_STATUS_ANSWER_EXAMPLE,
     DCI_TXN_STATUS_EXAMPLE,
+    DCI_UNSUBSCRIBE_EXAMPLE,
 )
 from app.api.deps import CallerDep, State
 from app.api.openapi import DATA_PROBLEMS, RECEIPT_HEADER, answered, problems
-from app.errors import CallbackNotAllowed, TepatError
+from app.errors import BulkNotGranted, CallbackNotAllowed, TepatError
 from app.http import limits
 from app.http import problems as problem_answers
 from app.http.bodies import JsonRoute
@@ -38,10 +40,13 @@ from app.schemas.dci import (
     DciAck,
     DciSearchAnswer,
     DciSearchEnvelope,
+    DciSubscribeEnvelope,
     DciTxnStatusAnswer,
     DciTxnStatusEnvelope,
+    DciUnsubscribeEnvelope,
 )
 from app.services import dci, signatures
+from app.services import dci_subscriptions as subscriptions
 from app.services.lookup import Answer, Caller
 from app.services.worker import enqueue_dci
 
@@ -85,11 +90,14 @@ def _with_ack(answer: Response, error: TepatError | None) -> Response:
             "err.service.unavailable" if answer.status_code >= 500 else "err.request.bad",
         )
     problem.pop("dci_code", None)
+    message = str(problem.get("detail", ""))
+    if code not in dci.ACK_ERRORS:  # a header's rjct.* reason: named in the message
+        message, code = f"{code}: {message}", "err.request.bad"
     problem["message"] = {
         "ack_status": "ERR",
         "timestamp": dci.now().isoformat(),
         "correlation_id": problem.get("request_id", ""),
-        "error": {"code": code, "message": str(problem.get("detail", ""))[:999]},
+        "error": {"code": code, "message": message[:999]},
     }
     headers = {k: v for k, v in answer.headers.items() if k.lower() != "content-length"}
     return Response(orjson.dumps(problem), status_code=answer.status_code, headers=headers)
@@ -231,13 +239,15 @@ async def _status(
     query = body.message.txnstatus_request
     async with _primary(state) as conn:
         found = await dci.status_of(
-            conn, caller.principal, query.attribute_type, query.attribute_value
+            conn, caller.principal, query.attribute_type, query.attribute_value, query.txn_type
         )
     refs = None
     if query.attribute_type == "reference_id_list":
         v = query.attribute_value
         refs = {v} if isinstance(v, str) else set(v)
-    answer = dci.status_body(body.header, body.message.transaction_id, query.txn_type, found, refs)
+    answer = dci.status_body(
+        body.header, body.message.transaction_id, query.txn_type, found, refs, query.reference_id
+    )
     return signatures.sign(state.keyring, answer["header"], answer["message"])
 
 
@@ -291,4 +301,75 @@ async def get_txn_status(
     answer = await _status(state, caller, body, request.scope)
     async with _primary(state) as conn:
         correlation_id = await dci.submit_callback(conn, caller, body, url, answer, enqueue_dci)
+    return _ack(str(correlation_id))
+
+
+@router.post(
+    "/registry/subscribe",
+    summary="DCI subscribe: be notified of eligibility changes between releases",
+    description=(
+        "Acknowledged at once; the answer (`SubscribeResponse`, each subscription's `code`) is "
+        "POSTed to `header.sender_uri` + `/on-subscribe`. When a release is published and its "
+        "decisions stored, each subscription is sent `notify` callbacks (to `header.sender_uri` "
+        "+ `/notify`) naming the people whose eligibility changed against the release before, "
+        "as a change list would (`/v1/changes`): the same grants (bulk, field group "
+        "`decision`), field groups and audit. `filter`: a predicate list on `program` and "
+        "`change` (eq, in) and `region_code` (eq, a 2-10 digit prefix), ANDed (docs/dci.md)."
+    ),
+    response_model=DciAck,
+    openapi_extra={
+        "requestBody": {"content": {"application/json": {"example": DCI_SUBSCRIBE_EXAMPLE}}}
+    },
+    responses={
+        **problems(CallbackNotAllowed, BulkNotGranted),
+        200: {"content": {"application/json": {"example": DCI_ACK_EXAMPLE}}},
+    },
+)
+async def create_registry_subscription(
+    body: DciSubscribeEnvelope, state: State, caller: CallerDep, request: Request
+) -> Response:
+    signatures.check_request(caller.principal, await request.body())
+    dci.check_header(body.header, "subscribe")
+    dci.check_total(body.header, len(body.message.subscribe_request))
+    subscriptions.check_grants(caller.principal)
+    base = subscriptions.base_of(body.header.sender_uri, "/on-subscribe")
+    url = dci.callback_url(caller.principal, base, "/on-subscribe")
+    notify_url = dci.callback_url(caller.principal, base, "/notify")
+    async with _primary(state) as conn:
+        correlation_id = await subscriptions.subscribe(
+            conn, caller, body.header, body.message, url, notify_url, state.keyring, enqueue_dci
+        )
+    return _ack(str(correlation_id))
+
+
+@router.post(
+    "/registry/unsubscribe",
+    summary="DCI unsubscribe: end the client's own subscriptions",
+    description=(
+        "Acknowledged at once; the answer (`UnSubscribeResponse`) is POSTed to "
+        "`header.sender_uri` + `/on-unsubscribe`. Only the client that made a subscription "
+        "can end it: another's code is answered as an unknown one "
+        "(`rjct.subscription_code.invalid`)."
+    ),
+    response_model=DciAck,
+    openapi_extra={
+        "requestBody": {"content": {"application/json": {"example": DCI_UNSUBSCRIBE_EXAMPLE}}}
+    },
+    responses={
+        **problems(CallbackNotAllowed),
+        200: {"content": {"application/json": {"example": DCI_ACK_EXAMPLE}}},
+    },
+)
+async def delete_registry_subscription(
+    body: DciUnsubscribeEnvelope, state: State, caller: CallerDep, request: Request
+) -> Response:
+    signatures.check_request(caller.principal, await request.body())
+    dci.check_header(body.header, "unsubscribe")
+    dci.check_total(body.header, len(body.message.subscription_codes))
+    base = subscriptions.base_of(body.header.sender_uri, "/on-unsubscribe")
+    url = dci.callback_url(caller.principal, base, "/on-unsubscribe")
+    async with _primary(state) as conn:
+        correlation_id = await subscriptions.unsubscribe(
+            conn, caller, body.header, body.message, url, state.keyring, enqueue_dci
+        )
     return _ack(str(correlation_id))
