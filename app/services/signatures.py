@@ -13,6 +13,7 @@ is joserfc's.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,10 +21,11 @@ import orjson
 from joserfc import jws
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
+from joserfc.util import json_b64encode
 
 from app.auth.principal import Principal
 from app.errors import SignatureInvalid, ValidationFailed
-from app.services.receipts import ALG, Keyring
+from app.services.receipts import ALG, Keyring, b64url
 
 TYP = "dci-message+jws"
 # Asymmetric algorithms only: a client signs with a private key Tepat never holds.
@@ -42,13 +44,24 @@ def sign(keyring: Keyring | None, header: Mapping[str, Any], message: Mapping[st
     (without a keyring, unsigned)."""
     envelope: dict[str, Any] = {"header": header, "message": message}
     if keyring is not None:
-        key = keyring.current
-        protected = {"alg": ALG, "typ": TYP, "kid": key.kid}
-        token = jws.serialize_compact(
-            protected, signed_content(header, message), key.jwk, algorithms=[ALG]
-        )
-        envelope = {"signature": jws.detach_content(token), **envelope}
+        envelope = {"signature": detached(keyring, signed_content(header, message)), **envelope}
     return orjson.dumps(envelope)
+
+
+@functools.lru_cache(maxsize=8)
+def _protected(kid: str) -> bytes:
+    return json_b64encode({"alg": ALG, "typ": TYP, "kid": kid})
+
+
+def detached(keyring: Keyring, content: bytes) -> str:
+    """The detached compact JWS (`header..signature`) of `content` with the service's key: the
+    token joserfc's `serialize_compact` + `detach_content` make, byte for byte
+    (tests/dci/test_signatures.py), signed with libsodium as receipts are: about half the CPU
+    of the library's path on every DCI answer."""
+    key = keyring.current
+    protected = _protected(key.kid)
+    signature = key.signer.sign(protected + b"." + b64url(content)).signature
+    return (protected + b".." + b64url(signature)).decode("ascii")
 
 
 def check_request(principal: Principal, body: bytes) -> None:

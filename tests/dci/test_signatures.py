@@ -5,6 +5,7 @@ side is plain joserfc over the canonical JSON of header and message (docs/dci.md
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,7 +17,7 @@ from joserfc.jwk import ECKey, KeySet, OKPKey
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.errors import ValidationFailed
-from app.services import clients, signatures
+from app.services import clients, receipts, signatures
 from tests.dci.receiver import Receiver
 from tests.dci.test_dci import (
     ASYNC,
@@ -233,3 +234,22 @@ async def test_signatures_required_needs_keys(engine: AsyncEngine) -> None:
                 purposes=[PURPOSE],
                 signatures_required=True,
             )
+
+
+def test_the_services_signature_is_joserfcs_token_byte_for_byte(tmp_path: Path) -> None:
+    """Answers are signed with libsodium on a cached protected header; the detached token is
+    the one the JOSE library makes of the same content, and it verifies with the library."""
+    keyring = receipts.Keyring(receipts.generate(tmp_path / "service.pem"))
+    key = keyring.current
+    header = {"message_id": "m-1", "action": "on-search", "sender_id": "tepat"}
+    message = {"transaction_id": "t-1", "search_response": [{"reference_id": "r-1"}]}
+    content = signatures.signed_content(header, message)
+    protected = {"alg": receipts.ALG, "typ": signatures.TYP, "kid": key.kid}
+    by_library = jws.detach_content(
+        jws.serialize_compact(protected, content, key.jwk, algorithms=[receipts.ALG])
+    )
+    assert signatures.detached(keyring, content) == by_library
+    envelope = orjson.loads(signatures.sign(keyring, header, message))
+    assert envelope["signature"] == by_library
+    keys = KeySet.import_key_set(keyring.document)  # type: ignore[arg-type]
+    jws.deserialize_compact(envelope["signature"], keys, algorithms=[receipts.ALG], payload=content)
