@@ -42,10 +42,13 @@ def signed_content(header: Any, message: Any) -> bytes:
 def sign(keyring: Keyring | None, header: Mapping[str, Any], message: Mapping[str, Any]) -> bytes:
     """The envelope `{signature, header, message}` as sent, signed with the service's key
     (without a keyring, unsigned)."""
-    envelope: dict[str, Any] = {"header": header, "message": message}
-    if keyring is not None:
-        envelope = {"signature": detached(keyring, signed_content(header, message)), **envelope}
-    return orjson.dumps(envelope)
+    if keyring is None:
+        return orjson.dumps({"header": header, "message": message})
+    # The envelope is the signed content itself with the signature put in front: one
+    # serialization of the message, not two (`{"header":...,"message":...}`, keys sorted; the
+    # token is base64url and dots, nothing to escape).
+    content = signed_content(header, message)
+    return b'{"signature":"' + detached(keyring, content).encode("ascii") + b'",' + content[1:]
 
 
 @functools.lru_cache(maxsize=8)
