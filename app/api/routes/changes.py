@@ -34,6 +34,7 @@ from app.http.bodies import JsonRoute
 from app.http.state import AppState
 from app.schemas.changes import ChangesRequest
 from app.services import changes, jobs, worker
+from app.services.lookup import Caller
 from app.services.streams import ClientGone
 
 log = logging.getLogger("tepat.changes")
@@ -121,6 +122,22 @@ def _connect(state: AppState) -> changes.Connect:
     return connect
 
 
+def _asked(body: ChangesRequest, caller: Caller) -> changes.Asked:
+    """What a change list request asks, streamed or as a job: both need the bulk grant."""
+    if not caller.principal.bulk:
+        raise BulkNotGranted(
+            "a change list names many people: it needs the bulk grant (tepat client create --bulk)"
+        )
+    return changes.Asked(
+        body.from_snapshot,
+        body.to_snapshot,
+        body.rule_set,
+        list(body.programs) if body.programs else None,
+        list(body.kinds) if body.kinds else None,
+        body.kode_wilayah,
+    )
+
+
 @router.post(
     "/changes",
     summary="Who gained and lost eligibility between two releases, and why: NDJSON, streamed",
@@ -160,18 +177,7 @@ def _connect(state: AppState) -> changes.Connect:
 async def list_changes(
     body: ChangesRequest, request: Request, state: State, caller: CallerDep
 ) -> Response:
-    if not caller.principal.bulk:
-        raise BulkNotGranted(
-            "a change list names many people: it needs the bulk grant (tepat client create --bulk)"
-        )
-    asked = changes.Asked(
-        body.from_snapshot,
-        body.to_snapshot,
-        body.rule_set,
-        list(body.programs) if body.programs else None,
-        list(body.kinds) if body.kinds else None,
-        body.kode_wilayah,
-    )
+    asked = _asked(body, caller)
 
     async def pace(n: int) -> None:
         await limits.throttle(request.scope, caller.principal, n)
@@ -247,18 +253,7 @@ people listed are charged to the client's rate and daily quota chunk by chunk.
 async def submit_change_job(
     body: ChangesRequest, request: Request, state: State, caller: CallerDep
 ) -> Response:
-    if not caller.principal.bulk:
-        raise BulkNotGranted(
-            "a change list names many people: it needs the bulk grant (tepat client create --bulk)"
-        )
-    asked = changes.Asked(
-        body.from_snapshot,
-        body.to_snapshot,
-        body.rule_set,
-        list(body.programs) if body.programs else None,
-        list(body.kinds) if body.kinds else None,
-        body.kode_wilayah,
-    )
+    asked = _asked(body, caller)
     conn = await job_routes.connect(state)
     try:
         job = await jobs.submit_changes(
