@@ -3,10 +3,8 @@ download equals the stream's list, nobody twice, nobody skipped, one audit recor
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +20,7 @@ from app.main import create_app
 from tests.changes.conftest import post_changes, split
 from tests.changes.test_change_jobs import CHUNK, submit, without
 from tests.jobs.conftest import answers
-from tests.jobs.test_worker_crash import worker_process
+from tests.jobs.test_worker_crash import job_row, until, worker_process
 from tests.support import MakeClient, auth
 
 pytestmark = pytest.mark.slow
@@ -45,34 +43,6 @@ async def quiet_http(
             yield client
 
 
-async def _job(engine: AsyncEngine, job_id: str) -> dict[str, Any]:
-    async with engine.connect() as c:
-        row = (
-            (
-                await c.execute(
-                    text(
-                        "SELECT status, chunks_done, after_nik FROM bulk_jobs "
-                        "WHERE id = CAST(:id AS uuid)"
-                    ),
-                    {"id": job_id},
-                )
-            )
-            .mappings()
-            .one()
-        )
-    return dict(row)
-
-
-async def _until(engine: AsyncEngine, job_id: str, ok: Any, within: float = 120) -> dict[str, Any]:
-    deadline = time.monotonic() + within
-    while True:
-        job = await _job(engine, job_id)
-        if ok(job):
-            return job
-        assert time.monotonic() < deadline, job
-        await asyncio.sleep(0.05)
-
-
 async def test_a_killed_worker_s_list_is_finished_by_the_next(
     quiet_http: httpx.AsyncClient,
     make_client: MakeClient,
@@ -88,16 +58,16 @@ async def test_a_killed_worker_s_list_is_finished_by_the_next(
     killed = r.json()["id"]
     log = tmp_path / "workers.log"
     with worker_process(log, rate=CHUNK) as first:
-        at_kill = await _until(engine, killed, lambda j: j["chunks_done"] >= 1)
+        at_kill = await until(engine, killed, lambda j: j["chunks_done"] >= 1)
         os.kill(first.pid, signal.SIGKILL)
         first.wait(30)
-    after_kill = await _job(engine, killed)
+    after_kill = await job_row(engine, killed)
     assert after_kill["status"] == "running", log.read_text()[-3000:]  # it died mid-list
     assert after_kill["chunks_done"] >= at_kill["chunks_done"] >= 1
     assert after_kill["after_nik"] is not None
     with worker_process(log, rate=CHUNK):
-        await _until(engine, killed, lambda j: j["status"] != "running")
-    assert (await _job(engine, killed))["status"] == "succeeded", log.read_text()[-3000:]
+        await until(engine, killed, lambda j: j["status"] != "running")
+    assert (await job_row(engine, killed))["status"] == "succeeded", log.read_text()[-3000:]
 
     got = await http.get(f"/v1/bulk/jobs/{killed}/results", headers=auth(key))
     lines, summary = answers(got.content)

@@ -58,13 +58,14 @@ def worker_process(log: Path, rate: int = 3000) -> Iterator[subprocess.Popen[byt
                 proc.wait()
 
 
-async def _job(engine: AsyncEngine, job_id: str) -> dict[str, Any]:
+async def job_row(engine: AsyncEngine, job_id: str) -> dict[str, Any]:
+    """A job's progress as its row says (the crash tests of bulk and change-list jobs)."""
     async with engine.connect() as c:
         row = (
             (
                 await c.execute(
                     text(
-                        "SELECT status, chunks, chunks_done, request_id FROM bulk_jobs "
+                        "SELECT status, chunks, chunks_done, request_id, after_nik FROM bulk_jobs "
                         "WHERE id = CAST(:id AS uuid)"
                     ),
                     {"id": job_id},
@@ -76,10 +77,10 @@ async def _job(engine: AsyncEngine, job_id: str) -> dict[str, Any]:
     return dict(row)
 
 
-async def _until(engine: AsyncEngine, job_id: str, ok: Any, within: float = 120) -> dict[str, Any]:
+async def until(engine: AsyncEngine, job_id: str, ok: Any, within: float = 120) -> dict[str, Any]:
     deadline = time.monotonic() + within
     while True:
-        job = await _job(engine, job_id)
+        job = await job_row(engine, job_id)
         if ok(job):
             return job
         assert time.monotonic() < deadline, job
@@ -103,10 +104,10 @@ async def test_a_killed_worker_s_job_is_finished_by_the_next(
     log = tmp_path / "workers.log"
 
     with worker_process(log) as first:
-        at_kill = await _until(engine, killed, lambda j: j["chunks_done"] >= 5)
+        at_kill = await until(engine, killed, lambda j: j["chunks_done"] >= 5)
         os.kill(first.pid, signal.SIGKILL)
         first.wait(30)
-    after_kill = await _job(engine, killed)
+    after_kill = await job_row(engine, killed)
     assert after_kill["status"] == "running"  # nobody finished it: it died mid-way
     assert 5 <= after_kill["chunks_done"] < after_kill["chunks"] == CHUNKS + 1
     assert after_kill["chunks_done"] >= at_kill["chunks_done"]
@@ -115,9 +116,9 @@ async def test_a_killed_worker_s_job_is_finished_by_the_next(
     r2 = await submit(http, key, body)
     through = r2.json()["id"]
     with worker_process(log):
-        await _until(engine, killed, lambda j: j["status"] != "running")
-        await _until(engine, through, lambda j: j["status"] not in ("queued", "running"))
-    assert (await _job(engine, killed))["status"] == "succeeded", log.read_text()[-3000:]
+        await until(engine, killed, lambda j: j["status"] != "running")
+        await until(engine, through, lambda j: j["status"] not in ("queued", "running"))
+    assert (await job_row(engine, killed))["status"] == "succeeded", log.read_text()[-3000:]
 
     got = await http.get(f"/v1/bulk/jobs/{killed}/results", headers=auth(key))
     want = await http.get(f"/v1/bulk/jobs/{through}/results", headers=auth(key))
@@ -171,7 +172,7 @@ async def test_a_job_queued_before_0003_is_stored_and_served_as_answered(
     new = (await submit(http, key, body)).json()["id"]
     with worker_process(tmp_path / "worker.log"):
         for job_id in (old, new):
-            await _until(engine, job_id, lambda j: j["status"] not in ("queued", "running"))
+            await until(engine, job_id, lambda j: j["status"] not in ("queued", "running"))
     got = {
         job_id: answers(
             (await http.get(f"/v1/bulk/jobs/{job_id}/results", headers=auth(key))).content
