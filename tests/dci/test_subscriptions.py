@@ -71,14 +71,19 @@ async def made(engine: AsyncEngine) -> AsyncIterator[list[str]]:
 
 
 async def _client(
-    engine: AsyncEngine, made: list[str], prefix: str | None, *, bulk: bool = True
+    engine: AsyncEngine,
+    made: list[str],
+    prefix: str | None,
+    *,
+    bulk: bool = True,
+    groups: list[str] = ALL_GROUPS,
 ) -> str:
     async with engine.begin() as conn:
         info, key = await clients.create_client(
             conn,
             name="dci subscriber",
             programs=ALL_PROGRAMS,
-            field_groups=ALL_GROUPS,
+            field_groups=groups,
             purposes=[PURPOSE],
             bulk=bulk,
             callback_url_prefix=prefix,
@@ -349,6 +354,9 @@ async def test_a_publish_notifies_each_subscriber_of_its_change_list(
         narrow = [predicate("program", "eq", "PKH"), predicate("change", "in", ["lost"])]
         narrow_code = await _subscribed(dci_http, receiver, key, "/dci/pkh", narrow)
         ended = await _subscribed(dci_http, receiver, key, "/dci/gone", [])
+        # A client granted only decisions: no decile, family, identity, attributes or health.
+        lean_key = await _client(engine, made, receiver.base + "/dci", groups=["decision"])
+        lean_code = await _subscribed(dci_http, receiver, lean_key, "/dci/lean", [])
         r = await dci_http.post(
             UNSUBSCRIBE,
             json=unsubscribe_body([ended], receiver.base + "/dci/gone"),
@@ -399,6 +407,26 @@ async def test_a_publish_notifies_each_subscriber_of_its_change_list(
                 return out
 
             assert listed(notified) == {line["nik"]: line["changes"] for line in lines}
+            (lean_done,) = await _notification_done(engine, lean_code)
+            lean = await _until(receiver, "/dci/lean/notify", lean_done.pages)
+            assert listed(lean) == listed(notified)  # the same people and changes
+
+            def shown(bodies: list[dict[str, Any]]) -> set[str]:
+                """Every key of every notified record and every additional attribute's name."""
+                out: set[str] = set()
+                for body in bodies:
+                    for event in body["message"]["notify_event"]:
+                        record = event["data"]["reg_records"]
+                        out |= set(record)
+                        out |= {a["name"] for a in record["additional_attributes"]}
+                return out
+
+            personal = {"decile", "family", "name", "sex", "birth_date", "attributes", "health"}
+            assert shown(notified) & {"decile", "family"}  # the full client sees them
+            assert not shown(lean) & personal, shown(lean)
+            for body in lean:
+                text_ = orjson.dumps(body["message"]).decode()
+                assert "no_kk" not in text_ and "relationship" not in text_
             assert listed(narrowed) == {line["nik"]: line["changes"] for line in pkh_lines}
             assert done.people == len(lines) and len(lines) > PAGE
 
