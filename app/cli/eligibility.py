@@ -168,7 +168,8 @@ def materialize_cmd(
     snapshot: Annotated[str | None, typer.Option(help="Default: the current snapshot")] = None,
     rule_set: Annotated[str | None, typer.Option("--rule-set", help="Default: in force")] = None,
     jobs: Annotated[
-        int | None, typer.Option(min=1, help="Processes (default: the number of cores)")
+        int | None,
+        typer.Option(min=1, help="Ranges of No. KK decided at once (default: the number of cores)"),
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:

@@ -143,7 +143,7 @@ DECISION_CODE: tuple[CodeField, ...] = (
 # Each criterion's `passed` flag of a stored decision, one bit each (bit i = CRITERIA[i]), in the
 # `criteria` column: what a change list (app/services/changes.py) names as the reasons a
 # decision flipped, without running the engine again. Written by app/services/materialize.py
-# from the engine's own criteria.
+# from app.eligibility.columnar's pass flags, the engine's criteria computed over arrays.
 CRITERIA: tuple[tuple[str, str], ...] = (
     ("PKH", "decile_in_range"), ("PKH", "not_excluded"), ("PKH", "has_component"),
     ("BPNT", "decile_in_range"), ("BPNT", "not_excluded"),

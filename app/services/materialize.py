@@ -1,11 +1,12 @@
-"""Decisions of a whole snapshot under one rule set, computed once by the engine and stored.
+"""Decisions of a whole snapshot under one rule set, computed once and stored.
 
-The engine (app.eligibility) stays the only implementation of docs/rules.md: this streams every
-family with its members out of the snapshot (a server-side cursor, ordered by No. KK), evaluates
-it in Python, and COPYs one compact row a person into a table of its own, which becomes the
-(snapshot, rule set) partition of `decisions` (ATTACH PARTITION) in one transaction together with
-its `materializations` row, so it is visible whole or not at all. Both inputs are immutable, so
-the result never needs recomputing.
+This reads every family with its members out of the snapshot in chunks of No. KK (COPY, in a
+repeatable-read transaction), decides a chunk at a time with app.eligibility.columnar (the
+engine's rules over arrays, held equal to `evaluate_family` by its tests), and COPYs one compact
+row a person into a table of its own, which becomes the (snapshot, rule set) partition of
+`decisions` (ATTACH PARTITION) in one transaction together with its `materializations` row, so
+it is visible whole or not at all. Both inputs are immutable, so the result never needs
+recomputing.
 """
 
 from __future__ import annotations
@@ -13,69 +14,27 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from multiprocessing import get_context
+from itertools import pairwise
 
 import asyncpg
 
 from app import db
 from app.config import Settings
-from app.eligibility import (
-    PROGRAM_ORDER,
-    SCHOOL_LEVELS,
-    Decision,
-    FamilyEvaluation,
-    Program,
-    RuleSet,
-    evaluate_family,
-)
-from app.identifiers import as_str
+from app.eligibility import RuleSet
 from app.models.tables import CRITERIA
-from app.repositories.registry import FamilyRow, PersonRow
 from app.schemas.snapshots import Snapshot
-from app.services.eligibility import to_family
+from app.services.decide import COLUMNS, copy_source
 
 Progress = Callable[[int], None]
+CRITERION_BITS = {criterion: 1 << i for i, criterion in enumerate(CRITERIA)}
 
-_STREAM = """
-SELECT f.no_kk, f.region_code, f.decile, f.asn_tni_polri, f.pkh_recipient, f.bpnt_recipient,
-       f.home_ownership, f.floor_area_m2, f.drinking_water, f.toilet, f.lighting, f.power_va,
-       m.nik, m.relationship, m.sex, m.birth_date, m.name, m.marital_status, m.school_status,
-       m.school_level, m.disability, m.pregnant, m.chronic_illness, m.working, m.pbi_recipient
-FROM families_{k} f JOIN people_{k} m ON m.no_kk = f.no_kk
-{where}ORDER BY f.no_kk
-"""
 # The first No. KK of each of `$1` ranges of about equal family counts.
 _SPLITS = """
 SELECT min(no_kk) FROM (SELECT no_kk, ntile($1) OVER (ORDER BY no_kk) AS t FROM families_{k}) r
 GROUP BY t ORDER BY 1
 """
-
-# The COPY's columns: those the same for every member of a family first, so that part of a line
-# is rendered once a family; then the person's.
-COLUMNS = (
-    "snapshot_key", "rule_set_key", "no_kk", "region_code", "pkh_yearly", "decile",
-    "pkh_eligible", "bpnt_eligible", "pkh_recipient", "bpnt_recipient",
-    "nik", "relationship", "head", "sr_level", "sr_priority", "criteria", "pbi_eligible",
-    "sr_eligible", "pbi_recipient", "sex", "marital_status", "school_status", "school_level",
-    "disability", "pregnant", "chronic_illness", "working", "birth_date", "name",
-)  # fmt: skip
-_LEVEL = {name: str(code) for name, code in SCHOOL_LEVELS.items()}  # Sekolah Rakyat's: SR_LEVELS
-NULL = "\\N"
-_BIT = {criterion: 1 << i for i, criterion in enumerate(CRITERIA)}
-
-
-def criteria_bits(decisions: Iterable[Decision]) -> int:
-    """The `criteria` column: each criterion's passed flag at its bit (app.models.tables.CRITERIA)."""
-    bits = 0
-    for d in decisions:
-        program = str(d.program)
-        for c in d.criteria:
-            if c.passed:
-                bits |= _BIT[program, c.id]
-    return bits
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,133 +45,6 @@ class Materialized:
     families: int
     seconds: float
     created: bool  # False: it was stored already
-
-
-def _b(value: bool | None) -> str:
-    return NULL if value is None else ("t" if value else "f")
-
-
-def _i(value: int | None) -> str:
-    return NULL if value is None else str(value)
-
-
-_B = {None: NULL, True: "t", False: "f"}
-_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-
-
-def copy_text(value: str) -> str:
-    """`value` as one field of COPY's text format (backslash, tab and line breaks escaped)."""
-    return value.translate(_COPY_ESCAPES)
-
-
-# The person's own coded fields (sex to working) rendered once per distinct combination: a few
-# hundred in a release, and a dictionary probe is cheaper than formatting eight fields a person.
-_OwnKey = tuple[
-    int, int | None, int | None, int | None, int | None, bool | None, bool | None, bool | None
-]
-_OWN: dict[_OwnKey, str] = {}
-_OWN_MAX = 1 << 16
-
-
-def _own(m: PersonRow) -> str:
-    key = (
-        m.sex, m.marital_status, m.school_status, m.school_level, m.disability, m.pregnant,
-        m.chronic_illness, m.working,
-    )  # fmt: skip
-    text = _OWN.get(key)
-    if text is None:
-        text = (
-            f"{m.sex}\t{_i(m.marital_status)}\t{_i(m.school_status)}\t{_i(m.school_level)}\t"
-            f"{_i(m.disability)}\t{_b(m.pregnant)}\t{_b(m.chronic_illness)}\t{_b(m.working)}"
-        )
-        if len(_OWN) < _OWN_MAX:
-            _OWN[key] = text
-    return text
-
-
-def rows_of(
-    snapshot_key: int,
-    rule_set_key: int,
-    f: FamilyRow,
-    members: list[PersonRow],
-    evaluation: FamilyEvaluation,
-) -> list[str]:
-    """The COPY lines of one family in COLUMNS' order: a person a line (family programs
-    repeated, `head` once)."""
-    by_program = {d.program: d for d in evaluation.family}
-    pkh, bpnt = by_program[Program.PKH], by_program[Program.BPNT]
-    yearly = (pkh.benefit or {}).get("yearly_rupiah", 0) if pkh.eligible else 0
-    head_nik = min((m.nik for m in members if m.relationship == 1), default=None)
-    family = (
-        f"{snapshot_key}\t{rule_set_key}\t{f.no_kk}\t{f.region_code}\t{yearly}\t"
-        f"{NULL if f.decile is None else f.decile}\t{_B[pkh.eligible]}\t{_B[bpnt.eligible]}\t"
-        f"{_B[f.pkh_recipient]}\t{_B[f.bpnt_recipient]}\t"
-    )
-    lines = []
-    family_bits = criteria_bits(evaluation.family)
-    people = evaluation.people
-    for m in members:
-        pbi, sr = people[as_str(m.nik)]
-        bits = family_bits | criteria_bits((pbi, sr))
-        lines.append(
-            f"{family}{m.nik}\t{m.relationship}\t{_B[m.nik == head_nik]}\t"
-            f"{_LEVEL.get(sr.level or '', NULL)}\t{NULL if sr.priority is None else sr.priority}\t"
-            f"{bits}\t{_B[pbi.eligible]}\t{_B[sr.eligible]}\t{_B[m.pbi_recipient]}\t{_own(m)}\t"
-            f"{m.birth_date.isoformat()}\t{m.name.translate(_COPY_ESCAPES)}\n"
-        )
-    return lines
-
-
-async def _families(
-    reader: asyncpg.Connection, key: int, lo: int | None = None, hi: int | None = None
-) -> AsyncIterator[tuple[FamilyRow, list[PersonRow]]]:
-    """Every family of the snapshot with its members, by No. KK; only `lo <= no_kk < hi` when
-    given (a missing bound is open)."""
-    where = "WHERE ($1::bigint IS NULL OR f.no_kk >= $1) AND ($2::bigint IS NULL OR f.no_kk < $2)\n"
-    current: FamilyRow | None = None
-    members: list[PersonRow] = []
-    query = _STREAM.format(k=int(key), where=where)
-    async for r in reader.cursor(query, lo, hi, prefetch=5000):
-        if current is None or r[0] != current.no_kk:
-            if current is not None:
-                yield current, members
-            current, members = FamilyRow(*r[:12]), []
-        members.append(PersonRow(*r[12:]))
-    if current is not None:
-        yield current, members
-
-
-async def _copy_source(
-    reader: asyncpg.Connection,
-    snapshot: Snapshot,
-    rule_set: RuleSet,
-    rule_set_key: int,
-    counts: dict[str, int],
-    progress: Progress | None,
-    lo: int | None = None,
-    hi: int | None = None,
-) -> AsyncIterator[bytes]:
-    """COPY text of the decisions of the families `lo <= no_kk < hi`, ~8,192 people a chunk."""
-    key = snapshot.key
-    buffer: list[str] = []
-    async with reader.transaction(isolation="repeatable_read", readonly=True):
-        async for f, members in _families(reader, key, lo, hi):
-            evaluation = evaluate_family(
-                to_family(f, members), rule_set, snapshot.cutoff_date, PROGRAM_ORDER
-            )
-            buffer.extend(rows_of(key, rule_set_key, f, members, evaluation))
-            counts["families"] += 1
-            if len(buffer) >= 8192:
-                counts["people"] += len(buffer)
-                if progress:
-                    progress(len(buffer))
-                yield "".join(buffer).encode()
-                buffer.clear()
-    if buffer:
-        counts["people"] += len(buffer)
-        if progress:
-            progress(len(buffer))
-        yield "".join(buffer).encode()
 
 
 async def _already_stored(
@@ -364,7 +196,9 @@ async def materialize(
     counts = {"people": 0, "families": 0}
 
     def source() -> AsyncIterator[bytes]:
-        return _copy_source(reader, snapshot, rule_set, rule_set_key, counts, progress)
+        return copy_source(
+            reader, snapshot, rule_set, rule_set_key, CRITERION_BITS, counts, progress
+        )
 
     attach = await _snapshot_partition(writer, key)
     # Like the importer, this is operator batch work: it owns its transaction.
@@ -382,41 +216,9 @@ async def materialize(
     )
 
 
-# --jobs N: ranges of No. KK evaluated in N processes. The staging table is committed empty, each
-# worker COPYs its range into it and commits; no query reads it. The publishing transaction then
-# makes it the leaf (above). A failed worker fails the run and the staging table is dropped.
-
-
-def _worker(
-    settings: Settings,
-    snapshot: Snapshot,
-    rule_set: RuleSet,
-    rule_set_key: int,
-    lo: int | None,
-    hi: int | None,
-) -> tuple[int, int]:
-    """One process's range: its people and families, COPYed into the staging table."""
-
-    async def go() -> tuple[int, int]:
-        reader = await db.connect_raw(settings)
-        writer = await db.connect_raw(settings)
-        counts = {"people": 0, "families": 0}
-        try:
-            async with writer.transaction():
-                await writer.copy_to_table(
-                    _staging(snapshot.key, rule_set_key),
-                    source=_copy_source(
-                        reader, snapshot, rule_set, rule_set_key, counts, None, lo, hi
-                    ),
-                    columns=list(COLUMNS),
-                    format="text",
-                )
-        finally:
-            await reader.close()
-            await writer.close()
-        return counts["people"], counts["families"]
-
-    return asyncio.run(go())
+# --jobs N: ranges of No. KK decided side by side, each over its own connections. The staging
+# table is committed empty, each range COPYs into it and commits; no query reads it. The publishing transaction then makes it the
+# leaf (above). A failed range fails the run and the staging table is dropped.
 
 
 async def materialize_jobs(
@@ -427,9 +229,11 @@ async def materialize_jobs(
     jobs: int | None = None,
     progress: Progress | None = None,
 ) -> Materialized:
-    """`materialize` over `jobs` processes (default: the number of cores). One job: as before,
-    one COPY in one transaction. Several: ranges of No. KK of about equal family counts, each in
-    a spawned process, then one publishing transaction. Identical rows either way."""
+    """`materialize` over `jobs` ranges at once (default: the number of cores). One job: as
+    before, one COPY in one transaction. Several: ranges of No. KK of about equal family counts,
+    each read, decided and COPYed over its own two connections, side by side in this process
+    (the rules run in threads: numpy and pyarrow release the GIL, and the server does most of
+    the work), then one publishing transaction. Identical rows either way."""
     jobs = jobs or os.cpu_count() or 1
     if jobs <= 1:
         reader = await db.connect_raw(settings)
@@ -458,32 +262,34 @@ async def materialize_jobs(
             splits = [r[0] for r in await conn.fetch(_SPLITS.format(k=int(key)), jobs)]
             bounds: list[int | None] = [None, *splits[1:], None]
             counts = {"people": 0, "families": 0}
-            try:
-                loop = asyncio.get_running_loop()
-                with ProcessPoolExecutor(len(splits) or 1, mp_context=get_context("spawn")) as pool:
-                    futures = [
-                        loop.run_in_executor(
-                            pool,
-                            _worker,
-                            settings,
-                            snapshot,
-                            rule_set,
-                            rule_set_key,
-                            bounds[i],
-                            bounds[i + 1],
+
+            async def copy_range(lo: int | None, hi: int | None) -> None:
+                reader = await db.connect_raw(settings)
+                writer = await db.connect_raw(settings)
+                try:
+                    async with writer.transaction():
+                        source = copy_source(
+                            reader, snapshot, rule_set, rule_set_key, CRITERION_BITS, counts,
+                            progress, lo, hi,
+                        )  # fmt: skip
+                        await writer.copy_to_table(
+                            staging, source=source, columns=list(COLUMNS), format="text"
                         )
-                        for i in range(len(bounds) - 1)
-                    ]
-                    try:
-                        for finished in asyncio.as_completed(futures):
-                            n, f = await finished
-                            counts["people"] += n
-                            counts["families"] += f
-                            if progress:
-                                progress(n)
-                    except BaseException:
-                        pool.shutdown(wait=True, cancel_futures=True)
-                        raise
+                finally:
+                    await reader.close()
+                    await writer.close()
+
+            try:
+                # One failed range cancels the others (their COPYs roll back) and fails the run
+                # with its own exception.
+                tasks = [asyncio.create_task(copy_range(lo, hi)) for lo, hi in pairwise(bounds)]
+                try:
+                    await asyncio.gather(*tasks)
+                except BaseException:
+                    for task in tasks:
+                        task.cancel()
+                    await asyncio.gather(*tasks, return_exceptions=True)
+                    raise
                 async with conn.transaction():
                     seconds = await _publish(conn, key, rule_set_key, attach, counts, started)
             except BaseException:

@@ -1,5 +1,5 @@
-"""`materialize --jobs N`: ranges of No. KK in several processes store exactly the rows of one
-process; each (snapshot, rule set) is published as a partition of its own, indexed, the lookup
+"""`materialize --jobs N`: ranges of No. KK decided side by side store exactly the rows of a
+single range; each (snapshot, rule set) is published as a partition of its own, indexed, the lookup
 still one index probe; a failing or killed run leaves nothing visible."""
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ async def _forget(settings: Settings) -> int:
         await raw.close()
 
 
-async def test_several_processes_store_the_rows_of_one(
+async def test_several_ranges_store_the_rows_of_one(
     engine: AsyncEngine, settings: Settings, release: Path
 ) -> None:
     key = await _forget(settings)
@@ -104,8 +104,8 @@ async def test_a_failing_range_fails_the_run_and_leaves_nothing_visible(
     key = await _forget(settings)
     raw = await db.connect_raw(settings)
     try:
-        # A birth date past year 9999 in the last family: only the last range's worker fails
-        # (its stream cannot decode it), after the others may have finished theirs.
+        # A birth date past year 9999 in the last family: only the last range fails (the rules
+        # cannot take it), after the others may have finished theirs.
         last = await raw.fetchval(f"SELECT max(no_kk) FROM families_{key}")
         before = await raw.fetchval(
             f"SELECT birth_date FROM people_{key} WHERE no_kk = $1 ORDER BY nik LIMIT 1", last
@@ -302,7 +302,7 @@ async def test_rows_a_killed_run_left_staged_are_never_published(
         rule_set_key = await raw.fetchval(
             "SELECT key FROM rule_sets WHERE id = $1", pinned.rule_set.id
         )
-        # A killed run's staging table, one worker's rows committed (here: a made-up person).
+        # A killed run's staging table, one range's rows committed (here: a made-up person).
         staging = f"decisions_staging_{key}_{rule_set_key}"
         await raw.execute(
             f"CREATE TABLE {staging} (LIKE decisions INCLUDING DEFAULTS INCLUDING GENERATED)"
@@ -330,7 +330,7 @@ async def test_rows_a_killed_run_left_staged_are_never_published(
 
 
 async def _wait_for_staging_copy(raw: asyncpg.Connection, proc: subprocess.Popen[bytes]) -> bool:
-    """Wait (bounded) until a worker is COPYing into the staging table."""
+    """Wait (bounded) until a range is COPYing into the staging table."""
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
         seen = await raw.fetchval(
@@ -357,12 +357,12 @@ async def test_kill_9_mid_run_leaves_nothing_visible_and_a_rerun_stores_all(
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            start_new_session=True,  # its workers too: the whole process group is killed
+            start_new_session=True,  # the whole process group is killed
         )
         reached = await _wait_for_staging_copy(raw, proc)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
-        assert reached, "the run finished before its workers were COPYing"
+        assert reached, "the run finished before its ranges were COPYing"
         assert await raw.fetchval(f"SELECT count(*) FROM decisions WHERE snapshot_key = {key}") == 0
         assert (
             await raw.fetchval("SELECT count(*) FROM materializations WHERE snapshot_key = $1", key)
