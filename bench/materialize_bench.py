@@ -31,7 +31,7 @@ import psutil
 
 from app import db
 from app.config import Settings
-from app.services.materialize import COLUMNS
+from app.services.decide import COLUMNS
 from bench import import_bench
 from bench.common import emit, server_url
 

@@ -167,15 +167,14 @@ def test_equal_to_the_engine_under_other_parameters(rules: RuleSet, n: int) -> N
 def test_pkh_walk_of_a_crowded_family(rules: RuleSet) -> None:
     """Three toddlers (cap 2), the third attending SD, two pregnant, an elderly: the member
     limit of 4 falls inside SD, after the capped ones; the engine and the columns agree."""
-    on_sd = {"school_status": 1, "school_level": "SD"}
     toddler = ON.replace(year=ON.year - 6)
     specs = [
-        ("3201000000000001", toddler, False, on_sd),
-        ("3201000000000002", toddler, False, {}),
-        ("3201000000000003", toddler, False, {}),
-        ("3201000000000004", date(1990, 1, 1), True, {}),
-        ("3201000000000005", date(1991, 1, 1), True, {}),
-        ("3201000000000006", date(1950, 1, 1), False, {}),
+        ("3201000000000001", toddler, False, True),  # also attends SD
+        ("3201000000000002", toddler, False, False),
+        ("3201000000000003", toddler, False, False),
+        ("3201000000000004", date(1990, 1, 1), True, False),
+        ("3201000000000005", date(1991, 1, 1), True, False),
+        ("3201000000000006", date(1950, 1, 1), False, False),
     ]
     members = tuple(
         Member(
@@ -184,12 +183,12 @@ def test_pkh_walk_of_a_crowded_family(rules: RuleSet) -> None:
             sex=2,
             birth_date=birth,
             pregnant=pregnant,
-            school_status=extra.get("school_status"),
-            school_level=extra.get("school_level"),
+            school_status=1 if at_sd else None,
+            school_level="SD" if at_sd else None,
             disability=None,
             pbi_recipient=None,
         )
-        for i, (nik, birth, pregnant, extra) in enumerate(specs)
+        for i, (nik, birth, pregnant, at_sd) in enumerate(specs)
     )
     fam = Family("3201000000000099", 1, False, None, None, members)
     pkh = evaluate_family(fam, rules, ON, (Program.PKH,)).family[0]

@@ -22,7 +22,7 @@ from app.config import Settings
 from app.eligibility import RuleSet
 from app.repositories.decisions import stored_query
 from app.services import materialize, pinning, rule_sets
-from app.services.materialize import COLUMNS
+from app.services.decide import COLUMNS
 from tests.helpers import imported_release
 
 RELEASE = "2025-12-31"
