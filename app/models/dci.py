@@ -9,6 +9,7 @@ until the callback is delivered (or its attempts run out); both are cleared then
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     CheckConstraint,
     Column,
     DateTime,
@@ -97,5 +98,7 @@ dci_notifications = Table(
     Column("people", Integer, nullable=False, server_default=text("0")),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("done_at", DateTime(timezone=True)),
+    # The last person of the committed pages: a restarted notification resumes after it.
+    Column("after_nik", BigInteger),
     CheckConstraint("status IN ('pdng', 'succ', 'rjct')", name="status"),
 )

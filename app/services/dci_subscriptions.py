@@ -38,10 +38,10 @@ from app.repositories import clients as clients_repo
 from app.repositories import dci as dci_repo
 from app.repositories import decisions as decisions_repo
 from app.schemas.dci import DciHeader, DciSubscribeMessage, DciUnsubscribeMessage
-from app.services import changes, dci, signatures
-from app.services.audit.writer import AuditWriter
+from app.services import bulk, changes, dci, signatures
+from app.services.audit.writer import AuditWriter, append
 from app.services.catalog import Reads
-from app.services.lookup import Caller
+from app.services.lookup import Caller, Recorded, access_entry, receipt
 from app.services.pinning import pin
 from app.services.receipts import Keyring
 
@@ -662,53 +662,81 @@ async def _pages(
         finally:
             await stream.close()
 
-    paced = None if pace is None else (lambda n: pace(caller.principal, n))
-    listed = changes.ChangeList(plan, audit, caller, reader, paced, page_size)
-    held: list[dict[str, Any]] | None = None
-    page = people = 0
+    # Where the pages committed so far end (a worker that died left them): resumed after.
+    at = await conn.fetchrow(
+        "SELECT after_nik, pages, people FROM dci_notifications WHERE subscription_id = $1 "
+        "AND from_snapshot_key = $2 AND to_snapshot_key = $3",
+        pair.subscription, pair.from_key, pair.to_key,
+    )  # fmt: skip
+    listed = changes.ChangeList(
+        plan, audit, caller, reader, None, page_size, ordered=True, after_nik=at["after_nik"]
+    )
+    page, people = at["pages"], at["people"]
 
-    async def store(lines: list[dict[str, Any]], last: bool) -> None:
+    async def store(chunk: bulk.Chunk, last_nik: int | None, last: bool) -> bool:
+        """One page: its audit record, the callback stored and queued, and the cursor, in one
+        transaction. False if the page was stored already (another worker got there)."""
         nonlocal page, people
-        page += 1
-        people += len(lines)
-        body = notify_body(
-            row, criteria, plan, lines, page, last, listed.tally.audit_ids[page - 1],
-            listed.tally.receipts[page - 1], caller.request_id, audit.keyring,
+        if pace is not None:  # the people notified, charged as a stream's are
+            await pace(caller.principal, chunk.niks)
+        lines = [orjson.loads(x) for x in chunk.data.splitlines() if x.strip()]
+        audit_id = chunk.audit_id
+        if audit_id is None:
+            raise ValueError("a page that discloses nothing has no audit record")
+        entry = access_entry(
+            caller, audit_id, changes.OPERATION, plan.after, chunk.subjects,
+            chunk.found, chunk.data, plan.audit_names(),
         )  # fmt: skip
-        pid = page_id(pair, page)
+        pid = page_id(pair, page + 1)
         async with conn.transaction():
+            # Chained under the audit head's row lock in this transaction: the record is
+            # durable exactly when its page is, and a rolled-back page leaves none.
+            placed = await append(conn, [audit.unchained(entry)])
+            recorded = Recorded(audit_id, placed[0].seq, entry.response_digest)
+            body = notify_body(
+                row, criteria, plan, lines, page + 1, last, audit_id,
+                receipt(audit, plan.after, recorded), caller.request_id, audit.keyring,
+            )  # fmt: skip
             new = await conn.fetchval(
                 "INSERT INTO dci_transactions (id, client_id, transaction_id, message_id, action, "
                 "mode, status, purpose, request_id, outcome, callback_url, response) "
                 "VALUES ($1, $2, $3, $4, 'notify', 'async', 'succ', $5, $6, '[]'::jsonb, $7, $8) "
                 "ON CONFLICT (id) DO NOTHING RETURNING 1",
-                pid, row["client_id"], row["transaction_id"], f"notify-{page}", row["purpose"],
-                caller.request_id, row["notify_url"], body,
+                pid, row["client_id"], row["transaction_id"], f"notify-{page + 1}",
+                row["purpose"], caller.request_id, row["notify_url"], body,
             )  # fmt: skip
-            if new:
-                await enqueue(conn, pid)
+            if not new:
+                raise _Stored
+            await enqueue(conn, pid)
+            await conn.execute(
+                "UPDATE dci_notifications SET after_nik = $4, pages = $5, people = $6 "
+                "WHERE subscription_id = $1 AND from_snapshot_key = $2 AND to_snapshot_key = $3",
+                pair.subscription, pair.from_key, pair.to_key, last_nik, page + 1,
+                people + len(lines),
+            )  # fmt: skip
+        page += 1
+        people += len(lines)
+        return True
 
+    # A page is stored once the next is read, so that the last one says it is the last.
+    held: tuple[bulk.Chunk, int | None] | None = None
     try:
-        async for chunk in listed.stream():
-            lines = [orjson.loads(x) for x in chunk.splitlines() if x.strip()]
-            if lines and "error" in lines[-1]:
-                raise NotifyLater(300.0, str(lines[-1]["error"].get("code")))
-            if lines and "summary" in lines[-1]:
-                lines = lines[:-1]
-                if lines:  # (a summary arrives alone; kept general)
-                    if held is not None:
-                        await store(held, False)
-                    held = lines
-                break
+        async for chunk in listed.rendered():
             if held is not None:
-                await store(held, False)
-            held = lines
+                await store(*held, last=False)
+            held = (chunk, listed.last_nik)
         if held is not None:
-            await store(held, True)
+            await store(*held, last=True)
     except TepatError as e:
         raise NotifyLater(300.0, e.code) from None
+    except _Stored:
+        return "done"
     await _finish(conn, pair, "succ", page, people)
     return f"{page} page(s), {people} people"
+
+
+class _Stored(Exception):
+    """A page of the notification was stored by another worker: the rest is its to store."""
 
 
 async def _finish(

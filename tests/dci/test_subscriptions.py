@@ -308,8 +308,8 @@ async def test_subscribe_is_refused_as_search_is(
         receiver.close()
 
 
-async def _notification_done(engine: AsyncEngine, code: str) -> list[Any]:
-    for _ in range(2400):  # bounded: the worker computes and stores the pages
+async def _notification_done(engine: AsyncEngine, code: str, *, wait: bool = True) -> list[Any]:
+    for _ in range(2400 if wait else 1):  # bounded: the worker computes and stores the pages
         async with engine.connect() as conn:
             rows = (
                 await conn.execute(
@@ -320,7 +320,7 @@ async def _notification_done(engine: AsyncEngine, code: str) -> list[Any]:
                     {"id": uuid.UUID(code)},
                 )
             ).all()
-        if rows and all(r.status != "pdng" for r in rows):
+        if rows and (not wait or all(r.status != "pdng" for r in rows)):
             return list(rows)
         await asyncio.sleep(0.05)
     raise AssertionError("the notification was not computed")
@@ -341,6 +341,7 @@ async def _subscribed(
 
 
 async def test_a_publish_notifies_each_subscriber_of_its_change_list(
+    notify_app: FastAPI,
     dci_http: httpx.AsyncClient,
     engine: AsyncEngine,
     settings: Settings,
@@ -458,7 +459,8 @@ async def test_a_publish_notifies_each_subscriber_of_its_change_list(
                 assert list(operations) == ["changes"] * done.pages
 
             # Once per pair: found again, or its job run again (a worker restarted), nothing
-            # new is stored or sent.
+            # new is stored, sent or audited.
+            records = await _client_records(engine, code)
             raw = await db.connect_raw(settings)
             try:
                 async with raw.transaction():
@@ -488,8 +490,128 @@ async def test_a_publish_notifies_each_subscriber_of_its_change_list(
             assert stored == done.pages
             await asyncio.sleep(0.5)
             assert len(_callbacks(receiver, "/dci/all/notify")) == done.pages
+            assert await _client_records(engine, code) == records  # nothing audited again
+
+            # A worker dies inside the second page's transaction; the next run resumes after
+            # the first page: every page stored, and audited, exactly once.
+            await _crash_and_resume(notify_app, engine, settings, code, done, receiver, lines)
     finally:
         receiver.close()
+
+
+async def _audited(engine: AsyncEngine, url: str) -> int:
+    """The audit records of the notify pages stored for `url` and not yet delivered (each
+    names its record)."""
+    async with engine.connect() as conn:
+        bodies = (
+            await conn.execute(
+                text(
+                    "SELECT response FROM dci_transactions WHERE action = 'notify' "
+                    "AND callback_url = :u AND response IS NOT NULL"
+                ),
+                {"u": url},
+            )
+        ).scalars()
+        ids = [orjson.loads(b)["header"]["meta"]["audit_id"] for b in bodies]
+        found = await conn.execute(
+            text("SELECT count(*) FROM audit_log WHERE id = ANY(:ids)"), {"ids": ids}
+        )
+        return int(found.scalar_one())
+
+
+async def _client_records(engine: AsyncEngine, code: str) -> int:
+    """The change-list audit records of the subscription's client (its pages and its lists)."""
+    async with engine.connect() as conn:
+        found = await conn.execute(
+            text(
+                "SELECT count(*) FROM audit_log WHERE operation = 'changes' AND client_id = "
+                "(SELECT client_id FROM dci_subscriptions WHERE id = :c)"
+            ),
+            {"c": uuid.UUID(code)},
+        )
+        return int(found.scalar_one())
+
+
+async def _crash_and_resume(
+    notify_app: FastAPI,
+    engine: AsyncEngine,
+    settings: Settings,
+    code: str,
+    done: Any,
+    receiver: Receiver,
+    lines: list[dict[str, Any]],
+) -> None:
+    worker = notify_app.state.job_worker
+    pair = subscriptions.Pair(uuid.UUID(code), done.from_snapshot_key, done.to_snapshot_key)
+    url = receiver.base + "/dci/all/notify"
+
+    # As if the pair had never been notified: its row pending, its pages gone.
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "UPDATE dci_notifications SET status = 'pdng', after_nik = NULL, pages = 0, "
+                "people = 0 WHERE subscription_id = :c"
+            ),
+            {"c": pair.subscription},
+        )
+        await conn.execute(
+            text("DELETE FROM dci_transactions WHERE action = 'notify' AND callback_url = :u"),
+            {"u": url},
+        )
+    before = await _client_records(engine, code)
+    queued: list[uuid.UUID] = []
+
+    async def dies_on_page_two(conn: Any, page_id: uuid.UUID) -> None:
+        if page_id == subscriptions.page_id(pair, 2) and page_id not in queued:
+            queued.append(page_id)
+            raise RuntimeError("the worker died")
+        queued.append(page_id)
+
+    def run() -> Any:
+        return subscriptions.run_notification(
+            pair,
+            connect=worker._connect,
+            engine=worker.engine,
+            audit=worker.audit,
+            reads=worker.reads,
+            enqueue=dies_on_page_two,
+            page_size=PAGE,
+        )
+
+    with pytest.raises(RuntimeError, match="died"):
+        await run()
+    (half,) = await _notification_done(engine, code, wait=False)
+    assert (half.status, half.pages) == ("pdng", 1)
+    assert (
+        await _client_records(engine, code) == before + 1
+    )  # page 1's record; page 2's rolled back
+    assert "page(s)" in await run()
+    (whole,) = await _notification_done(engine, code)
+    assert (whole.pages, whole.people) == (done.pages, done.people)
+    assert await _client_records(engine, code) == before + done.pages
+    assert await _audited(engine, url) == done.pages
+    async with engine.connect() as conn:
+        bodies = (
+            await conn.execute(
+                text(
+                    "SELECT response FROM dci_transactions WHERE action = 'notify' "
+                    "AND callback_url = :u ORDER BY message_id"
+                ),
+                {"u": url},
+            )
+        ).scalars()
+        resumed = [b if isinstance(b, dict) else orjson.loads(b) for b in bodies]
+    assert len(resumed) == done.pages
+    notified: dict[str, Any] = {}
+    for body in resumed:
+        for event in body["message"]["notify_event"]:
+            record = event["data"]["reg_records"]
+            nik = record["identifier"]["identifier_value"]
+            assert nik not in notified, "a person notified twice"
+            notified[nik] = {a["name"]: a["value"] for a in record["additional_attributes"]}[
+                "changes"
+            ]
+    assert notified == {line["nik"]: line["changes"] for line in lines}
 
 
 def test_the_standards_schemas_are_at_hand() -> None:
