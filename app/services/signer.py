@@ -65,6 +65,9 @@ class Signer:
         self._lock = asyncio.Lock()  # one batch in flight: answers come back in order
         self._closed = False
         self.fallbacks = 0  # batches signed in this process (the child was away)
+        # sign_one: inputs asked in the same turn of the event loop, signed as one batch.
+        self._gathering: list[tuple[bytes, asyncio.Future[bytes]]] = []
+        self._batches: set[asyncio.Task[None]] = set()
 
     @property
     def pid(self) -> int | None:
@@ -99,6 +102,38 @@ class Signer:
                     self._failed_at = time.monotonic()
             self.fallbacks += 1
             return [self._local.sign(i).signature for i in inputs]
+
+    async def sign_one(self, data: bytes) -> bytes:
+        """The Ed25519 signature of `data`, signed together with the others asked during the
+        same turn of the event loop (concurrent requests): a batch of more than
+        `inline_up_to` goes to the child, so answers under load are signed off this process's
+        CPU, as receipts are."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bytes] = loop.create_future()
+        self._gathering.append((data, future))
+        if len(self._gathering) == 1:
+            loop.call_soon(self._send_gathered)
+        return await future
+
+    def _send_gathered(self) -> None:
+        batch, self._gathering = self._gathering, []
+        task = asyncio.ensure_future(self._sign_batch(batch))
+        self._batches.add(task)  # held until done (the loop keeps only weak references)
+        task.add_done_callback(self._batches.discard)
+
+    async def _sign_batch(self, batch: list[tuple[bytes, asyncio.Future[bytes]]]) -> None:
+        try:
+            signatures = await self.sign_many([data for data, _ in batch])
+        except BaseException as e:  # handed to every waiter: none is left hanging
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(e)
+            if not isinstance(e, Exception):
+                raise
+            return
+        for (_, future), signature in zip(batch, signatures, strict=True):
+            if not future.done():
+                future.set_result(signature)
 
     async def _ask(self, proc: asyncio.subprocess.Process, inputs: Sequence[bytes]) -> list[bytes]:
         assert proc.stdin is not None

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app import db
 from app.config import Settings
+from app.repositories import dci as dci_repo
 from app.services import clients
 from tests.dci.receiver import Receiver
 from tests.support import ALL_GROUPS, ALL_PROGRAMS, PURPOSE, MakeClient, auth
@@ -378,6 +379,50 @@ async def test_txn_status_answers_the_clients_own_requests_only(
     (unknown,) = r.json()["message"]["txnstatus_response"]["txn_status"]["search_response"]
     assert unknown["status"] == "rjct"
     assert unknown["status_reason_code"] == "rjct.reference_id.invalid"
+
+
+async def test_sync_search_states_are_written_a_batch_at_a_time(
+    app: FastAPI,
+    http: httpx.AsyncClient,
+    full_key: str,
+    release: Any,
+    engine: AsyncEngine,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Searches answered one after another within the log's interval have their states
+    written in one statement, and a txn/status right after them still sees every one (it
+    flushes the batch first)."""
+    nik = release[0][0]["nik"]
+    r = await http.post(SYNC, json=envelope([by_nik(nik)]), headers=auth(full_key))
+    log = app.state.dci_sync_log  # made by the first search
+    await log.flush()
+    monkeypatch.setattr(log, "interval", 5.0)  # wide, for a slow machine
+    written: list[int] = []
+    insert_many = dci_repo.insert_many
+
+    async def counted(conn: Any, rows: Any) -> None:
+        written.append(len(rows))
+        await insert_many(conn, rows)
+
+    monkeypatch.setattr(dci_repo, "insert_many", counted)
+    txn = f"txn-{uuid.uuid4().hex[:8]}"
+    for i in range(8):  # one after another: each answered before the next is asked
+        r = await http.post(
+            SYNC, json=envelope([by_nik(nik, f"r{i}")], txn=txn), headers=auth(full_key)
+        )
+        assert r.status_code == 200
+    assert written == []  # not yet: within the interval
+    r = await http.post(STATUS, json=_status_request("transaction_id", txn), headers=auth(full_key))
+    assert r.json()["message"]["txnstatus_response"]["txn_status"]["transaction_id"] == txn
+    assert written == [8]  # flushed by txn/status, in one statement
+    async with engine.connect() as conn:
+        stored = (
+            await conn.execute(
+                text("SELECT count(*) FROM dci_transactions WHERE transaction_id = :t"),
+                {"t": txn},
+            )
+        ).scalar_one()
+    assert stored == 8
 
 
 # --- async search and callbacks --------------------------------------------------------------

@@ -4,6 +4,8 @@ side is plain joserfc over the canonical JSON of header and message (docs/dci.md
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,8 @@ from joserfc.jwk import ECKey, KeySet, OKPKey
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.errors import ValidationFailed
-from app.services import clients, receipts, signatures
+from app.services import clients, dci, receipts, signatures
+from app.services.signer import Signer
 from tests.dci.receiver import Receiver
 from tests.dci.test_dci import (
     ASYNC,
@@ -253,3 +256,49 @@ def test_the_services_signature_is_joserfcs_token_byte_for_byte(tmp_path: Path) 
     assert envelope["signature"] == by_library
     keys = KeySet.import_key_set(keyring.document)  # type: ignore[arg-type]
     jws.deserialize_compact(envelope["signature"], keys, algorithms=[receipts.ALG], payload=content)
+
+
+async def test_answers_signed_together_in_the_child_are_the_same_bytes(tmp_path: Path) -> None:
+    """Concurrent answers are signed as one batch, in the signer child when there are more than
+    its inline few: each envelope is byte for byte the one signed alone in this process."""
+    keyring = receipts.Keyring(receipts.generate(tmp_path / "service.pem"))
+    signer = Signer(keyring.current.seed, inline_up_to=2)
+    messages = [
+        ({"message_id": f"m-{i}", "action": "on-search"}, {"transaction_id": f"t-{i}"})
+        for i in range(9)
+    ]
+    try:
+        await signer.start()
+        assert signer.pid is not None
+        signed = await asyncio.gather(
+            *(signatures.sign_batched(keyring, signer, h, m) for h, m in messages)
+        )
+        assert signer.fallbacks == 0  # signed by the child, not here
+    finally:
+        await signer.stop()
+    assert list(signed) == [signatures.sign(keyring, h, m) for h, m in messages]
+    # Alone (a batch of one) it is signed here; without a signer, as before.
+    assert await signatures.sign_batched(keyring, signer, *messages[0]) == signed[0]
+    assert await signatures.sign_batched(keyring, None, *messages[0]) == signed[0]
+
+
+async def test_a_failed_batch_fails_each_of_its_answers(tmp_path: Path) -> None:
+    keyring = receipts.Keyring(receipts.generate(tmp_path / "service.pem"))
+    signer = Signer(keyring.current.seed)
+
+    async def broken(inputs: Any) -> list[bytes]:
+        raise OSError("the signer is gone")
+
+    signer.sign_many = broken  # type: ignore[method-assign]
+    results = await asyncio.gather(
+        *(signer.sign_one(b"x%d" % i) for i in range(4)), return_exceptions=True
+    )
+    assert all(isinstance(r, OSError) for r in results)
+
+
+def test_correlation_ids_are_time_ordered() -> None:
+    """Rows keyed by them are appended to their index, not scattered over it."""
+    ids = [dci.new_correlation_id() for _ in range(200)]
+    assert all(a.int >> 80 <= b.int >> 80 for a, b in itertools.pairwise(ids))
+    assert len(set(ids)) == len(ids)
+    assert all(i.version == 7 for i in ids)

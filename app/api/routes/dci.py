@@ -8,7 +8,6 @@ the standard's acknowledgement: `message.ack_status` ERR with `error.code` (`err
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -123,7 +122,7 @@ async def searched(
     """A sync search end to end (the route, and the fast path of app.api.dci_fast)."""
     items = len(envelope.message.search_request)
     await charge(scope, caller.principal, items)  # 429 before any SQL
-    correlation_id = uuid.uuid4()
+    correlation_id = dci.new_correlation_id()
     result = await dci.search(
         dci.reads_source(state.reads),
         caller,
