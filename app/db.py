@@ -1,18 +1,25 @@
-"""Database URLs, engines and connections: the embedded default or TEPAT_DATABASE_URL."""
+"""Database URLs, engines and connections: the embedded default or TEPAT_DATABASE_URL.
+
+SQLAlchemy is imported by the functions that use it, not here: it costs about 0.3 s, and the
+command line's plain-asyncpg work (`tepat snapshot import`, `tepat eligibility materialize`)
+never needs it.
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
-from sqlalchemy import event, exc
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from app import embedded
 from app.config import Settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 
 def resolve_url(settings: Settings) -> str:
@@ -24,14 +31,25 @@ def resolve_url(settings: Settings) -> str:
 
 def sqlalchemy_url(url: str) -> URL:
     """Accept `postgresql://`, `postgres://` and `postgresql+asyncpg://`; always drive asyncpg."""
+    from sqlalchemy.engine import make_url
+
     parsed = make_url(url.replace("postgres://", "postgresql://", 1))
     if parsed.get_backend_name() != "postgresql":
         raise ValueError("TEPAT_DATABASE_URL must be a PostgreSQL URL")
     return parsed.set(drivername="postgresql+asyncpg")
 
 
+# `postgresql://`, `postgres://` or `postgresql+<driver>://`, then at least one character.
+_POSTGRES_SCHEME = re.compile(r"(?:postgresql(?:\+[A-Za-z0-9_]+)?|postgres)://(?=.)")
+
+
 def asyncpg_dsn(url: str) -> str:
-    """A DSN asyncpg itself accepts (no `+asyncpg` driver suffix)."""
+    """A DSN asyncpg itself accepts (no `+asyncpg` driver suffix): the URL with its scheme made
+    `postgresql://` and the rest as given. Anything else goes through SQLAlchemy's parser, for
+    its error (not a PostgreSQL URL, or not a URL)."""
+    scheme = _POSTGRES_SCHEME.match(url)
+    if scheme is not None:
+        return "postgresql://" + url[scheme.end() :]
     return sqlalchemy_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
@@ -46,6 +64,9 @@ def create_engine(
     settings: Settings, url: str | None = None, *, role: str | None = None, **kw: Any
 ) -> AsyncEngine:
     """The pooled engine. `role`: the service runs as a role that cannot alter the audit trail."""
+    from sqlalchemy import event
+    from sqlalchemy.ext.asyncio import create_async_engine
+
     url = url or resolve_url(settings)
     server = server_settings(settings)
     if role:
@@ -79,6 +100,8 @@ def _replace_closed(dbapi_connection: Any, record: Any, proxy: Any) -> None:
     on shutdown or termination, or EOF), so this needs no round trip. DisconnectionError makes
     the pool discard it and connect anew (SQLAlchemy's documented pessimistic-disconnect hook).
     """
+    from sqlalchemy import exc
+
     driver = getattr(dbapi_connection, "driver_connection", None)
     if driver is not None and driver.is_closed():
         raise exc.DisconnectionError("the server closed this pooled connection")

@@ -9,7 +9,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.markup import escape
 
-from app import embedded, resilience
+from app import embedded
 from app.config import Settings, get_settings
 from app.console import err
 from app.errors import TepatError
@@ -30,6 +30,8 @@ def run(fn: Callable[[Settings], Coroutine[Any, Any, T]]) -> T:
         err.print(f"[red]error:[/red] {escape(str(e.detail))}")
         raise typer.Exit(1) from None
     except Exception as e:
+        from app import resilience  # here: it imports SQLAlchemy, which most commands never use
+
         if not resilience.is_unmigrated(e):
             raise
         err.print(

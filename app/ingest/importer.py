@@ -149,11 +149,15 @@ async def _copy_table(
     if reader == "rows":
         stream = open_rows(path)
         rows = TableLoad(spec, stream, report, key, cutoff, progress=tick)
-        await repo.copy_into_partition(conn, spec.table, key, columns, _aiter(rows.chunks()))
+        await repo.copy_into_partition(
+            conn, spec.table, key, columns, _aiter(rows.chunks()), freeze=True
+        )
         check_file(report, path.name, declared, rows.rows, stream.sha256)
         return Loaded(rows.rows, rows.content_sum)
     load = ColumnarLoad(spec, path, report, key, cutoff, progress=tick)
-    await repo.copy_into_partition(conn, spec.table, key, columns, ahead(load.chunks()))
+    await repo.copy_into_partition(
+        conn, spec.table, key, columns, ahead(load.chunks()), freeze=True
+    )
     check_file(report, path.name, declared, load.rows, load.sha256)
     return Loaded(load.rows, load.content_sum)
 

@@ -108,14 +108,23 @@ async def copy_into_partition(
     source: AsyncIterable[bytes],
     *,
     schema: str | None = None,
+    freeze: bool = False,
 ) -> None:
-    """COPY text-format rows (`source`) into the release's partition of `table`."""
+    """COPY text-format rows (`source`) into the release's partition of `table`.
+
+    `freeze`: the rows are written frozen and their pages all-visible (COPY FREEZE), so the
+    index builds, set checks and ANALYZE that read them next set no hint bits (no second write
+    of every page) and the first reads after publish need no visibility checks. Only for a
+    partition created in the caller's current transaction (PostgreSQL refuses it otherwise):
+    until that commits no other transaction can see the table, so the rows being visible to all
+    from the start is invisible to anyone."""
     await conn.copy_to_table(
         partition_name(table, key),
         source=source,
         columns=list(columns),
         format="text",
         schema_name=schema,
+        freeze=freeze,
     )
 
 

@@ -207,3 +207,23 @@ async def test_next_quarter_imports_beside_the_first(
     finally:
         await drop_release(raw, second)
         await drop_release(raw, RELEASE)
+
+
+async def test_published_partitions_are_written_frozen(
+    raw: asyncpg.Connection, base_release: Path
+) -> None:
+    """COPY FREEZE in the publishing transaction: every page of both partitions is all-visible
+    when the snapshot appears (no later VACUUM or freeze pass has to rewrite them)."""
+    try:
+        result = await import_release(raw, base_release)
+        assert result.published
+        key = result.snapshot_key
+        for table in ("families", "people"):
+            pages, visible = await raw.fetchrow(
+                "SELECT relpages, relallvisible FROM pg_class WHERE relname = $1",
+                f"{table}_{key}",
+            )
+            assert pages > 0
+            assert visible == pages, (table, pages, visible)
+    finally:
+        await drop_release(raw, RELEASE)
