@@ -104,7 +104,9 @@ async def _measure(rounds: int, requests: int) -> None:
             for done in range(rounds):
                 for face, (path, bodies) in faces.items():
                     cpu[face].append(await run(path, bodies))
-                print(f"round {done + 1}: REST {cpu['REST'][-1]:.0f} us, DCI {cpu['DCI'][-1]:.0f} us")
+                print(
+                    f"round {done + 1}: REST {cpu['REST'][-1]:.0f} us, DCI {cpu['DCI'][-1]:.0f} us"
+                )
     rest_cpu, dci_cpu = statistics.median(cpu["REST"]), statistics.median(cpu["DCI"])
     print(
         f"median CPU per request: REST {rest_cpu:.0f} us, DCI {dci_cpu:.0f} us; "
