@@ -72,6 +72,11 @@ WHERE d.snapshot_key = $1 AND d.rule_set_key = $2 AND d.nik = ANY($3::int8[])
 """
 
 
+_NIK = "lpad(d.nik::text, 16, '0')"
+_NO_KK = "lpad(d.no_kk::text, 16, '0')"
+_REGION = "lpad(d.region_code::text, 10, '0')"
+
+
 def _null(column: str) -> str:
     return f"coalesce({column}::text, 'null')"
 
@@ -84,9 +89,9 @@ _PIECES: dict[str, tuple[str, tuple[str, ...]]] = {
     "membership": (
         ',"family":{"no_kk":"%s","relationship":%s,"kode_wilayah":"%s"}',
         (
-            "lpad(d.no_kk::text, 16, '0')",
+            _NO_KK,
             "d.relationship",
-            "lpad(d.region_code::text, 10, '0')",
+            _REGION,
         ),
     ),
     "identity": (
@@ -104,9 +109,57 @@ def stored_query(groups: frozenset[str]) -> str:
     """The stored-answers query for a view's granted field groups."""
     wanted = [_PIECES[g] for g in _PIECES if g in groups]
     template = '{"nik":"%s","found":true' + "".join(t for t, _ in wanted)
-    args = ["lpad(d.nik::text, 16, '0')", *(a for _, args in wanted for a in args)]
+    args = [_NIK, *(a for _, args in wanted for a in args)]
     return _STORED.format(
         head=_concat(template, args),
+        decision_code="d.decision_code" if "decision" in groups else "NULL::int8",
+        person_code="d.person_code" if groups.intersection(CODED_GROUPS) else "NULL::int4",
+    )
+
+
+# The same stored row in the DCI standard's shape (app.services.dci_records.person_record): a
+# Person's members after `additional_attributes` (which the worker renders from the codes), keys
+# in sorted order, as the signed DCI envelope needs them (app.services.signatures). Each piece:
+# the field group that grants it (None: always), its template and its arguments.
+_DCI_PIECES: tuple[tuple[str | None, str, tuple[str, ...]], ...] = (
+    ("membership", '"address":{"@type":"Address","region_code":"%s"},', (_REGION,)),
+    ("identity", '"birth_date":%s,', ("to_json(d.birth_date)",)),
+    (
+        "membership",
+        '"household_identifier":{"@type":"Identifier","identifier_type":"KK",'
+        '"identifier_value":"%s"},"household_status":"%s",',
+        (_NO_KK, "d.relationship"),
+    ),
+    (
+        None,
+        '"identifier":{"@type":"Identifier","identifier_type":"NIK","identifier_value":"%s"}',
+        (_NIK,),
+    ),
+    ("identity", ',"name":{"@type":"Name","given_name":%s}', ("to_json(d.name)",)),
+    # A decile left out when unknown, as the record leaves out `poverty_score`.
+    (
+        "decile",
+        "%s",
+        (
+            "CASE WHEN d.decile IS NULL THEN '' ELSE ',\"poverty_score\":\"' || d.decile || '\"' END",
+        ),
+    ),
+    (
+        "identity",
+        ',"sex":"%s"',
+        ("CASE d.sex WHEN 1 THEN 'male' WHEN 2 THEN 'female' ELSE d.sex::text END",),
+    ),
+)
+
+
+@functools.cache
+def dci_person_query(groups: frozenset[str]) -> str:
+    """The stored-answers query whose second column is a DCI Person's members after its
+    `additional_attributes`, for a view's granted field groups (the other columns as
+    `stored_query`'s)."""
+    wanted = [(t, args) for group, t, args in _DCI_PIECES if group is None or group in groups]
+    return _STORED.format(
+        head=_concat("".join(t for t, _ in wanted), [a for _, args in wanted for a in args]),
         decision_code="d.decision_code" if "decision" in groups else "NULL::int8",
         person_code="d.person_code" if groups.intersection(CODED_GROUPS) else "NULL::int4",
     )

@@ -20,7 +20,7 @@ import datetime as dt
 import logging
 import urllib.parse
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,10 +30,13 @@ import orjson
 from pydantic import TypeAdapter, ValidationError
 
 from app.auth.principal import Principal
+from app.eligibility import Program, RuleSet
 from app.errors import CallbackNotAllowed, TepatError, Unavailable, ValidationFailed
 from app.identifiers import echo, is_nik
+from app.models.tables import DECISION_CODE, PERSON_CODE
 from app.repositories import clients as clients_repo
 from app.repositories import dci as repo
+from app.repositories import decisions as decisions_repo
 from app.schemas.dci import (
     DciHeader,
     DciPagination,
@@ -411,6 +414,84 @@ def person_record(r: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _person_part(r: dict[str, Any]) -> bytes:
+    """One engine result as a PERSON_SHAPE part: the Person with sorted keys, or b"" when
+    not found."""
+    return orjson.dumps(person_record(r), option=orjson.OPT_SORT_KEYS) if r["found"] else b""
+
+
+def _coded_memo(groups: frozenset[str]) -> eligibility.Memo:
+    """The `additional_attributes` items of a person_code (`attributes`, `health`: those
+    granted), keys sorted."""
+    coded = groups.intersection(decisions_repo.CODED_GROUPS)
+
+    def render(code: int) -> bytes:
+        out: dict[str, Any] = {}
+        eligibility.coded_fields(decisions_repo.decode(code, PERSON_CODE).__getitem__, coded, out)
+        items = ({"name": k, "value": v} for k, v in out.items())
+        return b",".join(orjson.dumps(i, option=orjson.OPT_SORT_KEYS) for i in items)
+
+    return eligibility.memo(("dci-person", coded), render)
+
+
+def _decisions_memo(
+    rule_set: RuleSet, programs: tuple[Program, ...], groups: frozenset[str]
+) -> eligibility.Memo:
+    """The `decisions` item of `additional_attributes` by decision_code, keys sorted."""
+
+    def render(code: int) -> bytes:
+        row = decisions_repo.decode(code, DECISION_CODE)
+        value = eligibility.stored_decisions(row, rule_set, programs, groups)
+        return orjson.dumps({"name": "decisions", "value": value}, option=orjson.OPT_SORT_KEYS)
+
+    return eligibility.memo(("dci-decisions", rule_set.checksum, programs, groups), render)
+
+
+def _render_persons(
+    _niks: Sequence[str],
+    keys: Sequence[int],
+    by_nik: Mapping[int, Any],
+    rule_set: RuleSet,
+    view: eligibility.View,
+) -> eligibility.Rendered:
+    """PERSON_SHAPE's parts from the rows of `decisions_repo.dci_person_query` (as
+    eligibility.render_stored renders the API's): the database renders the Person's members
+    after `additional_attributes`, the worker puts the coded items in front from a memo."""
+    groups = view.groups
+    coded = _coded_memo(groups) if groups.intersection(decisions_repo.CODED_GROUPS) else None
+    decisions = _decisions_memo(rule_set, view.programs, groups) if "decision" in groups else None
+    parts: list[bytes] = []
+    append = parts.append
+    found = 0
+    for key in keys:
+        r = by_nik.get(key)
+        if r is None:
+            append(b"")
+            continue
+        found += 1
+        if coded is None:
+            if decisions is None:
+                append(b'{"@type":"Person",%b}' % r[1])
+            else:
+                append(
+                    b'{"@type":"Person","additional_attributes":[%b],%b}' % (decisions[r[2]], r[1])
+                )
+        elif decisions is None:
+            append(b'{"@type":"Person","additional_attributes":[%b],%b}' % (coded[r[3]], r[1]))
+        else:
+            append(
+                b'{"@type":"Person","additional_attributes":[%b,%b],%b}'
+                % (coded[r[3]], decisions[r[2]], r[1])
+            )
+    return eligibility.Rendered(parts, found)
+
+
+# A people answer as the standard's Person records, one part an asked NIK (b"" not found), keys
+# sorted (the signed envelope's canonical form): from the stored decisions without a dict per
+# person, else from the engine's results. tests/dci/test_records.py holds the two equal.
+PERSON_SHAPE = eligibility.Shape(decisions_repo.dci_person_query, _render_persons, _person_part)
+
+
 def group_record(r: dict[str, Any]) -> dict[str, Any]:
     """A REST families result as the standard's Group, its members as Member records."""
     out: dict[str, Any] = {
@@ -449,7 +530,8 @@ def group_record(r: dict[str, Any]) -> dict[str, Any]:
 @dataclass(frozen=True, slots=True)
 class Source:
     """What a search reads through: the API's reads (pin, coalesced lookups) or, in the
-    worker, a plain connection. Both end in the same eligibility reads."""
+    worker, a plain connection. Both end in the same eligibility reads; `people` renders
+    PERSON_SHAPE."""
 
     pin: Callable[[str | None, str | None], Awaitable[Pinned]]
     people: Callable[[Pinned, Sequence[str], eligibility.View], Awaitable[eligibility.Rendered]]
@@ -517,13 +599,13 @@ async def search(
             it.niks, it.total = await source.matching(pinned, it.clauses, size, (number - 1) * size)
     niks = list(dict.fromkeys(n for it in items if it.rejected is None for n in it.niks))
     no_kks = list(dict.fromkeys(k for it in items if it.rejected is None for k in it.no_kks))
-    people: dict[str, dict[str, Any]] = {}
+    people: dict[str, bytes] = {}
     families: dict[str, dict[str, Any]] = {}
     disclosed: set[str] = set()
     found = 0
     if niks:
         rendered = await source.people(pinned, niks, view)
-        people = {r["nik"]: r for r in (orjson.loads(p) for p in rendered.parts)}
+        people = dict(zip(niks, rendered.parts, strict=True))
         disclosed |= rendered.disclosed
         found += rendered.found
     if no_kks:
@@ -547,11 +629,12 @@ async def search(
             }
         else:
             out["status"] = "succ"
+            records: list[Any]
             if it.no_kks:
                 records = [group_record(families[k]) for k in it.no_kks if families[k]["found"]]
                 kind = "Group"
             else:
-                records = [person_record(people[n]) for n in it.niks if people[n]["found"]]
+                records = [orjson.Fragment(people[n]) for n in it.niks if people[n]]
                 kind = "Person"
             out["data"] = {"version": "1.0.0", "reg_record_type": kind, "reg_records": records}
             if it.page is not None:
@@ -621,7 +704,9 @@ def reads_source(reads: Any) -> Source:
     async def people(
         p: Pinned, niks: Sequence[str], view: eligibility.View
     ) -> eligibility.Rendered:
-        return await eligibility.people_read(reads, p.snapshot, p.rule_set, niks, view)
+        return await eligibility.people_read(
+            reads, p.snapshot, p.rule_set, niks, view, PERSON_SHAPE
+        )
 
     async def families(
         p: Pinned, no_kks: Sequence[str], view: eligibility.View
@@ -646,7 +731,7 @@ def connection_source(conn: asyncpg.Connection, pin: Callable[..., Awaitable[Pin
     async def people(
         p: Pinned, niks: Sequence[str], view: eligibility.View
     ) -> eligibility.Rendered:
-        return await eligibility.people(conn, p.snapshot, p.rule_set, niks, view)
+        return await eligibility.people(conn, p.snapshot, p.rule_set, niks, view, PERSON_SHAPE)
 
     async def families(
         p: Pinned, no_kks: Sequence[str], view: eligibility.View

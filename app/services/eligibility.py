@@ -88,10 +88,10 @@ def _person_fields(p: PersonRow, view: View, out: dict[str, Any]) -> None:
     groups = view.groups
     if "identity" in groups:
         out["identity"] = {"name": p.name, "sex": p.sex, "birth_date": p.birth_date.isoformat()}
-    _coded_fields(p.__getattribute__, groups, out)
+    coded_fields(p.__getattribute__, groups, out)
 
 
-def _coded_fields(get: Callable[[str], Any], groups: frozenset[str], out: dict[str, Any]) -> None:
+def coded_fields(get: Callable[[str], Any], groups: frozenset[str], out: dict[str, Any]) -> None:
     """A person's attributes and health, from a row or from a decoded person_code (`get`)."""
     if "attributes" in groups:
         level = get("school_level")
@@ -202,7 +202,12 @@ class Rendered:
 
 
 async def people(
-    conn: Conn, snapshot: Snapshot, rule_set: RuleSet, niks: Sequence[str], view: View
+    conn: Conn,
+    snapshot: Snapshot,
+    rule_set: RuleSet,
+    niks: Sequence[str],
+    view: View,
+    shape: Shape | None = None,
 ) -> Rendered:
     """Results for NIKs in one SQL statement, rendered.
 
@@ -210,13 +215,15 @@ async def people(
     them: one index probe a NIK, rendered straight to bytes. Otherwise (explain, or not stored
     yet) the engine evaluates the families live. Both are the engine's decisions:
     tests/services/test_materialize.py checks the two paths answer alike for every person.
+    Rendered in `shape` (the API's by default).
     """
+    shape = shape or API_SHAPE
     rule_set_key = await plain_stored_key(conn, snapshot, rule_set, view)
     if rule_set_key is not None:
-        return await people_stored(conn, snapshot, rule_set, rule_set_key, niks, view)
+        return await people_stored(conn, snapshot, rule_set, rule_set_key, niks, view, shape)
     results, found = await people_live(conn, snapshot, rule_set, niks, view)
     return Rendered(
-        [orjson.dumps(r) for r in results], found, frozenset(disclosed_niks(results, niks))
+        [shape.result(r) for r in results], found, frozenset(disclosed_niks(results, niks))
     )
 
 
@@ -322,7 +329,7 @@ def stored_decisions(
 _NOT_FOUND = b'{"nik":"%b","found":false}'
 
 
-class _Memo(dict[int, bytes]):
+class Memo(dict[int, bytes]):
     """Rendered fragments by code for one shape (rule set and programs, or field groups): a
     plain dict, so a hit is one subscript; a miss renders through `render` (the shared
     definition). All memos share one budget of `_MEMO_ENTRIES`: past it they are all emptied."""
@@ -347,23 +354,23 @@ class _Memo(dict[int, bytes]):
 # the data (~65 k fragments of a few hundred bytes).
 _MEMO_ENTRIES = 65_536
 _entries = 0
-_memos: dict[tuple[Any, ...], _Memo] = {}
+_memos: dict[tuple[Any, ...], Memo] = {}
 
 
-def _memo(shape: tuple[Any, ...], render: Callable[[int], bytes]) -> _Memo:
+def memo(shape: tuple[Any, ...], render: Callable[[int], bytes]) -> Memo:
     global _entries
     memo = _memos.get(shape)
     if memo is None:
         if len(_memos) >= 1024:
             _memos.clear()
             _entries = 0
-        memo = _memos[shape] = _Memo(render)
+        memo = _memos[shape] = Memo(render)
     return memo
 
 
 def _decisions_memo(
     rule_set: RuleSet, programs: tuple[Program, ...], groups: frozenset[str]
-) -> _Memo:
+) -> Memo:
     """`,"decisions":[...]` by decision_code, as `stored_decisions` renders it. The shape
     includes what the client may see (its field groups), so one client's is never another's."""
 
@@ -371,18 +378,18 @@ def _decisions_memo(
         row = decisions_repo.decode(code, DECISION_CODE)
         return b',"decisions":' + orjson.dumps(stored_decisions(row, rule_set, programs, groups))
 
-    return _memo(("decisions", rule_set.checksum, programs, groups), render)
+    return memo(("decisions", rule_set.checksum, programs, groups), render)
 
 
-def _person_memo(groups: frozenset[str]) -> _Memo:
+def _person_memo(groups: frozenset[str]) -> Memo:
     """`,"attributes":{...},"health":{...}` (those granted) by person_code."""
 
     def render(code: int) -> bytes:
         out: dict[str, Any] = {}
-        _coded_fields(decisions_repo.decode(code, PERSON_CODE).__getitem__, groups, out)
+        coded_fields(decisions_repo.decode(code, PERSON_CODE).__getitem__, groups, out)
         return b"," + orjson.dumps(out)[1:-1]
 
-    return _memo(("person", groups.intersection(decisions_repo.CODED_GROUPS)), render)
+    return memo(("person", groups.intersection(decisions_repo.CODED_GROUPS)), render)
 
 
 def render_stored(
@@ -425,28 +432,52 @@ async def people_stored(
     rule_set_key: int,
     niks: Sequence[str],
     view: View,
+    shape: Shape | None = None,
 ) -> Rendered:
+    shape = shape or API_SHAPE
     asked = [int(n) for n in niks]
-    query = decisions_repo.stored_query(view.groups)
+    query = shape.query(view.groups)
     rows = await decisions_repo.stored_by_nik(conn, snapshot.key, rule_set_key, asked, query)
-    return render_stored(niks, asked, {r[0]: r for r in rows}, rule_set, view)
+    return shape.render(niks, asked, {r[0]: r for r in rows}, rule_set, view)
 
 
 COALESCE_MAX = 16  # NIKs; a larger lookup is a statement of its own
 
 
 async def people_read(
-    reads: Reads, snapshot: Snapshot, rule_set: RuleSet, niks: Sequence[str], view: View
+    reads: Reads,
+    snapshot: Snapshot,
+    rule_set: RuleSet,
+    niks: Sequence[str],
+    view: View,
+    shape: Shape | None = None,
 ) -> Rendered:
     """`people` for the API faces. A small plain lookup on stored decisions shares its statement
     with the lookups that arrive with it (app.services.coalesce); others get a connection."""
+    shape = shape or API_SHAPE
     rule_set_key = _stored_keys.get((snapshot.key, rule_set.id))
     if rule_set_key is not None and not view.explain and len(niks) <= COALESCE_MAX:
         asked = [int(n) for n in niks]
-        query = decisions_repo.stored_query(view.groups)
-        rows = await reads.coalescer.rows(query, (snapshot.key, rule_set_key), asked)
-        return render_stored(niks, asked, rows, rule_set, view)
-    return await reads.run(lambda conn: people(conn, snapshot, rule_set, niks, view))
+        rows = await reads.coalescer.rows(
+            shape.query(view.groups), (snapshot.key, rule_set_key), asked
+        )
+        return shape.render(niks, asked, rows, rule_set, view)
+    return await reads.run(lambda conn: people(conn, snapshot, rule_set, niks, view, shape))
+
+
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """How a people answer is rendered, one part a person in asked order: from the stored
+    decisions (`query` for a view's field groups, its rows by NIK to `render`), or from one
+    result of the engine's (`result`, the API's dict of `person_results`). The API's own shape
+    is `API_SHAPE`; the DCI face renders the standard's Person (app.services.dci)."""
+
+    query: Callable[[frozenset[str]], str]
+    render: Callable[[Sequence[str], Sequence[int], Mapping[int, Any], RuleSet, View], Rendered]
+    result: Callable[[dict[str, Any]], bytes]
+
+
+API_SHAPE = Shape(decisions_repo.stored_query, render_stored, orjson.dumps)
 
 
 async def families_read(

@@ -19,9 +19,9 @@ def test_memos_render_misses_once_and_stay_within_one_budget(
         rendered.append(code)
         return b"<%d>" % code
 
-    first = eligibility._memo(("a",), render)
-    second = eligibility._memo(("b",), render)
-    assert eligibility._memo(("a",), render) is first
+    first = eligibility.memo(("a",), render)
+    second = eligibility.memo(("b",), render)
+    assert eligibility.memo(("a",), render) is first
     assert [first[1], first[1], second[2], second[2]] == [b"<1>", b"<1>", b"<2>", b"<2>"]
     assert rendered == [1, 2]  # a hit renders nothing
     for code in range(10, 20):
