@@ -9,6 +9,7 @@ a path raises is rendered by the app's own exception handlers (app.http.problems
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,10 +90,15 @@ class FastPath(ABC):
     async def answer(self, scope: Scope, body: bytes, head: Head) -> Answer | None:
         """The 200's JSON body and its receipt, or None to hand the request to the app behind."""
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # Not a coroutine: a request for another path gets the next layer's own awaitable, so
+        # no frame of this layer stays in its await chain (each resumption of a suspended
+        # request walks the chain: bench/ P11).
         if scope["type"] != "http" or scope["path"] != self.path or scope["method"] != "POST":
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
+        return self._read(scope, receive, send)
+
+    async def _read(self, scope: Scope, receive: Receive, send: Send) -> None:
         head = Head.scan(scope["headers"])
         chunks: list[bytes] = []
         while True:

@@ -46,7 +46,7 @@ from app.schemas.dci import (
 )
 from app.schemas.lookup import Nik, NoKk
 from app.services import eligibility, signatures
-from app.services.audit.records import new_audit_id, nik_subject, no_kk_subject
+from app.services.audit.records import new_audit_id, new_uuid7, nik_subject, no_kk_subject
 from app.services.audit.writer import AuditWriter, append
 from app.services.lookup import Caller, Recorded, access_entry, receipt, record_access, view_for
 from app.services.pinning import Pinned
@@ -558,7 +558,7 @@ def _header(
 ) -> dict[str, Any]:
     out: dict[str, Any] = {
         "version": "1.0.0",
-        "message_id": str(uuid.uuid4()),
+        "message_id": new_audit_id(),  # time-ordered, as correlation ids
         "message_ts": stamp or now().isoformat(),
         "action": "on-search",
         "status": status,
@@ -679,7 +679,7 @@ def new_correlation_id() -> uuid.UUID:
     of `dci_transactions`, keyed by it, are appended to its index rather than scattered over it
     (each scattered insert dirties another page, and after a checkpoint writes it whole to the
     WAL: bench/ P11)."""
-    return uuid.UUID(new_audit_id())
+    return new_uuid7()
 
 
 def recorder(
@@ -688,10 +688,12 @@ def recorder(
     """The API's way: the group-committing writer, as every lookup (app.services.lookup), the
     receipt signed with the record's batch (off the event loop: app.services.signer)."""
 
-    async def record(
+    # Plain functions handing back the awaitable they call: no frame of theirs stays in a
+    # suspended search's await chain (bench/ P11). reads_source's alike.
+    def record(
         pinned: Pinned, subjects: list[str], found: int, body: bytes, audit_id: str
-    ) -> Recorded:
-        return await record_access(
+    ) -> Awaitable[Recorded]:
+        return record_access(
             audit, caller, audit_id, OPERATION, pinned, subjects, found, body, sign=True
         )
 
@@ -701,17 +703,15 @@ def recorder(
 def reads_source(reads: Any) -> Source:
     """A Source over the API's reads (app.services.catalog.Reads)."""
 
-    async def people(
+    def people(
         p: Pinned, niks: Sequence[str], view: eligibility.View
-    ) -> eligibility.Rendered:
-        return await eligibility.people_read(
-            reads, p.snapshot, p.rule_set, niks, view, PERSON_SHAPE
-        )
+    ) -> Awaitable[eligibility.Rendered]:
+        return eligibility.people_read(reads, p.snapshot, p.rule_set, niks, view, PERSON_SHAPE)
 
-    async def families(
+    def families(
         p: Pinned, no_kks: Sequence[str], view: eligibility.View
-    ) -> eligibility.Rendered:
-        return await eligibility.families_read(reads, p.snapshot, p.rule_set, no_kks, view)
+    ) -> Awaitable[eligibility.Rendered]:
+        return eligibility.families_read(reads, p.snapshot, p.rule_set, no_kks, view)
 
     async def matching(
         p: Pinned, clauses: list[repo.Clause], limit: int, offset: int
