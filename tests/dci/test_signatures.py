@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import nacl.signing
 import orjson
 import pytest
 from joserfc import jws
@@ -280,6 +281,29 @@ async def test_answers_signed_together_in_the_child_are_the_same_bytes(tmp_path:
     # Alone (a batch of one) it is signed here; without a signer, as before.
     assert await signatures.sign_batched(keyring, signer, *messages[0]) == signed[0]
     assert await signatures.sign_batched(keyring, None, *messages[0]) == signed[0]
+
+
+async def test_answers_ride_along_with_a_receipt_batch(tmp_path: Path) -> None:
+    """Answers asked while a batch of receipts waits for the child go in that batch's round
+    trip, each signature still its own input's."""
+    keyring = receipts.Keyring(receipts.generate(tmp_path / "service.pem"))
+    signer = Signer(keyring.current.seed, inline_up_to=2)
+    verify = nacl.signing.VerifyKey(keyring.current.signer.verify_key.encode())
+    try:
+        await signer.start()
+        before = signer.round_trips
+        answers = [asyncio.ensure_future(signer.sign_one(b"answer-%d" % i)) for i in range(3)]
+        await asyncio.sleep(0)  # asked: gathered for the end of this turn of the loop
+        receipts_signed = await signer.sign_many([b"receipt-%d" % i for i in range(4)])
+        answered = await asyncio.gather(*answers)
+        assert signer.round_trips == before + 1  # one trip for the seven
+        assert signer.fallbacks == 0
+    finally:
+        await signer.stop()
+    for i, signature in enumerate(receipts_signed):
+        verify.verify(b"receipt-%d" % i, signature)
+    for i, signature in enumerate(answered):
+        verify.verify(b"answer-%d" % i, signature)
 
 
 async def test_a_failed_batch_fails_each_of_its_answers(tmp_path: Path) -> None:
