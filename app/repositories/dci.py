@@ -171,23 +171,27 @@ async def insert(
     )  # fmt: skip
 
 
-async def insert_many(conn: asyncpg.Connection, rows: Sequence[dict[str, Any]]) -> None:
-    """Rows of `insert`'s keywords (without request and callback), in ONE statement, committed
-    without waiting for the WAL flush (`synchronous_commit` off for its transaction only): a
-    crash may lose the last batches, never part of one."""
-    names = (
-        "id", "client_id", "transaction_id", "message_id", "action", "mode", "status", "purpose",
-        "request_id",
-    )  # fmt: skip
-    columns = [[r[n] for r in rows] for n in names]
-    columns.append([orjson.dumps(r["outcome"]).decode() for r in rows])
-    listed = ", ".join(names)
+# The columns of a sync search's state, in the order of a `SyncRow`.
+SYNC_COLUMNS = (
+    "id", "client_id", "transaction_id", "message_id", "status", "purpose", "request_id",
+    "outcome",
+)  # fmt: skip
+# (id, client_id, transaction_id, message_id, status, purpose, request_id, outcome as JSON text)
+SyncRow = tuple[uuid.UUID, str, str, str, str, str, str, str]
+
+
+async def insert_many(conn: asyncpg.Connection, rows: Sequence[SyncRow]) -> None:
+    """Sync search states (action `search`, mode `sync`), in ONE statement, committed without
+    waiting for the WAL flush (`synchronous_commit` off for its transaction only): a crash may
+    lose the last batches, never part of one."""
+    listed = ", ".join(SYNC_COLUMNS)
     await conn.execute(
-        f"INSERT INTO dci_transactions ({listed}, outcome) SELECT {listed}, outcome::jsonb "
+        f"INSERT INTO dci_transactions (action, mode, {listed}) "
+        f"SELECT 'search', 'sync', {listed[: -len(', outcome')]}, outcome::jsonb "
         "FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], "
-        f"$7::text[], $8::text[], $9::text[], $10::text[]) AS u({listed}, outcome), "
+        f"$7::text[], $8::text[]) AS u({listed}), "
         "(SELECT set_config('synchronous_commit', 'off', true)) AS lazy",
-        *columns,
+        *(list(column) for column in zip(*rows, strict=True)),
     )
 
 

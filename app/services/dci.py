@@ -860,20 +860,18 @@ def connection_source(conn: asyncpg.Connection, pin: Callable[..., Awaitable[Pin
 def sync_row(
     caller: Caller, message_id: str, transaction_id: str, correlation_id: uuid.UUID,
     answered: Answered,
-) -> dict[str, Any]:  # fmt: skip
+) -> repo.SyncRow:  # fmt: skip
     """A sync search's state, for txn/status (no personal data: ids and status codes only)."""
-    return {
-        "id": correlation_id,
-        "client_id": caller.principal.client_id,
-        "transaction_id": transaction_id,
-        "message_id": message_id,
-        "action": "search",
-        "mode": "sync",
-        "status": answered.status,
-        "purpose": caller.purpose,
-        "request_id": caller.request_id,
-        "outcome": answered.outcome,
-    }
+    return (
+        correlation_id,
+        caller.principal.client_id,
+        transaction_id,
+        message_id,
+        answered.status,
+        caller.purpose,
+        caller.request_id,
+        orjson.dumps(answered.outcome).decode(),
+    )
 
 
 class SyncLog:
@@ -894,11 +892,11 @@ class SyncLog:
         self.acquire = acquire
         self.interval = interval
         self.most = most
-        self.pending: list[dict[str, Any]] = []
+        self.pending: list[repo.SyncRow] = []
         self.running: asyncio.Task[None] | None = None
         self._now = asyncio.Event()  # flush: write what is waiting without waiting more
 
-    def add(self, row: dict[str, Any]) -> None:
+    def add(self, row: repo.SyncRow) -> None:
         self.pending.append(row)
         if len(self.pending) >= self.most:
             self._now.set()
