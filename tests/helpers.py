@@ -74,8 +74,6 @@ async def two_quarters(
 ) -> AsyncIterator[tuple[Path, Path]]:
     """Release CHANGES_FROM and its next quarter CHANGES_TO (`tepat generate --from`: movers,
     entrants, leavers), imported, with their decisions stored under the rule set in force."""
-    from app import db
-    from app.services import materialize, pinning
 
     before, after = root / CHANGES_FROM, root / CHANGES_TO
     async with (
@@ -83,12 +81,20 @@ async def two_quarters(
         imported_release(settings, engine, after, CHANGES_TO, 0, seed + 1, from_dir=before),
     ):
         for release in (CHANGES_FROM, CHANGES_TO):
-            async with engine.connect() as conn:
-                pinned = await pinning.pin(conn, release, None)
-            reader, writer = await db.connect_raw(settings), await db.connect_raw(settings)
-            try:
-                await materialize.materialize(reader, writer, pinned.snapshot, pinned.rule_set)
-            finally:
-                await reader.close()
-                await writer.close()
+            await materialized(settings, engine, release)
         yield before, after
+
+
+async def materialized(settings: Settings, engine: AsyncEngine, release: str) -> None:
+    """Store a published release's decisions under its default rule set."""
+    from app import db
+    from app.services import materialize, pinning
+
+    async with engine.connect() as conn:
+        pinned = await pinning.pin(conn, release, None)
+    reader, writer = await db.connect_raw(settings), await db.connect_raw(settings)
+    try:
+        await materialize.materialize(reader, writer, pinned.snapshot, pinned.rule_set)
+    finally:
+        await reader.close()
+        await writer.close()

@@ -13,11 +13,10 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app import db
 from app.config import Settings
 from app.eligibility import PROGRAM_ORDER, Program
-from app.services import dci, eligibility, materialize, pinning
-from tests.helpers import imported_release
+from app.services import dci, eligibility, pinning
+from tests.helpers import imported_release, materialized
 
 RELEASE = "2025-11-30"
 PEOPLE = 6_000
@@ -31,14 +30,7 @@ async def release(
 ) -> AsyncIterator[Path]:
     folder = tmp_path_factory.mktemp("dci-records") / RELEASE
     async with imported_release(settings, engine, folder, RELEASE, people=PEOPLE, seed=47):
-        async with engine.connect() as conn:
-            pinned = await pinning.pin(conn, RELEASE, None)
-        reader, writer = await db.connect_raw(settings), await db.connect_raw(settings)
-        try:
-            await materialize.materialize(reader, writer, pinned.snapshot, pinned.rule_set)
-        finally:
-            await reader.close()
-            await writer.close()
+        await materialized(settings, engine, RELEASE)
         yield folder
 
 
