@@ -22,8 +22,10 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.types import Scope
 
-from app.api.routes.dci import dci_problem, searched, searched_one
+from app.api.routes.dci import dci_problem, searched, sync_log
 from app.errors import TepatError
+from app.http import limits
+from app.http.caller import charge
 from app.http.fast import FastPath, Head, caller_of
 from app.http.state import state_of
 from app.identifiers import RULE_SET_ID, SNAPSHOT_ID, is_nik
@@ -158,9 +160,16 @@ class FastDci(FastPath):
     async def answer(self, scope: Scope, body: bytes, head: Head) -> Answer | None:
         one = parse_one(body)
         if one is not None:
+            # The route's steps (app.api.routes.dci.searched) for one NIK, in this coroutine.
             caller = await caller_of(scope, head)
             signatures.check_request(caller.principal, body)
-            return await searched_one(state_of(scope), caller, one, scope)
+            await charge(scope, caller.principal, 1)  # 429 before any SQL
+            state = state_of(scope)
+            answered, row = await dci.search_one(state.reads, state.audit, caller, one)
+            if answered.disclosed > 1:  # records beyond the one asked: charged once known
+                limits.debit(scope, caller.principal, answered.disclosed - 1)
+            sync_log(scope).add(row)  # written after the answer, in batches
+            return Answer(answered.body, answered.receipt)
         try:
             envelope = DciSearchEnvelope.model_validate_json(body)
             dci.check_header(envelope.header, "search")

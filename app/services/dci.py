@@ -683,6 +683,36 @@ class Disclosure:
     found: int
 
 
+def _reply(
+    receiver_id: str,
+    transaction_id: str,
+    correlation_id: uuid.UUID,
+    status: str,
+    results: list[dict[str, Any]],
+    meta: dict[str, Any],
+    stamp: str,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """An answer's header and message, as signed. One clock reading (`stamp`) for the header
+    and the items (a clock read is a system call on some virtual machines)."""
+    n = len(results)
+    return _header(receiver_id, status, n, n, meta, stamp), {
+        "transaction_id": transaction_id,
+        "correlation_id": str(correlation_id),
+        "search_response": results,
+    }
+
+
+def _named(
+    subjects: list[str], niks: Sequence[str], disclosed: set[str] | frozenset[str]
+) -> tuple[list[str], int]:
+    """The audit record's subjects: those asked, and the people disclosed beyond them (family
+    members); and how many of the latter there are."""
+    beyond = disclosed.difference(niks) if disclosed else ()
+    if not beyond:
+        return subjects, 0
+    return subjects + [nik_subject(n) for n in sorted(beyond)], len(beyond)
+
+
 async def _answered(
     reply: Reply,
     read: Disclosure,
@@ -694,23 +724,19 @@ async def _answered(
 ) -> Answered:
     """A search's answer signed, and its audit record (naming everyone it discloses) durable."""
     pinned = read.pinned
-    n = len(reply.results)
-    body = await signatures.sign_batched(
-        keyring_audit.keyring,
-        keyring_audit.signer,
-        # One clock reading for the header and the items (a clock read is a system call on
-        # some virtual machines).
-        _header(
-            reply.receiver_id, reply.status, n, n, pinned.meta(caller.request_id, audit_id), stamp
-        ),
-        {
-            "transaction_id": reply.transaction_id,
-            "correlation_id": str(reply.correlation_id),
-            "search_response": reply.results,
-        },
+    header, message = _reply(
+        reply.receiver_id,
+        reply.transaction_id,
+        reply.correlation_id,
+        reply.status,
+        reply.results,
+        pinned.meta(caller.request_id, audit_id),
+        stamp,
     )
-    beyond = read.disclosed.difference(read.niks) if read.disclosed else ()
-    subjects = read.subjects + [nik_subject(n) for n in sorted(beyond)] if beyond else read.subjects
+    body = await signatures.sign_batched(
+        keyring_audit.keyring, keyring_audit.signer, header, message
+    )
+    subjects, beyond = _named(read.subjects, read.niks, read.disclosed)
     recorded = await record(pinned, subjects, read.found, body, audit_id)
     return Answered(
         body,
@@ -718,7 +744,7 @@ async def _answered(
         recorded.receipt or receipt(keyring_audit, pinned, recorded),
         reply.status,
         reply.outcome,
-        read.found + len(beyond),
+        read.found + beyond,
     )
 
 
@@ -738,14 +764,12 @@ class OneSearch:
 
 
 async def search_one(
-    reads: Any,
-    caller: Caller,
-    one: OneSearch,
-    correlation_id: uuid.UUID,
-    audit: AuditWriter,
-) -> Answered:
-    """`search` of a OneSearch through the API's reads, without the general path's item
-    machinery: the same answer, byte for byte (tests/dci/test_fast.py)."""
+    reads: Any, audit: AuditWriter, caller: Caller, one: OneSearch
+) -> tuple[Answered, repo.SyncRow]:
+    """`search` of a OneSearch through the API's reads, and its sync state: the same answer,
+    byte for byte (tests/dci/test_fast.py), in one coroutine. The general path's layers (its
+    item machinery, the recorder, `_answered`) are left out: each frame of a suspended
+    request's await chain is walked again at each of its three resumptions (bench/ P11)."""
     view = view_for(caller, None, False)
     pinned = await reads.pin(one.snapshot, one.rule_set)
     niks = [one.nik]
@@ -764,22 +788,30 @@ async def search_one(
         "reg_record_type": "Person",
         "reg_records": [orjson.Fragment(part)] if part else [],
     }
-    return await _answered(
-        Reply(
-            one.sender_id,
-            one.transaction_id,
-            correlation_id,
-            "succ",
-            [out],
-            [{"reference_id": one.reference_id, "status": "succ"}],
-        ),
-        Disclosure(pinned, niks, [nik_subject(one.nik)], rendered.disclosed, rendered.found),
-        caller,
+    correlation_id = new_correlation_id()
+    header, message = _reply(
+        one.sender_id,
+        one.transaction_id,
+        correlation_id,
+        "succ",
+        [out],
+        pinned.meta(caller.request_id, audit_id),
         stamp,
-        audit_id,
-        recorder(audit, caller),
-        audit,
     )
+    body = await signatures.sign_batched(audit.keyring, audit.signer, header, message)
+    subjects, beyond = _named([nik_subject(one.nik)], niks, rendered.disclosed)
+    recorded = await record_access(
+        audit, caller, audit_id, OPERATION, pinned, subjects, rendered.found, body, sign=True
+    )
+    outcome = [{"reference_id": one.reference_id, "status": "succ"}]
+    answered = Answered(
+        body,
+        recorded.receipt or receipt(audit, pinned, recorded),
+        "succ",
+        outcome,
+        rendered.found + beyond,
+    )
+    return answered, sync_row(caller, one.message_id, one.transaction_id, correlation_id, answered)
 
 
 def new_correlation_id() -> uuid.UUID:

@@ -19,6 +19,7 @@ JOSE implementation, as a client's would.
 from __future__ import annotations
 
 import base64
+import binascii
 import contextlib
 import hashlib
 import os
@@ -53,9 +54,13 @@ class ReceiptInvalid(Exception):
     """A receipt that does not verify: the message says which check failed."""
 
 
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
 def b64url(data: bytes) -> bytes:
-    """Base64url without padding (RFC 7515 section 2)."""
-    return base64.urlsafe_b64encode(data).rstrip(b"=")
+    """Base64url without padding (RFC 7515 section 2): base64.urlsafe_b64encode's bytes,
+    without its two layers of Python calls (every answer's signature and receipt)."""
+    return binascii.b2a_base64(data, newline=False).translate(_URLSAFE).rstrip(b"=")
 
 
 @dataclass(frozen=True, slots=True)

@@ -124,17 +124,18 @@ class Signer:
         self.fallbacks += 1
         return [self._local.sign(i).signature for i in inputs]
 
-    async def sign_one(self, data: bytes) -> bytes:
-        """The Ed25519 signature of `data`, signed together with the others asked during the
-        same turn of the event loop (concurrent requests): a batch of more than
+    def sign_one(self, data: bytes) -> asyncio.Future[bytes]:
+        """The Ed25519 signature of `data` (a future), signed together with the others asked
+        during the same turn of the event loop (concurrent requests): a batch of more than
         `inline_up_to` goes to the child, so answers under load are signed off this process's
-        CPU, as receipts are."""
+        CPU, as receipts are. A plain function: the awaiting request waits on the future
+        itself, without a frame of this method in its await chain (bench/ P11)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[bytes] = loop.create_future()
         self._gathering.append((data, future))
         if len(self._gathering) == 1:
             loop.call_soon(self._send_gathered)
-        return await future
+        return future
 
     def _send_gathered(self) -> None:
         batch, self._gathering = self._gathering, []

@@ -292,8 +292,9 @@ async def test_answers_ride_along_with_a_receipt_batch(tmp_path: Path) -> None:
     try:
         await signer.start()
         before = signer.round_trips
-        answers = [asyncio.ensure_future(signer.sign_one(b"answer-%d" % i)) for i in range(3)]
-        await asyncio.sleep(0)  # asked: gathered for the end of this turn of the loop
+        # Asked: gathered for the end of this turn of the loop, when a batch sent in this
+        # turn has taken them along.
+        answers = [signer.sign_one(b"answer-%d" % i) for i in range(3)]
         receipts_signed = await signer.sign_many([b"receipt-%d" % i for i in range(4)])
         answered = await asyncio.gather(*answers)
         assert signer.round_trips == before + 1  # one trip for the seven

@@ -141,18 +141,6 @@ async def searched(
     return Answer(result.body, result.receipt)
 
 
-async def searched_one(state: AppState, caller: Caller, one: dci.OneSearch, scope: Scope) -> Answer:
-    """`searched` for the commonest message (app.api.dci_fast): one NIK, one record at most."""
-    await charge(scope, caller.principal, 1)  # 429 before any SQL
-    correlation_id = dci.new_correlation_id()
-    result = await dci.search_one(state.reads, caller, one, correlation_id, state.audit)
-    if result.disclosed > 1:
-        limits.debit(scope, caller.principal, result.disclosed - 1)
-    row = dci.sync_row(caller, one.message_id, one.transaction_id, correlation_id, result)
-    sync_log(scope).add(row)
-    return Answer(result.body, result.receipt)
-
-
 def sync_log(scope: Scope) -> dci.SyncLog:
     """This app's log of sync search states (made at its first search; flushed at shutdown)."""
     app_state = scope["app"].state
