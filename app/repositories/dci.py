@@ -183,15 +183,16 @@ SyncRow = tuple[uuid.UUID, str, str, str, str, str, str, str]
 async def insert_many(conn: asyncpg.Connection, rows: Sequence[SyncRow]) -> None:
     """Sync search states (action `search`, mode `sync`), in ONE statement, committed without
     waiting for the WAL flush (`synchronous_commit` off for its transaction only): a crash may
-    lose the last batches, never part of one."""
-    listed = ", ".join(SYNC_COLUMNS)
+    lose the last batches, never part of one. The rows go as one JSON array of arrays, made at
+    C speed and taken apart by PostgreSQL: binding eight arrays cost the event loop four
+    microseconds a row (bench/ P11)."""
     await conn.execute(
-        f"INSERT INTO dci_transactions (action, mode, {listed}) "
-        f"SELECT 'search', 'sync', {listed[: -len(', outcome')]}, outcome::jsonb "
-        "FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], "
-        f"$7::text[], $8::text[]) AS u({listed}), "
+        "INSERT INTO dci_transactions (action, mode, " + ", ".join(SYNC_COLUMNS) + ") "
+        "SELECT 'search', 'sync', (r->>0)::uuid, r->>1, r->>2, r->>3, r->>4, r->>5, r->>6, "
+        "(r->>7)::jsonb "
+        "FROM jsonb_array_elements($1::text::jsonb) AS r, "
         "(SELECT set_config('synchronous_commit', 'off', true)) AS lazy",
-        *(list(column) for column in zip(*rows, strict=True)),
+        orjson.dumps(rows).decode(),
     )
 
 

@@ -66,7 +66,8 @@ async def sign_batched(
         return sign(keyring, header, message)
     content = signed_content(header, message)
     protected = _protected(keyring.current.kid)
-    signature = await signer.sign_one(protected + b"." + b64url(content))
+    # The payload's base64url is made with the signature (in the child, under load).
+    signature = await signer.sign_one(protected + b".", content)
     token = protected + b".." + b64url(signature)
     return b'{"signature":"' + token + b'",' + content[1:]
 

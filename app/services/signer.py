@@ -8,9 +8,11 @@ receipts (a quiet moment, large requests) is signed in this process instead: che
 round trip.
 
 Frames: the child first reads the 32-byte Ed25519 seed (never on its command line or in its
-environment), then, per batch, a count and that many length-prefixed signing inputs; it answers
-the count's 64-byte signatures, concatenated, in order. It exits at the end of its stdin: when
-the parent closes it, or dies.
+environment), then, per batch, a count and that many inputs, each a `head` and a `tail` with
+their lengths; the signing input is `head` followed by the base64url of `tail` (a detached JWS
+payload, app.services.signatures: its encoding is done here, off the event loop; a receipt's
+input is all head). It answers the count's 64-byte signatures, concatenated, in order. It exits
+at the end of its stdin: when the parent closes it, or dies.
 
 If the child dies, hangs or cannot start, the batch is signed in this process instead (the
 same signatures: Ed25519 is deterministic) and a new child is tried at the next batch after
@@ -20,7 +22,9 @@ same signatures: Ed25519 is deterministic) and a new child is tried at the next 
 from __future__ import annotations
 
 import asyncio
+import binascii
 import contextlib
+import fcntl
 import logging
 import struct
 import sys
@@ -32,16 +36,35 @@ from nacl.signing import SigningKey as NaclSigningKey
 SEED_BYTES = 32
 SIGNATURE_BYTES = 64
 _COUNT = struct.Struct("<I")
+_SIZES = struct.Struct("<II")
+# The child's stdin holds a whole batch of answers under load (a 64 KiB pipe took a batch in
+# several writes, each waking the child: bench/ P11). Linux lets any process ask for 1 MiB.
+PIPE_BYTES = 1 << 20
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
 
 log = logging.getLogger("tepat.audit")
 
+# An input: the signing input is `head` + base64url(`tail`) (`tail` empty: `head` alone).
+Input = tuple[bytes, bytes]
 
-def frame(inputs: Sequence[bytes]) -> bytes:
-    """One batch as the child reads it: a count, then each input with its length."""
+
+def b64url(data: bytes) -> bytes:
+    """Base64url without padding (RFC 7515 section 2): base64.urlsafe_b64encode's bytes,
+    without its two layers of Python calls (every answer's signature and receipt)."""
+    return binascii.b2a_base64(data, newline=False).translate(_URLSAFE).rstrip(b"=")
+
+
+def signing_input(head: bytes, tail: bytes) -> bytes:
+    return head + b64url(tail) if tail else head
+
+
+def frame(inputs: Sequence[Input]) -> bytes:
+    """One batch as the child reads it: a count, then each input's two lengths and bytes."""
     parts = [_COUNT.pack(len(inputs))]
-    for item in inputs:
-        parts.append(_COUNT.pack(len(item)))
-        parts.append(item)
+    for head, tail in inputs:
+        parts.append(_SIZES.pack(len(head), len(tail)))
+        parts.append(head)
+        parts.append(tail)
     return b"".join(parts)
 
 
@@ -67,7 +90,7 @@ class Signer:
         self.fallbacks = 0  # batches signed in this process (the child was away)
         self.round_trips = 0  # batches sent to the child
         # sign_one: inputs asked in the same turn of the event loop, signed as one batch.
-        self._gathering: list[tuple[bytes, asyncio.Future[bytes]]] = []
+        self._gathering: list[tuple[Input, asyncio.Future[bytes]]] = []
         self._batches: set[asyncio.Task[None]] = set()
 
     @property
@@ -87,6 +110,10 @@ class Signer:
         meanwhile rides along: one round trip to the child for both (bench/ P11)."""
         if len(inputs) <= self._inline_up_to and not self._gathering:
             return [self._local.sign(i).signature for i in inputs]
+        return await self._sign_pairs([(i, b"") for i in inputs])
+
+    async def _sign_pairs(self, inputs: Sequence[Input]) -> list[bytes]:
+        """`sign_many` of (head, tail) inputs, the gathered riding along."""
         async with self._lock:
             riders, self._gathering = self._gathering, []
             try:
@@ -104,7 +131,7 @@ class Signer:
                 future.set_result(signature)
         return signed[: len(inputs)]
 
-    async def _sign_locked(self, inputs: Sequence[bytes]) -> list[bytes]:
+    async def _sign_locked(self, inputs: Sequence[Input]) -> list[bytes]:
         """`sign_many`'s work, the lock held: by the child, else here."""
         proc = await self._child()
         if proc is not None:
@@ -122,17 +149,22 @@ class Signer:
                 await self._end(proc, kill=True)
                 self._failed_at = time.monotonic()
         self.fallbacks += 1
-        return [self._local.sign(i).signature for i in inputs]
+        return self._here(inputs)
 
-    def sign_one(self, data: bytes) -> asyncio.Future[bytes]:
-        """The Ed25519 signature of `data` (a future), signed together with the others asked
-        during the same turn of the event loop (concurrent requests): a batch of more than
-        `inline_up_to` goes to the child, so answers under load are signed off this process's
-        CPU, as receipts are. A plain function: the awaiting request waits on the future
-        itself, without a frame of this method in its await chain (bench/ P11)."""
+    def _here(self, inputs: Sequence[Input]) -> list[bytes]:
+        sign = self._local.sign
+        return [sign(signing_input(head, tail)).signature for head, tail in inputs]
+
+    def sign_one(self, head: bytes, tail: bytes = b"") -> asyncio.Future[bytes]:
+        """The Ed25519 signature of `head` + base64url(`tail`) (a future), signed together
+        with the others asked during the same turn of the event loop (concurrent requests): a
+        batch of more than `inline_up_to` goes to the child, so answers under load are signed
+        (their payloads encoded too) off this process's CPU, as receipts are. A plain function:
+        the awaiting request waits on the future itself, without a frame of this method in its
+        await chain (bench/ P11)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[bytes] = loop.create_future()
-        self._gathering.append((data, future))
+        self._gathering.append(((head, tail), future))
         if len(self._gathering) == 1:
             loop.call_soon(self._send_gathered)
         return future
@@ -145,9 +177,13 @@ class Signer:
         self._batches.add(task)  # held until done (the loop keeps only weak references)
         task.add_done_callback(self._batches.discard)
 
-    async def _sign_batch(self, batch: list[tuple[bytes, asyncio.Future[bytes]]]) -> None:
+    async def _sign_batch(self, batch: list[tuple[Input, asyncio.Future[bytes]]]) -> None:
         try:
-            signatures = await self.sign_many([data for data, _ in batch])
+            inputs = [data for data, _ in batch]
+            if len(inputs) <= self._inline_up_to and not self._gathering:
+                signatures = self._here(inputs)
+            else:
+                signatures = await self._sign_pairs(inputs)
         except BaseException as e:  # handed to every waiter: none is left hanging
             for _, future in batch:
                 if not future.done():
@@ -159,7 +195,7 @@ class Signer:
             if not future.done():
                 future.set_result(signature)
 
-    async def _ask(self, proc: asyncio.subprocess.Process, inputs: Sequence[bytes]) -> list[bytes]:
+    async def _ask(self, proc: asyncio.subprocess.Process, inputs: Sequence[Input]) -> list[bytes]:
         assert proc.stdin is not None
         assert proc.stdout is not None
         proc.stdin.write(frame(inputs))
@@ -187,6 +223,7 @@ class Signer:
                 stdout=asyncio.subprocess.PIPE,
             )
             assert proc.stdin is not None
+            _widen(proc.stdin)
             proc.stdin.write(self._seed)
             await proc.stdin.drain()
         except (OSError, ValueError) as e:
@@ -219,6 +256,13 @@ class Signer:
                 await self._end(self._proc)
 
 
+def _widen(stream: asyncio.StreamWriter) -> None:
+    """Ask for a pipe of PIPE_BYTES under the child's stdin (else the default stays)."""
+    pipe = stream.get_extra_info("pipe")
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+
+
 def _read(stream: object, n: int) -> bytes:
     read = stream.read  # type: ignore[attr-defined]
     data: bytes = read(n)
@@ -239,8 +283,9 @@ def main() -> None:
             (count,) = _COUNT.unpack(_read(stdin, _COUNT.size))
             signatures = []
             for _ in range(count):
-                (size,) = _COUNT.unpack(_read(stdin, _COUNT.size))
-                signatures.append(key.sign(_read(stdin, size)).signature)
+                head, tail = _SIZES.unpack(_read(stdin, _SIZES.size))
+                data = signing_input(_read(stdin, head), _read(stdin, tail) if tail else b"")
+                signatures.append(key.sign(data).signature)
             stdout.write(b"".join(signatures))
             stdout.flush()
     except (EOFError, BrokenPipeError, KeyboardInterrupt):

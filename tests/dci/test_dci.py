@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import asyncpg
 import httpx
 import orjson
 import pytest
@@ -677,3 +678,44 @@ async def test_an_async_search_is_answered_once_and_never_for_a_revoked_client(
         ).scalar_one()
     assert row.status == "rjct" and row.request is None and not row.response
     assert records == 1
+
+
+async def test_sync_states_keep_every_character_as_sent(
+    raw: asyncpg.Connection, full_key: str
+) -> None:
+    """The batch travels as JSON: quotes, backslashes, non-ASCII and JSON-looking text in the
+    ids come back as they were, and the outcome as the JSON it was."""
+    client_id = await raw.fetchval("SELECT id FROM api_clients LIMIT 1")
+    ids = ['t"1', "t\\2", "tíkét-ünï 🇮🇩", '{"a": 1}', "t\n5"]
+    rows: list[dci_repo.SyncRow] = [
+        (
+            uuid.uuid4(),
+            client_id,
+            txn,
+            f"m-{txn}",
+            "succ",
+            "pbi-verification",
+            f"req-{i}",
+            orjson.dumps([{"reference_id": txn, "status": "succ"}]).decode(),
+        )
+        for i, txn in enumerate(ids)
+    ]
+    try:
+        await dci_repo.insert_many(raw, rows)
+        for row in rows:
+            stored = await dci_repo.get(raw, row[0])
+            assert stored is not None
+            assert (stored.action, stored.mode) == ("search", "sync")
+            assert (
+                stored.client_id,
+                stored.transaction_id,
+                stored.message_id,
+                stored.status,
+                stored.purpose,
+                stored.request_id,
+            ) == row[1:7]
+            assert stored.outcome == orjson.loads(row[7])
+    finally:
+        await raw.execute(
+            "DELETE FROM dci_transactions WHERE id = ANY($1::uuid[])", [r[0] for r in rows]
+        )
