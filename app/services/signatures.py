@@ -66,8 +66,7 @@ async def sign_batched(
         return sign(keyring, header, message)
     content = signed_content(header, message)
     protected = _protected(keyring.current.kid)
-    # The payload's base64url is made with the signature (in the child, under load).
-    signature = await signer.sign_one(protected + b".", content)
+    signature = await signer.sign_one(protected + b"." + b64url(content))
     token = protected + b".." + b64url(signature)
     return b'{"signature":"' + token + b'",' + content[1:]
 

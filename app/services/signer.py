@@ -8,11 +8,9 @@ receipts (a quiet moment, large requests) is signed in this process instead: che
 round trip.
 
 Frames: the child first reads the 32-byte Ed25519 seed (never on its command line or in its
-environment), then, per batch, a count and that many inputs, each a `head` and a `tail` with
-their lengths; the signing input is `head` followed by the base64url of `tail` (a detached JWS
-payload, app.services.signatures: its encoding is done here, off the event loop; a receipt's
-input is all head). It answers the count's 64-byte signatures, concatenated, in order. It exits
-at the end of its stdin: when the parent closes it, or dies.
+environment), then, per batch, a count and that many length-prefixed signing inputs; it answers
+the count's 64-byte signatures, concatenated, in order. It exits at the end of its stdin: when
+the parent closes it, or dies.
 
 If the child dies, hangs or cannot start, the batch is signed in this process instead (the
 same signatures: Ed25519 is deterministic) and a new child is tried at the next batch after
@@ -22,7 +20,6 @@ same signatures: Ed25519 is deterministic) and a new child is tried at the next 
 from __future__ import annotations
 
 import asyncio
-import binascii
 import contextlib
 import fcntl
 import logging
@@ -36,35 +33,19 @@ from nacl.signing import SigningKey as NaclSigningKey
 SEED_BYTES = 32
 SIGNATURE_BYTES = 64
 _COUNT = struct.Struct("<I")
-_SIZES = struct.Struct("<II")
 # The child's stdin holds a whole batch of answers under load (a 64 KiB pipe took a batch in
-# several writes, each waking the child: bench/ P11). Linux lets any process ask for 1 MiB.
+# several writes: bench/ P11). Linux lets any process ask for 1 MiB.
 PIPE_BYTES = 1 << 20
-_URLSAFE = bytes.maketrans(b"+/", b"-_")
 
 log = logging.getLogger("tepat.audit")
 
-# An input: the signing input is `head` + base64url(`tail`) (`tail` empty: `head` alone).
-Input = tuple[bytes, bytes]
 
-
-def b64url(data: bytes) -> bytes:
-    """Base64url without padding (RFC 7515 section 2): base64.urlsafe_b64encode's bytes,
-    without its two layers of Python calls (every answer's signature and receipt)."""
-    return binascii.b2a_base64(data, newline=False).translate(_URLSAFE).rstrip(b"=")
-
-
-def signing_input(head: bytes, tail: bytes) -> bytes:
-    return head + b64url(tail) if tail else head
-
-
-def frame(inputs: Sequence[Input]) -> bytes:
-    """One batch as the child reads it: a count, then each input's two lengths and bytes."""
+def frame(inputs: Sequence[bytes]) -> bytes:
+    """One batch as the child reads it: a count, then each input with its length."""
     parts = [_COUNT.pack(len(inputs))]
-    for head, tail in inputs:
-        parts.append(_SIZES.pack(len(head), len(tail)))
-        parts.append(head)
-        parts.append(tail)
+    for item in inputs:
+        parts.append(_COUNT.pack(len(item)))
+        parts.append(item)
     return b"".join(parts)
 
 
@@ -90,7 +71,7 @@ class Signer:
         self.fallbacks = 0  # batches signed in this process (the child was away)
         self.round_trips = 0  # batches sent to the child
         # sign_one: inputs asked in the same turn of the event loop, signed as one batch.
-        self._gathering: list[tuple[Input, asyncio.Future[bytes]]] = []
+        self._gathering: list[tuple[bytes, asyncio.Future[bytes]]] = []
         self._batches: set[asyncio.Task[None]] = set()
 
     @property
@@ -110,10 +91,6 @@ class Signer:
         meanwhile rides along: one round trip to the child for both (bench/ P11)."""
         if len(inputs) <= self._inline_up_to and not self._gathering:
             return [self._local.sign(i).signature for i in inputs]
-        return await self._sign_pairs([(i, b"") for i in inputs])
-
-    async def _sign_pairs(self, inputs: Sequence[Input]) -> list[bytes]:
-        """`sign_many` of (head, tail) inputs, the gathered riding along."""
         async with self._lock:
             riders, self._gathering = self._gathering, []
             try:
@@ -131,7 +108,7 @@ class Signer:
                 future.set_result(signature)
         return signed[: len(inputs)]
 
-    async def _sign_locked(self, inputs: Sequence[Input]) -> list[bytes]:
+    async def _sign_locked(self, inputs: Sequence[bytes]) -> list[bytes]:
         """`sign_many`'s work, the lock held: by the child, else here."""
         proc = await self._child()
         if proc is not None:
@@ -149,22 +126,17 @@ class Signer:
                 await self._end(proc, kill=True)
                 self._failed_at = time.monotonic()
         self.fallbacks += 1
-        return self._here(inputs)
+        return [self._local.sign(i).signature for i in inputs]
 
-    def _here(self, inputs: Sequence[Input]) -> list[bytes]:
-        sign = self._local.sign
-        return [sign(signing_input(head, tail)).signature for head, tail in inputs]
-
-    def sign_one(self, head: bytes, tail: bytes = b"") -> asyncio.Future[bytes]:
-        """The Ed25519 signature of `head` + base64url(`tail`) (a future), signed together
-        with the others asked during the same turn of the event loop (concurrent requests): a
-        batch of more than `inline_up_to` goes to the child, so answers under load are signed
-        (their payloads encoded too) off this process's CPU, as receipts are. A plain function:
-        the awaiting request waits on the future itself, without a frame of this method in its
-        await chain (bench/ P11)."""
+    def sign_one(self, data: bytes) -> asyncio.Future[bytes]:
+        """The Ed25519 signature of `data` (a future), signed together with the others asked
+        during the same turn of the event loop (concurrent requests): a batch of more than
+        `inline_up_to` goes to the child, so answers under load are signed off this process's
+        CPU, as receipts are. A plain function: the awaiting request waits on the future
+        itself, without a frame of this method in its await chain (bench/ P11)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[bytes] = loop.create_future()
-        self._gathering.append(((head, tail), future))
+        self._gathering.append((data, future))
         if len(self._gathering) == 1:
             loop.call_soon(self._send_gathered)
         return future
@@ -177,13 +149,9 @@ class Signer:
         self._batches.add(task)  # held until done (the loop keeps only weak references)
         task.add_done_callback(self._batches.discard)
 
-    async def _sign_batch(self, batch: list[tuple[Input, asyncio.Future[bytes]]]) -> None:
+    async def _sign_batch(self, batch: list[tuple[bytes, asyncio.Future[bytes]]]) -> None:
         try:
-            inputs = [data for data, _ in batch]
-            if len(inputs) <= self._inline_up_to and not self._gathering:
-                signatures = self._here(inputs)
-            else:
-                signatures = await self._sign_pairs(inputs)
+            signatures = await self.sign_many([data for data, _ in batch])
         except BaseException as e:  # handed to every waiter: none is left hanging
             for _, future in batch:
                 if not future.done():
@@ -195,7 +163,7 @@ class Signer:
             if not future.done():
                 future.set_result(signature)
 
-    async def _ask(self, proc: asyncio.subprocess.Process, inputs: Sequence[Input]) -> list[bytes]:
+    async def _ask(self, proc: asyncio.subprocess.Process, inputs: Sequence[bytes]) -> list[bytes]:
         assert proc.stdin is not None
         assert proc.stdout is not None
         proc.stdin.write(frame(inputs))
@@ -283,9 +251,8 @@ def main() -> None:
             (count,) = _COUNT.unpack(_read(stdin, _COUNT.size))
             signatures = []
             for _ in range(count):
-                head, tail = _SIZES.unpack(_read(stdin, _SIZES.size))
-                data = signing_input(_read(stdin, head), _read(stdin, tail) if tail else b"")
-                signatures.append(key.sign(data).signature)
+                (size,) = _COUNT.unpack(_read(stdin, _COUNT.size))
+                signatures.append(key.sign(_read(stdin, size)).signature)
             stdout.write(b"".join(signatures))
             stdout.flush()
     except (EOFError, BrokenPipeError, KeyboardInterrupt):

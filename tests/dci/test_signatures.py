@@ -317,7 +317,7 @@ async def test_a_failed_batch_fails_each_of_its_answers(tmp_path: Path) -> None:
     async def broken(inputs: Any) -> list[bytes]:
         raise OSError("the signer is gone")
 
-    signer._sign_pairs = broken  # type: ignore[method-assign]  # the batch's way to the child
+    signer.sign_many = broken  # type: ignore[method-assign]
     results = await asyncio.gather(
         *(signer.sign_one(b"x%d" % i) for i in range(4)), return_exceptions=True
     )
@@ -336,26 +336,6 @@ def test_b64url_is_base64url_without_padding() -> None:
     for n in range(0, 200):
         data = os.urandom(n)
         assert receipts.b64url(data) == base64.urlsafe_b64encode(data).rstrip(b"=")
-
-
-@pytest.mark.parametrize("batch", [1, 5])  # signed here (up to inline_up_to), or by the child
-async def test_a_payload_is_encoded_where_it_is_signed(tmp_path: Path, batch: int) -> None:
-    """An answer's payload goes to the signer raw; what is signed is the head followed by the
-    payload's base64url, here and in the child alike."""
-    keyring = receipts.Keyring(receipts.generate(tmp_path / "service.pem"))
-    signer = Signer(keyring.current.seed, inline_up_to=2)
-    verify = nacl.signing.VerifyKey(keyring.current.signer.verify_key.encode())
-    payloads = [os.urandom(3000 + i) for i in range(batch)]
-    try:
-        await signer.start()
-        before = signer.round_trips
-        signed = await asyncio.gather(*(signer.sign_one(b"head.", p) for p in payloads))
-        assert signer.round_trips == before + (batch > 2)
-        assert signer.fallbacks == 0
-    finally:
-        await signer.stop()
-    for payload, signature in zip(payloads, signed, strict=True):
-        verify.verify(b"head." + base64.urlsafe_b64encode(payload).rstrip(b"="), signature)
 
 
 async def test_the_signer_child_is_fed_through_a_wide_pipe(tmp_path: Path) -> None:
