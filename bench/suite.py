@@ -72,6 +72,8 @@ MODES = {
     "quick": Mode("quick", 20_000, 5.0, 1.0, 100_000, 200_000, 40, 60.0, 100_000),
     "full": Mode("full", 1_000_000, 20.0, 3.0, 1_000_000, 1_000_000, 100, 300.0, 1_000_000),
 }
+# P11's adjacent REST and DCI loads; its ratio is the median pair's.
+P11_PAIRS = 3
 # The service without receipts, beside "service" in one run (bench.receipts: what they cost).
 PLAIN = "service-plain"
 CONNECTIONS_SMALL = 32  # P1, P2 (the P1 target: p99 at 32 connections)
@@ -411,19 +413,50 @@ class Run:
         return out
 
     def p11(self) -> None:
-        what = f"DCI sync/search 1 NIK req/s vs P1 REST people/lookup ({self.workers}w)"
+        what = f"DCI sync/search 1 NIK req/s vs REST people/lookup, paired ({self.workers}w)"
         bodies = self.dci_bodies(self.mode.bodies * 50)
+        rest_bodies = self.single_bodies()
         path = "/dci/registry/sync/search"
+        rest_path = "/v1/people/lookup"
         try:
             answer = self.probe("service", path, bodies[0], "DCI sync/search")
             if answer.get("message", {}).get("search_response", [{}])[0].get("status") != "succ":
                 raise Unavailable(f"DCI search not answered: {str(answer)[:300]}")
-            rest = self.rest_single()
-            dci = self.load("dci-1", "service", path, bodies, CONNECTIONS_SMALL)
+            self.probe("service", rest_path, rest_bodies[0], "REST people/lookup")
+            # The two faces in adjacent loads, in turn, the order swapped pair by pair: a shared
+            # 2-core machine's speed drifts by a third within a minute (bench/README.md), which
+            # set P1's REST load, a minute earlier, against this one.
+            pairs: list[tuple[Measured, Measured]] = []
+            for i in range(P11_PAIRS):
+                faces = ("rest", "dci") if i % 2 == 0 else ("dci", "rest")
+                got = {
+                    face: self.load(
+                        f"p11-{face}-{i}",
+                        "service",
+                        path if face == "dci" else rest_path,
+                        bodies if face == "dci" else rest_bodies,
+                        CONNECTIONS_SMALL,
+                    )
+                    for face in faces
+                }
+                pairs.append((got["dci"], got["rest"]))
         except Unavailable as e:
             self.lines.append(unavailable("P11", what, str(e)))
             return
-        extra = {"workers": self.workers, **dci.fields("service"), **rest.fields("baseline")}
+        ratios = [dci.rps / rest.rps for dci, rest in pairs]
+        dci, rest = pairs[sorted(range(len(pairs)), key=ratios.__getitem__)[len(pairs) // 2]]
+        extra: dict[str, Any] = {
+            "workers": self.workers,
+            "pairs": [
+                {"dci_req_s": round(d.rps, 1), "rest_req_s": round(r.rps, 1), "ratio": round(x, 3)}
+                for (d, r), x in zip(pairs, ratios, strict=True)
+            ],
+            **dci.fields("service"),
+            **rest.fields("baseline"),
+        }
+        p1 = self.cache.get("rest-1")
+        if p1 is not None:  # the figure as P11 was first defined: against P1's REST load
+            extra["vs_p1_rest"] = round(dci.rps / p1.rps, 3)
         self.lines.append(emit("P11", what, dci.rps, rest.rps, 0.7, unit="req/s", extra=extra))
 
     def p3(self) -> None:
