@@ -120,9 +120,11 @@ def parse_one(body: bytes) -> dci.OneSearch | None:
     if type(item) is not dict or not _ITEM.issuperset(item):
         return None
     locale = item.get("locale")
+    stamp = item.get("timestamp")
     if (
         not _text(item.get("reference_id"), 99)
-        or not _timestamp(item.get("timestamp"))
+        # Most clients stamp the item as the message: read once.
+        or (stamp != header["message_ts"] and not _timestamp(stamp))
         or (locale is not None and (type(locale) is not str or not _LOCALE.fullmatch(locale)))
     ):
         return None

@@ -176,8 +176,9 @@ SYNC_COLUMNS = (
     "id", "client_id", "transaction_id", "message_id", "status", "purpose", "request_id",
     "outcome",
 )  # fmt: skip
-# (id, client_id, transaction_id, message_id, status, purpose, request_id, outcome as JSON text)
-SyncRow = tuple[uuid.UUID, str, str, str, str, str, str, str]
+# (id, client_id, transaction_id, message_id, status, purpose, request_id, outcome as JSON text);
+# the id a UUID or its text.
+SyncRow = tuple[uuid.UUID | str, str, str, str, str, str, str, str]
 
 
 async def insert_many(conn: asyncpg.Connection, rows: Sequence[SyncRow]) -> None:

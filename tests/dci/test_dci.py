@@ -703,7 +703,7 @@ async def test_sync_states_keep_every_character_as_sent(
     try:
         await dci_repo.insert_many(raw, rows)
         for row in rows:
-            stored = await dci_repo.get(raw, row[0])
+            stored = await dci_repo.get(raw, uuid.UUID(str(row[0])))
             assert stored is not None
             assert (stored.action, stored.mode) == ("search", "sync")
             assert (
