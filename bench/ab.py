@@ -15,6 +15,7 @@ Both servers share the bench database and its audit log.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import statistics
 import tempfile
@@ -23,7 +24,7 @@ from pathlib import Path
 from app.config import Settings
 from bench.common import server_url
 from bench.prepare import prepare
-from bench.suite import CONNECTIONS_SMALL, MODES, Measured, Mode, Run
+from bench.suite import CONNECTIONS_SMALL, MODES, Measured, Run
 
 PATHS = {"REST": "/v1/people/lookup", "DCI": "/dci/registry/sync/search"}
 HERE = Path(__file__).resolve().parent.parent
@@ -46,18 +47,7 @@ def main() -> None:
     other = args.other.resolve()
     if not (other / "app").is_dir():
         parser.error(f"{other} holds no `app` package: give a checkout of this repository")
-    quick = MODES["quick"]
-    mode = Mode(
-        "ab",
-        quick.people,
-        args.duration,
-        0.5,
-        quick.bulk_niks,
-        quick.import_people,
-        quick.bodies,
-        quick.bulk_limit,
-        quick.changes_people,
-    )
+    mode = dataclasses.replace(MODES["quick"], name="ab", duration=args.duration, warmup=0.5)
     url = server_url(Settings())
     args.workdir = args.workdir.resolve()
     data = prepare(url, mode.people, args.workdir)

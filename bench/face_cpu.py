@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import statistics
 import time
 from collections.abc import Iterator
@@ -25,7 +26,7 @@ import psutil
 from app.config import Settings
 from bench.common import server_url
 from bench.prepare import prepare
-from bench.suite import CONNECTIONS_SMALL, MODES, Mode, Run
+from bench.suite import CONNECTIONS_SMALL, MODES, Run
 
 PATHS = {"REST": "/v1/people/lookup", "DCI": "/dci/registry/sync/search"}
 
@@ -61,18 +62,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per load")
     parser.add_argument("--workdir", type=Path, default=Path(".tepat/bench"))
     args = parser.parse_args()
-    quick = MODES["quick"]
-    mode = Mode(
-        "face-cpu",
-        quick.people,
-        args.duration,
-        1.0,
-        quick.bulk_niks,
-        quick.import_people,
-        quick.bodies,
-        quick.bulk_limit,
-        quick.changes_people,
-    )
+    mode = dataclasses.replace(MODES["quick"], name="face-cpu", duration=args.duration, warmup=1.0)
     url = server_url(Settings())
     data = prepare(url, mode.people, args.workdir)
     run = Run(mode, 1, args.workdir, url, data)

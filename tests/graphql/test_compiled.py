@@ -23,17 +23,15 @@ from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app import db
 from app.config import Settings
 from app.graphql import compiled
 from app.graphql.compiled import compile_document
 from app.graphql.extensions import LIMIT_RULES, MAX_TOKENS
 from app.http.fast import FastStats
 from app.main import create_app
-from app.services import materialize, pinning
 from bench.suite import GRAPHQL_PERSON
 from tests.graphql.test_parity import rest_decision
-from tests.helpers import imported_release
+from tests.helpers import imported_release, materialized
 from tests.support import RELEASE, MakeClient, auth
 
 STORED = "2025-09-30"  # older than RELEASE: never the current snapshot of other tests
@@ -58,14 +56,7 @@ async def stored(
     """A small release with its decisions stored (the path most lookups take)."""
     folder = tmp_path_factory.mktemp("compiled") / STORED
     async with imported_release(settings, engine, folder, STORED, people=1500, seed=43):
-        async with engine.connect() as conn:
-            pinned = await pinning.pin(conn, STORED, None)
-        reader, writer = await db.connect_raw(settings), await db.connect_raw(settings)
-        try:
-            await materialize.materialize(reader, writer, pinned.snapshot, pinned.rule_set)
-        finally:
-            await reader.close()
-            await writer.close()
+        await materialized(settings, engine, STORED)
         yield folder
 
 

@@ -23,14 +23,13 @@ from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app import db
 from app.config import Settings
 from app.main import create_app
-from app.services import disclosure, materialize, pinning
+from app.services import disclosure
 from app.services.audit import nik_subject, subject_hash
 from tests.bulk.conftest import ndjson, parse, post_bulk
 from tests.graphql.conftest import gql
-from tests.helpers import imported_release
+from tests.helpers import imported_release, materialized
 from tests.support import ALL_GROUPS, ALL_PROGRAMS, MakeClient, auth
 
 # --- the rule, as docs/disclosure.md states it -------------------------------------------------
@@ -320,14 +319,7 @@ async def stored(
     """A small release with its decisions stored: plain lookups render them from memos."""
     folder = tmp_path_factory.mktemp("disclosure") / STORED
     async with imported_release(settings, engine, folder, STORED, people=600, seed=14):
-        async with engine.connect() as conn:
-            pinned = await pinning.pin(conn, STORED, None)
-        reader, writer = await db.connect_raw(settings), await db.connect_raw(settings)
-        try:
-            await materialize.materialize(reader, writer, pinned.snapshot, pinned.rule_set)
-        finally:
-            await reader.close()
-            await writer.close()
+        await materialized(settings, engine, STORED)
         yield folder
 
 
